@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_demo_admin_is_created_once_with_a_printed_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DEMO_ADMIN_PASSWORD", raising=False)
+    monkeypatch.setenv("DEMO_ADMIN_USER", "demo")
+    out = StringIO()
+    call_command("ensure_demo_admin", stdout=out)
+    password = out.getvalue().split("with password ")[1].split("'")[1]
+    user = User.objects.get(username="demo")
+    assert user.is_superuser and user.check_password(password)
+    again = StringIO()
+    call_command("ensure_demo_admin", stdout=again)
+    assert "nothing to do" in again.getvalue()
+    assert User.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_demo_admin_password_can_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "s3cret-from-env")
+    out = StringIO()
+    call_command("ensure_demo_admin", stdout=out)
+    assert "s3cret-from-env" not in out.getvalue()
+    assert User.objects.get(username="admin").check_password("s3cret-from-env")
+
+
+def _settings_value(env: dict[str, str], expr: str) -> subprocess.CompletedProcess[str]:
+    code = f"import dashboard.settings as s; print({expr})"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
+def test_secret_key_is_generated_once_into_a_private_file(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env["SECRET_KEY_FILE"] = str(tmp_path / "key")
+    first = _settings_value(env, "s.SECRET_KEY")
+    second = _settings_value(env, "s.SECRET_KEY")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout and len(first.stdout.strip()) >= 50
+    assert stat.S_IMODE((tmp_path / "key").stat().st_mode) == 0o600
+
+
+def test_settings_defaults_are_safe_and_env_overrides_apply(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DATABASE_URL", "REDIS_URL")}
+    env["SECRET_KEY"] = "x" * 50
+    default = _settings_value(
+        env, "s.DEBUG, s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND']"
+    )
+    assert default.stdout.strip() == (
+        "False django.db.backends.sqlite3 channels.layers.InMemoryChannelLayer"
+    )
+    env.update(
+        DEBUG="true",
+        REDIS_URL="redis://127.0.0.1:6390/0",
+        DATABASE_URL="postgres://u:p@127.0.0.1:5433/db",
+    )
+    custom = _settings_value(
+        env, "s.DEBUG, s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND']"
+    )
+    assert custom.stdout.strip() == (
+        "True django.db.backends.postgresql channels_redis.core.RedisChannelLayer"
+    )
+    env["DEBUG"] = "maybe"
+    bad = _settings_value(env, "s.DEBUG")
+    assert bad.returncode != 0 and "DEBUG must be a boolean" in bad.stderr
+
+
+def test_sqlite_runs_in_wal_mode(db: None) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
