@@ -1,0 +1,399 @@
+"""The circuit breaker's state machine: admission, outcomes, transitions, events.
+
+:class:`resilience.circuit_breaker.CircuitBreaker` is the public face of this class;
+everything here is private to the package.
+
+Concurrency model: a short ``threading.Lock`` guards state reads and writes, never
+the protected call. A CLOSED call takes no lock at all when the failure-rate and
+slow-call rules are off: it reads a generation number and the state, runs the
+function, and records the outcome only if it changes something. Every transition
+bumps the generation, so outcomes of calls admitted before a transition never
+affect the new state (a late success cannot close a breaker that has reopened).
+Events are queued under the lock and delivered after it is released, in order.
+Whether anyone listens is checked with ``self._listeners or bus._listeners`` (two
+slot reads) rather than the ``bus.active`` property, which costs a call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from resilience._cb_config import CircuitBreakerConfig, qualified_name
+from resilience._cb_window import OutcomeWindow
+from resilience.errors import CircuitOpenError
+from resilience.events import BreakerStateChanged, CallRejected, Event, Listener, bus
+
+__all__ = ["BreakerCore", "CircuitState", "open_error"]
+
+logger = logging.getLogger("resilience.circuit_breaker")
+
+
+class CircuitState(StrEnum):
+    """Where a breaker is. The last two are only entered by an operator."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    DISABLED = "disabled"
+
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+_FORCED_OPEN = CircuitState.FORCED_OPEN
+_DISABLED = CircuitState.DISABLED
+
+
+class _Tally:
+    """A counter whose increment is a single C call, so the hot path needs no lock.
+
+    ``itertools.count.__next__`` is atomic under the GIL. Reading consumes one tick,
+    which is subtracted again (reads are serialised by a lock).
+    """
+
+    __slots__ = ("_count", "_lock", "_reads", "add")
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.add = self._count.__next__
+        self._lock = threading.Lock()
+        self._reads = 0
+
+    def value(self) -> int:
+        with self._lock:
+            value = next(self._count) - self._reads
+            self._reads += 1
+            return value
+
+
+def _describe(exc: BaseException, when: float) -> dict[str, Any]:
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not turn a failure into another error
+        message = f"<unprintable {type(exc).__name__}>"
+    return {"type": qualified_name(type(exc)), "message": message[:500], "time": when}
+
+
+_new_error = CircuitOpenError.__new__
+
+
+def open_error(name: str, remaining: float, message: str) -> CircuitOpenError:
+    """``CircuitOpenError(name, remaining, message)`` without running its Python ``__init__``.
+
+    Same ``args``, fields and pickling as the constructor (a test compares them); it
+    saves about a third of the rejection hot path. The message is precomputed per open
+    period, because formatting one per rejection would cost as much again.
+    """
+    exc = _new_error(CircuitOpenError, message)
+    exc.name = name
+    exc.remaining = remaining
+    return exc
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+class BreakerCore:
+    """State and bookkeeping of a breaker; see the module docstring."""
+
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_config",
+        "_failed",
+        "_failure_count",
+        "_failure_threshold",
+        "_failure_types",
+        "_generation",
+        "_ignored",
+        "_ignored_types",
+        "_in_flight",
+        "_last_failure",
+        "_listeners",
+        "_lock",
+        "_max_trials",
+        "_minimum_calls",
+        "_name",
+        "_open_message",
+        "_open_until",
+        "_opened_at",
+        "_pending",
+        "_plain",
+        "_publish_lock",
+        "_rate_threshold",
+        "_rejected",
+        "_slow",
+        "_slow_limit",
+        "_state",
+        "_success_count",
+        "_success_threshold",
+        "_successful",
+        "_timeout",
+        "_wall_clock",
+        "_window",
+        "listener_errors",
+    )
+
+    def _setup(
+        self,
+        name: str,
+        config: CircuitBreakerConfig,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._name = name
+        self._config = config
+        self._clock = clock
+        self._wall_clock = wall_clock
+        # Per-config values and flags, precomputed so the hot path reads one slot each.
+        self._failure_threshold = config.failure_threshold
+        self._success_threshold = config.success_threshold
+        self._max_trials = config.half_open_max_calls
+        self._timeout = config.timeout_seconds
+        self._failure_types = config.failure_exceptions
+        self._ignored_types = config.ignored_exceptions
+        self._slow_limit = config.slow_call_seconds
+        size = config.sliding_window_size
+        self._window = None if size is None else OutcomeWindow(size)
+        self._minimum_calls = config.minimum_calls or 0
+        self._rate_threshold = config.failure_rate_threshold or 0.0
+        self._plain = self._window is None and self._slow_limit is None
+
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._state = _CLOSED
+        self._failure_count = 0
+        self._success_count = 0
+        self._in_flight = 0
+        self._open_until = 0.0
+        self._opened_at: float | None = None
+        self._open_message = ""
+        self._last_failure: dict[str, Any] | None = None
+        self._listeners: tuple[Listener, ...] = ()
+        self._pending: deque[Event] = deque()
+        self._publish_lock = threading.Lock()
+        self.listener_errors = 0
+        self._successful = _Tally()
+        self._failed = _Tally()
+        self._rejected = _Tally()
+        self._ignored = _Tally()
+        self._slow = _Tally()
+
+    def _admit(self) -> int:
+        """Take the lock, do the lazy OPEN -> HALF_OPEN step, take a trial slot."""
+        rejected = False
+        remaining: float | None = None
+        with self._lock:
+            state = self._state
+            if state is _OPEN:
+                remaining = self._open_until - self._clock()
+                if remaining > 0:
+                    rejected = True
+                else:
+                    self._to_half_open()
+                    state = _HALF_OPEN
+            if state is _HALF_OPEN:
+                if self._in_flight >= self._max_trials:
+                    rejected, remaining = True, 0.0
+                else:
+                    self._in_flight += 1
+            elif state is _FORCED_OPEN:
+                rejected, remaining = True, None
+            generation = self._generation
+        if self._pending:
+            self._drain()
+        if rejected:
+            raise self._rejection(remaining)
+        return generation
+
+    def _rejection(self, remaining: float | None) -> CircuitOpenError:
+        self._rejected.add()
+        if self._listeners or bus._listeners:
+            self._announce_rejection(remaining)
+        if remaining:
+            return open_error(self._name, remaining, self._open_message)
+        return CircuitOpenError(self._name, remaining)
+
+    def _announce_rejection(self, remaining: float | None) -> None:
+        event = CallRejected(
+            name=self._name, time=self._wall_clock(), state=self._state.value, remaining=remaining
+        )
+        self._deliver(event)
+
+    def _on_error(self, exc: BaseException, generation: int, start: float | None) -> None:
+        if not isinstance(exc, Exception) or isinstance(exc, self._ignored_types):
+            self._ignored.add()
+            if self._state is _HALF_OPEN:
+                with self._lock:
+                    if generation == self._generation and self._state is _HALF_OPEN:
+                        self._in_flight -= 1
+        elif isinstance(exc, self._failure_types):
+            self._failed.add()
+            self._record(generation, _describe(exc, self._wall_clock()))
+        else:
+            # Not a failure type: the dependency answered, so it counts as a success.
+            self._on_success(generation, start)
+
+    def _on_success(self, generation: int, start: float | None) -> None:
+        limit = self._slow_limit
+        if start is not None and limit is not None:
+            elapsed = self._clock() - start
+            if elapsed >= limit:
+                self._slow.add()
+                self._failed.add()
+                failure = {
+                    "type": "SlowCall",
+                    "message": f"call took {elapsed:.3f}s (slow_call_duration {limit:g}s)",
+                    "time": self._wall_clock(),
+                }
+                self._record(generation, failure)
+                return
+        self._successful.add()
+        if self._window is not None or self._failure_count or self._state is _HALF_OPEN:
+            self._record(generation, None)
+
+    def _record(self, generation: int, failure: dict[str, Any] | None) -> None:
+        """Apply one outcome (``failure`` None means success) to the state machine."""
+        with self._lock:
+            if failure is not None:
+                self._last_failure = failure
+            if generation == self._generation:
+                state = self._state
+                if state is _CLOSED:
+                    self._record_closed(failure is not None)
+                elif state is _HALF_OPEN:
+                    self._in_flight -= 1
+                    if failure is not None:
+                        self._transition(_OPEN, f"trial call failed ({failure['type']})")
+                    else:
+                        self._success_count += 1
+                        if self._success_count >= self._success_threshold:
+                            self._transition(
+                                _CLOSED,
+                                f"success_threshold reached "
+                                f"({self._success_count} successful trial calls)",
+                            )
+        if self._pending:
+            self._drain()
+
+    def _record_closed(self, failed: bool) -> None:
+        window = self._window
+        if failed:
+            self._failure_count += 1
+            if window is not None:
+                window.record(True)
+            if self._failure_count >= self._failure_threshold:
+                self._transition(
+                    _OPEN,
+                    f"failure_threshold reached ({self._failure_count} consecutive failures)",
+                )
+                return
+        else:
+            self._failure_count = 0
+            if window is not None:
+                window.record(False)
+        if window is not None:
+            rate = window.rate(self._minimum_calls)
+            if rate is not None and rate >= self._rate_threshold:
+                self._transition(
+                    _OPEN,
+                    f"failure_rate_threshold reached "
+                    f"({rate:.1f}% of the last {len(window)} calls failed)",
+                )
+
+    # -- transitions (all of them happen in _transition, with the lock held) ---------
+
+    def _to_half_open(self) -> None:
+        self._transition(_HALF_OPEN, f"timeout elapsed ({self._timeout:g}s open)")
+
+    def _transition(
+        self,
+        to: CircuitState,
+        reason: str,
+        *,
+        actor: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        from_state = self._state
+        window = self._window
+        rate = None if window is None else window.rate(self._minimum_calls)
+        failure_count = self._failure_count
+        now = self._wall_clock()
+        # Lock-free readers load the generation before the state, so the generation
+        # must change first: a reader then sees a stale generation, never a stale state.
+        self._generation += 1
+        self._failure_count = 0
+        self._success_count = 0
+        self._in_flight = 0
+        if window is not None:
+            window.clear()
+        if to is _OPEN:
+            self._opened_at = now
+            self._open_until = self._clock() + self._timeout
+            self._open_message = (
+                f"circuit breaker {self._name!r} is open until {_iso(now + self._timeout)}"
+            )
+        elif to is _FORCED_OPEN:
+            self._opened_at = now
+        elif to is not _HALF_OPEN:
+            self._opened_at = None
+        self._state = to
+        if self._listeners or bus._listeners:
+            self._pending.append(
+                BreakerStateChanged(
+                    name=self._name,
+                    time=now,
+                    from_state=from_state.value,
+                    to_state=to.value,
+                    reason=reason,
+                    failure_count=failure_count,
+                    failure_rate=rate,
+                    actor=actor,
+                    note=note,
+                )
+            )
+
+    def _drain(self) -> None:
+        # Deliver queued events in order, by one thread at a time, outside the state
+        # lock. A thread that finds another one delivering leaves its event to it;
+        # the loop re-checks after releasing so no event is stranded.
+        pending = self._pending
+        while pending:
+            if not self._publish_lock.acquire(blocking=False):
+                return
+            try:
+                while pending:
+                    self._deliver(pending.popleft())
+            finally:
+                self._publish_lock.release()
+
+    def _deliver(self, event: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                self.listener_errors += 1
+                logger.exception("circuit breaker listener %r failed on %r", listener, event)
+        bus.publish(event)
+
+    def _operator(self, to: CircuitState, reason: str, actor: str | None, note: str | None) -> None:
+        with self._lock:
+            self._transition(to, reason, actor=actor, note=note)
+        self._drain()
+
+    def _refresh(self) -> None:
+        """The lazy OPEN -> HALF_OPEN step of state reads."""
+        if self._state is _OPEN and self._clock() >= self._open_until:
+            with self._lock:
+                if self._state is _OPEN and self._clock() >= self._open_until:
+                    self._to_half_open()
+            self._drain()

@@ -1,0 +1,108 @@
+"""Compression codecs for checkpoint payloads: ``zstd`` (default), ``gzip``, ``none``.
+
+The codec's name is written into every blob header, so a checkpoint stays readable
+after the manager's default codec changes. Decompression is bounded by the raw size
+recorded in the (already verified) header, so a crafted blob cannot expand without limit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import zlib
+from typing import Final
+
+import zstandard
+
+from resilience.errors import ConfigValueError
+
+__all__ = ["CODECS", "ZSTD_LEVEL", "GZIP_LEVEL", "compress", "decompress", "resolve_codec"]
+
+CODECS: Final = ("zstd", "gzip", "none")
+ZSTD_LEVEL: Final = 3
+GZIP_LEVEL: Final = 6
+
+# zstandard (de)compressor objects are not thread-safe: one pair per thread, reused.
+_local = threading.local()
+
+
+def resolve_codec(compression: object) -> str:
+    """Map the ``compression`` argument to a codec name.
+
+    Args:
+        compression: ``True`` (zstd), ``False`` (none), or one of ``"zstd"``,
+            ``"gzip"``, ``"none"``.
+
+    Raises:
+        ConfigValueError: any other value (a ``ValueError`` naming ``compression``).
+
+    Returns:
+        ``"zstd"``, ``"gzip"`` or ``"none"``.
+    """
+    if compression is True:
+        return "zstd"
+    if compression is False:
+        return "none"
+    if isinstance(compression, str) and compression in CODECS:
+        return compression
+    raise ConfigValueError(
+        f"compression must be True, False, 'zstd', 'gzip' or 'none', got {compression!r}"
+    )
+
+
+def _zstd_compressor() -> zstandard.ZstdCompressor:
+    compressor: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return compressor
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    decompressor: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+def compress(codec: str, data: bytes) -> bytes:
+    """Compress ``data`` with ``codec`` (a name from :data:`CODECS`)."""
+    if codec == "zstd":
+        return _zstd_compressor().compress(data)
+    if codec == "gzip":
+        return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+    if codec == "none":
+        return data
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def decompress(codec: str, data: bytes, raw_size: int) -> bytes:
+    """Decompress ``data``; never produces more than ``raw_size`` bytes.
+
+    Raises:
+        ValueError: unknown codec, malformed data, or output of another size.
+    """
+    if codec == "zstd":
+        try:
+            # A frame may claim any content size; refuse one that disagrees with the header
+            # before the decompressor allocates for it.
+            declared = zstandard.frame_content_size(data)
+            if declared != raw_size:
+                raise ValueError(f"zstd frame declares {declared} bytes, header says {raw_size}")
+            out = _zstd_decompressor().decompress(data, max_output_size=raw_size)
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"zstd: {exc}") from exc
+    elif codec == "gzip":
+        inflater = zlib.decompressobj(wbits=31)  # 31: gzip container
+        try:
+            out = inflater.decompress(data, raw_size + 1)
+        except zlib.error as exc:
+            raise ValueError(f"gzip: {exc}") from exc
+        if not inflater.eof:
+            raise ValueError("gzip: truncated or larger than the header says")
+    elif codec == "none":
+        out = data
+    else:
+        raise ValueError(f"unknown codec {codec!r}")
+    if len(out) != raw_size:
+        raise ValueError(f"decompressed to {len(out)} bytes, header says {raw_size}")
+    return out

@@ -1,0 +1,382 @@
+"""StateCheckpointManager: save, load, list, verify and clean up agent state checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from resilience._validate import duration, positive_int
+from resilience.checkpoint import blob, serialize
+from resilience.checkpoint._ids import new_checkpoint_id, validate_checkpoint_id, validate_name
+from resilience.checkpoint.compression import compress, decompress, resolve_codec
+from resilience.checkpoint.local import LocalCheckpointStore
+from resilience.checkpoint.results import CleanupResult, RebuildResult
+from resilience.checkpoint.store import CheckpointRecord, CheckpointStore
+from resilience.errors import (
+    CheckpointCorruptedError,
+    CheckpointNotFoundError,
+    ConfigTypeError,
+    ConfigValueError,
+)
+from resilience.events import CheckpointSaved, bus
+
+__all__ = ["StateCheckpointManager"]
+
+
+def _signing_key(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes | bytearray):
+        raise ConfigTypeError(f"signing_key must be bytes, str or None, got {type(value)!r}")
+    if not value:
+        raise ConfigValueError("signing_key must not be empty")
+    return bytes(value)
+
+
+class StateCheckpointManager:
+    """Saves agent/workflow state as verified, compressed JSON checkpoints.
+
+    Every checkpoint is one self-describing blob (see :mod:`resilience.checkpoint.blob`)
+    plus one index record. Saves are atomic and durable; every load checks the SHA-256
+    (and the HMAC when ``signing_key`` is set) before decompressing or decoding.
+    State is stored as JSON (see :mod:`resilience.checkpoint.serialize` for conversions);
+    nothing is ever unpickled.
+
+    Args:
+        checkpoint_dir: directory of the default :class:`LocalCheckpointStore`; ignored
+            when ``store`` is given. Nothing is created until the first save or query.
+        compression: ``True``/``"zstd"`` (default), ``"gzip"``, ``False``/``"none"``.
+            Only affects new saves: each blob records its own codec.
+        signing_key: bytes or str; when set, new blobs carry an HMAC-SHA256 and loads
+            reject blobs without a valid one.
+        store: any :class:`CheckpointStore` (e.g. a Django-backed one).
+        clock: wall-clock seconds since the epoch, for ``created_at`` and ``older_than``.
+
+    Raises:
+        ConfigValueError: invalid ``compression`` or an empty ``signing_key``.
+        ConfigTypeError: ``signing_key``, ``store`` or ``clock`` of the wrong type.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike[str] = "./checkpoints",
+        compression: bool | str = True,
+        *,
+        signing_key: bytes | str | None = None,
+        store: CheckpointStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.codec = resolve_codec(compression)
+        self._key = _signing_key(signing_key)
+        if store is None:
+            store = LocalCheckpointStore(checkpoint_dir)
+        elif not isinstance(store, CheckpointStore):
+            raise ConfigTypeError(f"store must implement CheckpointStore, got {store!r}")
+        if not callable(clock):
+            raise ConfigTypeError(f"clock must be callable, got {clock!r}")
+        self.store: CheckpointStore = store
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        signed = ", signed" if self._key else ""
+        return f"StateCheckpointManager({self.store!r}, codec={self.codec!r}{signed})"
+
+    def close(self) -> None:
+        """Close the store's resources (database connections) if it has a ``close``."""
+        close = getattr(self.store, "close", None)
+        if callable(close):
+            close()
+
+    @property
+    def signed(self) -> bool:
+        """True when a signing key is configured."""
+        return self._key is not None
+
+    # -- save / load -----------------------------------------------------------------
+
+    def save_checkpoint(
+        self,
+        state: object,
+        agent_id: str,
+        workflow_id: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Serialize, compress, hash (and sign) ``state``, store it durably, index it.
+
+        Args:
+            state: JSON-compatible data (see :mod:`resilience.checkpoint.serialize`).
+            agent_id: 1-128 of ``A-Z a-z 0-9 _ . : @ -``, starting alphanumeric.
+            workflow_id: same rules as ``agent_id``.
+            metadata: small JSON-compatible dict kept in the index (str keys).
+
+        Raises:
+            TypeError: a value in ``state`` or ``metadata`` cannot be stored; the
+                message names its path, e.g. ``state["tools"][3]["fn"]``.
+            ConfigValueError / ConfigTypeError: invalid ``agent_id`` or ``workflow_id``.
+            OSError / store errors: the write failed; nothing was indexed.
+
+        Returns:
+            The new checkpoint id; ids from one process increase in save order.
+        """
+        validate_name("agent_id", agent_id)
+        validate_name("workflow_id", workflow_id)
+        if metadata is None:
+            meta: dict[str, Any] = {}
+        elif isinstance(metadata, Mapping):
+            meta = serialize.loads(serialize.dumps(dict(metadata), root="metadata"))
+        else:
+            raise ConfigTypeError(f"metadata must be a mapping or None, got {type(metadata)!r}")
+        raw = serialize.dumps(state)
+        payload = compress(self.codec, raw)
+        created_at = float(self.clock())
+        record = CheckpointRecord(
+            checkpoint_id=new_checkpoint_id(created_at),
+            agent_id=agent_id,
+            workflow_id=workflow_id,
+            created_at=created_at,
+            raw_size=len(raw),
+            stored_size=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            codec=self.codec,
+            metadata=meta,
+        )
+        self.store.write_blob(record.checkpoint_id, blob.pack(record, payload, self._key))
+        self.store.add_record(record)  # only once the blob is durable
+        if bus.active:
+            bus.publish(
+                CheckpointSaved(
+                    name=record.checkpoint_id,
+                    time=created_at,
+                    agent_id=agent_id,
+                    workflow_id=workflow_id,
+                    raw_size=record.raw_size,
+                    stored_size=record.stored_size,
+                    codec=record.codec,
+                    metadata=dict(meta),
+                )
+            )
+        return record.checkpoint_id
+
+    def load_checkpoint(self, checkpoint_id: str) -> Any:
+        """Return the state saved as ``checkpoint_id``, as plain JSON types.
+
+        Raises:
+            ConfigValueError / ConfigTypeError: a malformed id (the store is not touched).
+            CheckpointNotFoundError: no such checkpoint.
+            CheckpointCorruptedError: it failed verification; nothing was decoded.
+        """
+        _record, raw = self._read_verified(checkpoint_id)
+        try:
+            return serialize.loads(raw)
+        except orjson.JSONDecodeError as exc:  # only reachable if a signed writer erred
+            raise CheckpointCorruptedError(f"checkpoint {checkpoint_id}: bad JSON") from exc
+
+    async def asave_checkpoint(
+        self,
+        state: object,
+        agent_id: str,
+        workflow_id: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """:meth:`save_checkpoint` in a worker thread (``asyncio.to_thread``).
+
+        Don't mutate ``state`` until this returns: it is serialized in the thread.
+        """
+        return await asyncio.to_thread(self.save_checkpoint, state, agent_id, workflow_id, metadata)
+
+    async def aload_checkpoint(self, checkpoint_id: str) -> Any:
+        """:meth:`load_checkpoint` in a worker thread (``asyncio.to_thread``)."""
+        return await asyncio.to_thread(self.load_checkpoint, checkpoint_id)
+
+    def _read_verified(self, checkpoint_id: str) -> tuple[CheckpointRecord, bytes]:
+        validate_checkpoint_id(checkpoint_id)
+        data = self.store.read_blob(checkpoint_id)
+        record, payload = blob.unpack(data, checkpoint_id=checkpoint_id, key=self._key)
+        try:
+            raw = decompress(record.codec, payload, record.raw_size)
+        except ValueError as exc:
+            raise CheckpointCorruptedError(f"checkpoint {checkpoint_id}: {exc}") from exc
+        return record, raw
+
+    # -- queries ---------------------------------------------------------------------
+
+    def get_checkpoint_info(self, checkpoint_id: str) -> dict[str, Any]:
+        """The index's info dict for one checkpoint (see :meth:`CheckpointRecord.to_dict`).
+
+        Raises:
+            ConfigValueError / ConfigTypeError: a malformed id.
+            CheckpointNotFoundError: not in the index.
+        """
+        return self._get_record(checkpoint_id).to_dict()
+
+    def _get_record(self, checkpoint_id: str) -> CheckpointRecord:
+        validate_checkpoint_id(checkpoint_id)
+        record = self.store.get_record(checkpoint_id)
+        if record is None:
+            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id}")
+        return record
+
+    def get_latest_checkpoint(
+        self, agent_id: str | None = None, workflow_id: str | None = None
+    ) -> str | None:
+        """The id of the newest checkpoint matching the filters, or None."""
+        records = self._query(agent_id, workflow_id, 1)
+        return records[0].checkpoint_id if records else None
+
+    def list_checkpoints(
+        self,
+        agent_id: str | None = None,
+        workflow_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Info dicts of matching checkpoints, newest first.
+
+        Args:
+            agent_id / workflow_id: filters; None matches any.
+            limit: at most this many (>= 1); None for all.
+
+        Raises:
+            ConfigValueError / ConfigTypeError: a malformed filter or limit.
+        """
+        if limit is not None:
+            positive_int("limit", limit)
+        return [record.to_dict() for record in self._query(agent_id, workflow_id, limit)]
+
+    def _query(
+        self, agent_id: str | None, workflow_id: str | None, limit: int | None
+    ) -> list[CheckpointRecord]:
+        if agent_id is not None:
+            validate_name("agent_id", agent_id)
+        if workflow_id is not None:
+            validate_name("workflow_id", workflow_id)
+        return self.store.query_records(agent_id=agent_id, workflow_id=workflow_id, limit=limit)
+
+    def verify_checkpoint(self, checkpoint_id: str) -> bool:
+        """Check a checkpoint fully without returning it.
+
+        True when the blob verifies (hashes, HMAC if keyed, decompression) and agrees
+        with its index record (when it has one).
+
+        Raises:
+            ConfigValueError / ConfigTypeError: a malformed id.
+            CheckpointNotFoundError: no blob with this id.
+        """
+        try:
+            record, _raw = self._read_verified(checkpoint_id)
+        except CheckpointCorruptedError:
+            return False
+        indexed = self.store.get_record(checkpoint_id)
+        return indexed is None or indexed == record
+
+    # -- removal ---------------------------------------------------------------------
+
+    def delete_checkpoint(self, checkpoint_id: str) -> None:
+        """Remove a checkpoint: index record first, then blob.
+
+        Raises:
+            ConfigValueError / ConfigTypeError: a malformed id.
+            CheckpointNotFoundError: neither a record nor a blob existed.
+        """
+        validate_checkpoint_id(checkpoint_id)
+        indexed = self.store.get_record(checkpoint_id) is not None
+        self.store.remove_records([checkpoint_id])
+        if not self.store.delete_blob(checkpoint_id) and not indexed:
+            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id}")
+
+    def cleanup(
+        self,
+        keep_last: int | None = None,
+        older_than: float | timedelta | None = None,
+        dry_run: bool = False,
+    ) -> CleanupResult:
+        """Remove old checkpoints, per (agent_id, workflow_id) group.
+
+        A checkpoint is removed when it is not among the newest ``keep_last`` of its
+        group (if ``keep_last`` is given) AND it is older than ``older_than`` (if given).
+        So ``keep_last`` alone keeps the newest N per group; ``older_than`` alone drops
+        everything older; both together drop old checkpoints but always keep the newest N.
+
+        Args:
+            keep_last: checkpoints to keep per group, >= 1.
+            older_than: seconds or a ``timedelta``; "older" means
+                ``clock() - created_at > older_than``.
+            dry_run: only report what would be removed.
+
+        Raises:
+            ConfigValueError / ConfigTypeError: invalid arguments, or neither given.
+
+        Returns:
+            A :class:`CleanupResult`.
+        """
+        if keep_last is None and older_than is None:
+            raise ConfigValueError("cleanup needs keep_last and/or older_than, got neither")
+        keep = None if keep_last is None else positive_int("keep_last", keep_last)
+        max_age = None if older_than is None else duration("older_than", older_than)
+        now = float(self.clock())
+        seen: dict[tuple[str, str], int] = {}
+        doomed: list[CheckpointRecord] = []
+        for record in self.store.query_records():  # newest first
+            group = (record.agent_id, record.workflow_id)
+            rank = seen[group] = seen.get(group, 0) + 1
+            if keep is not None and rank <= keep:
+                continue
+            if max_age is not None and now - record.created_at <= max_age:
+                continue
+            doomed.append(record)
+        ids = tuple(record.checkpoint_id for record in doomed)
+        if not dry_run and ids:
+            self.store.remove_records(ids)
+            for checkpoint_id in ids:
+                self.store.delete_blob(checkpoint_id)
+        return CleanupResult(
+            checkpoint_ids=ids,
+            count=len(ids),
+            stored_bytes=sum(record.stored_size for record in doomed),
+            dry_run=dry_run,
+        )
+
+    def rebuild_index(self) -> RebuildResult:
+        """Re-create the index from the blobs alone.
+
+        Every blob is verified (hashes, and the HMAC when a key is set); valid ones are
+        (re-)indexed, corrupted ones are reported and left in place, and records whose
+        blob is missing or corrupted are removed. Concurrent saves are safe. With the
+        local store, temporary files older than an hour are removed too.
+
+        Returns:
+            A :class:`RebuildResult`.
+        """
+        before = {record.checkpoint_id for record in self.store.query_records()}
+        valid: set[str] = set()
+        corrupted: list[str] = []
+        for checkpoint_id in sorted(self.store.iter_blob_ids()):
+            try:
+                data = self.store.read_blob(checkpoint_id)
+                record, _payload = blob.unpack(data, checkpoint_id=checkpoint_id, key=self._key)
+            except CheckpointNotFoundError:
+                continue  # deleted meanwhile
+            except CheckpointCorruptedError:
+                corrupted.append(checkpoint_id)
+                continue
+            self.store.add_record(record)
+            valid.add(checkpoint_id)
+        # A blob deleted while we scanned must not come back as an unloadable record.
+        remaining = set(self.store.iter_blob_ids())
+        gone = valid - remaining
+        removed = sorted((before - valid) | gone, reverse=True)
+        self.store.remove_records(removed)
+        sweep = getattr(self.store, "sweep_temp_files", None)
+        if callable(sweep):
+            sweep()
+        return RebuildResult(
+            indexed=len(valid - gone), corrupted=tuple(corrupted), removed=tuple(removed)
+        )

@@ -1,0 +1,339 @@
+"""Token-bucket rate limiting: one bucket, one bucket per key, and a decorator.
+
+A bucket holds up to ``capacity`` tokens, starts full and refills continuously at
+``rate`` tokens per second; each request spends tokens or is refused. The state is
+two floats (level and time of the last update) behind one lock held only for the
+arithmetic, never across a sleep or the protected call.
+
+``try_acquire()`` with the default single token takes an unvalidated fast path:
+it is the product, measured against a hand-written floor in
+``bench/bench_limiter.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar, cast
+
+from resilience._rl_core import (
+    ONE,
+    AnyRateLimiter,
+    RateLimitConfig,
+    RateLimiterRegistry,
+    await_for,
+    check_name,
+    check_timeout,
+    check_tokens,
+    publish_rejection,
+    rate_limiter_registry,
+    rejection,
+    wait_for,
+)
+from resilience._rl_keyed import KeyedRateLimiter
+from resilience._validate import positive_int
+from resilience.errors import ConfigTypeError, RateLimitError
+from resilience.events import bus
+
+__all__ = [
+    "AnyRateLimiter",
+    "KeyedRateLimiter",
+    "RateLimitConfig",
+    "RateLimitError",
+    "RateLimiter",
+    "RateLimiterRegistry",
+    "rate_limit",
+    "rate_limiter_registry",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RateLimiter:
+    """One token bucket shared by every caller.
+
+    Args:
+        config: capacity and refill rate.
+        name: shown by the API and dashboard; a named limiter registers itself in
+            ``rate_limiter_registry`` (see ``register``).
+        clock: monotonic seconds; inject a fake one in tests.
+        sleep: how :meth:`acquire` waits.
+        async_sleep: how :meth:`aacquire` waits.
+        register: set False to keep a named limiter out of the registry.
+
+    Raises:
+        ConfigTypeError: ``config`` is not a :class:`RateLimitConfig` or ``name``
+            is not a non-empty str.
+        ConfigValueError: ``name`` is already registered (use
+            ``rate_limiter_registry.get_or_create`` to share a limiter by name).
+
+    Attributes:
+        allowed: requests admitted so far (requests, not tokens).
+        rejected: requests refused so far.
+    """
+
+    __slots__ = (
+        "_async_sleep",
+        "_capacity",
+        "_clock",
+        "_last",
+        "_level",
+        "_lock",
+        "_rate",
+        "_sleep",
+        "allowed",
+        "config",
+        "name",
+        "rejected",
+    )
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        *,
+        name: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        register: bool = True,
+    ) -> None:
+        if not isinstance(config, RateLimitConfig):
+            raise ConfigTypeError(f"config must be a RateLimitConfig, got {config!r}")
+        self.config = config
+        self.name = check_name(name)
+        self.allowed = 0
+        self.rejected = 0
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+        self._async_sleep = async_sleep
+        self._rate = config.rate
+        self._capacity = float(config.capacity)
+        self._level = self._capacity
+        self._last = clock()
+        if name is not None and register:
+            rate_limiter_registry.add(name, self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RateLimiter {self.name!r} capacity={self.config.capacity} "
+            f"rate={self._rate:g}/s allowed={self.allowed} rejected={self.rejected}>"
+        )
+
+    def try_acquire(self, tokens: int = 1) -> bool:
+        """Take ``tokens`` now if the bucket has them; never waits.
+
+        Args:
+            tokens: an int from 1 to the capacity.
+
+        Returns:
+            True if admitted, False if refused (counted in ``rejected``).
+
+        Raises:
+            ConfigTypeError: ``tokens`` is not an int.
+            ConfigValueError: ``tokens`` is < 1 or > capacity.
+        """
+        if tokens is not ONE:
+            return self._try_acquire_many(tokens)
+        with self._lock:
+            now = self._clock()
+            level = self._level + (now - self._last) * self._rate
+            if level >= 1.0:
+                capacity = self._capacity
+                self._level = (capacity if level > capacity else level) - 1.0
+                self._last = now
+                self.allowed += 1
+                return True
+            # Refused: level < 1 <= capacity, so it was not capped and the stored
+            # (level, last) pair still describes it; nothing to write back.
+            self.rejected += 1
+        # `bus.active` without its property call: one attribute check when nobody listens.
+        if bus._listeners:
+            publish_rejection(self.name, 1, (1.0 - level) / self._rate)
+        return False
+
+    def _try_acquire_many(self, tokens: object) -> bool:
+        count = check_tokens(tokens, self.config.capacity)
+        wait = self._take(count)
+        if wait:
+            self._refuse(count, wait)
+            return False
+        return True
+
+    def acquire(self, tokens: int = 1, timeout: float | timedelta | None = None) -> None:
+        """Take ``tokens``, sleeping (with the injected ``sleep``) until they refill.
+
+        Args:
+            tokens: an int from 1 to the capacity.
+            timeout: seconds (or ``timedelta``) to wait at most; ``None`` waits as
+                long as needed, ``0`` does not wait.
+
+        Raises:
+            RateLimitError: the tokens cannot be had within ``timeout``; raised as
+                soon as that is known, with ``retry_after`` and ``name`` set.
+            ConfigTypeError, ConfigValueError: bad ``tokens`` or ``timeout``.
+        """
+        count = check_tokens(tokens, self.config.capacity)
+        limit = check_timeout(timeout)
+        wait_for(
+            partial(self._take, count),
+            self._clock,
+            self._sleep,
+            limit,
+            partial(self._refuse, count),
+        )
+
+    # ASYNC109: `timeout` is the contract's name, mirroring acquire(); it raises
+    # RateLimitError as soon as the wait would overrun, which asyncio.timeout cannot.
+    async def aacquire(
+        self,
+        tokens: int = 1,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109
+    ) -> None:
+        """:meth:`acquire` for coroutines: waits with the injected ``async_sleep``."""
+        count = check_tokens(tokens, self.config.capacity)
+        limit = check_timeout(timeout)
+        await await_for(
+            partial(self._take, count),
+            self._clock,
+            self._async_sleep,
+            limit,
+            partial(self._refuse, count),
+        )
+
+    def available_tokens(self) -> float:
+        """Tokens in the bucket now (fractional while refilling)."""
+        with self._lock:
+            level = self._level + (self._clock() - self._last) * self._rate
+        return min(level, self._capacity)
+
+    def retry_after(self, tokens: int = 1) -> float:
+        """Seconds until ``tokens`` are available; 0.0 if they are available now."""
+        count = check_tokens(tokens, self.config.capacity)
+        with self._lock:
+            level = self._level + (self._clock() - self._last) * self._rate
+        return 0.0 if level >= count else (count - level) / self._rate
+
+    def snapshot(self) -> dict[str, Any]:
+        """State for the API and dashboard (plain JSON-able values)."""
+        return {
+            "name": self.name,
+            "kind": "bucket",
+            **self.config.describe(),
+            "available_tokens": self.available_tokens(),
+            "allowed": self.allowed,
+            "rejected": self.rejected,
+        }
+
+    def _take(self, count: int) -> float:
+        """Take ``count`` tokens and return 0.0, or return the seconds they need."""
+        with self._lock:
+            now = self._clock()
+            level = self._level + (now - self._last) * self._rate
+            if level >= count:
+                capacity = self._capacity
+                self._level = (capacity if level > capacity else level) - count
+                self._last = now
+                self.allowed += 1
+                return 0.0
+        return (count - level) / self._rate
+
+    def _refuse(self, count: int, wait: float) -> RateLimitError:
+        with self._lock:
+            self.rejected += 1
+        if bus._listeners:
+            publish_rejection(self.name, count, wait)
+        return rejection(self.name, count, wait)
+
+
+def rate_limit(
+    config: RateLimitConfig,
+    *,
+    key: Callable[..., Hashable] | None = None,
+    name: str | None = None,
+    max_keys: int = 10_000,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[F], F]:
+    """Refuse calls beyond ``config`` with :class:`RateLimitError`; sync or async.
+
+    Without ``key`` every call spends from one :class:`RateLimiter`; with ``key``,
+    ``key(*args, **kwargs)`` picks a bucket of a :class:`KeyedRateLimiter` (per user,
+    per endpoint...) holding at most ``max_keys`` buckets. The limiter is registered
+    under ``name`` (default ``module.qualname`` of the function) and exposed as
+    ``wrapped.limiter``. Decorating two functions under one name raises
+    ``ConfigValueError``: pass distinct names to functions made by a factory.
+
+    Raises:
+        ConfigTypeError: ``config`` is not a RateLimitConfig or ``key`` is not callable.
+        ConfigValueError: bad ``max_keys``, or the name is already registered.
+    """
+    if not isinstance(config, RateLimitConfig):
+        raise ConfigTypeError(f"config must be a RateLimitConfig, got {config!r}")
+    if key is not None and not callable(key):
+        raise ConfigTypeError(f"key must be a callable or None, got {key!r}")
+    positive_int("max_keys", max_keys)
+    check_name(name)
+
+    def decorate(fn: F) -> F:
+        label = name or f"{fn.__module__}.{fn.__qualname__}"
+        is_async = inspect.iscoroutinefunction(fn)
+        wrapper: Any
+        # Four small wrappers rather than one calling a shared "gate": a Python call
+        # per wrapped call is a third of the decorator's own cost.
+        if key is None:
+            single = RateLimiter(config, name=label, clock=clock)
+            admit = single.try_acquire
+
+            def refused() -> RateLimitError:
+                return rejection(label, 1, single.retry_after())
+
+            if is_async:
+
+                async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    if not admit():
+                        raise refused()
+                    return await fn(*args, **kwargs)
+            else:
+
+                def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    if not admit():
+                        raise refused()
+                    return fn(*args, **kwargs)
+
+            limiter: AnyRateLimiter = single
+        else:
+            pick = key
+            keyed = KeyedRateLimiter(config, name=label, max_keys=max_keys, clock=clock)
+            admit_key = keyed.try_acquire
+
+            def refused_key(bucket: Hashable) -> RateLimitError:
+                return rejection(label, 1, keyed.retry_after(bucket), bucket)
+
+            if is_async:
+
+                async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    bucket = pick(*args, **kwargs)
+                    if not admit_key(bucket):
+                        raise refused_key(bucket)
+                    return await fn(*args, **kwargs)
+            else:
+
+                def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    bucket = pick(*args, **kwargs)
+                    if not admit_key(bucket):
+                        raise refused_key(bucket)
+                    return fn(*args, **kwargs)
+
+            limiter = keyed
+        wrapped: Any = functools.wraps(fn)(wrapper)
+        # After wraps(), which copies fn.__dict__: a stacked inner limiter must not win.
+        wrapped.limiter = limiter
+        return cast(F, wrapped)
+
+    return decorate

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+
+import pytest
+
+from resilience.errors import ConfigTypeError, ConfigValueError, RateLimitError
+from resilience.rate_limiter import (
+    KeyedRateLimiter,
+    RateLimitConfig,
+    RateLimiter,
+    rate_limit,
+    rate_limiter_registry,
+)
+
+TWO_PER_SECOND = RateLimitConfig(max_requests=2, time_window=1.0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def empty_registry() -> Iterator[None]:
+    rate_limiter_registry.clear()
+    yield
+    rate_limiter_registry.clear()
+
+
+def test_sync_function_is_limited_and_keeps_its_metadata() -> None:
+    clock = FakeClock()
+
+    @rate_limit(TWO_PER_SECOND, clock=clock)
+    def fetch(item: int, *, scale: int = 1) -> int:
+        """Fetch an item."""
+        return item * scale
+
+    assert fetch(2, scale=3) == 6
+    assert fetch(4) == 4
+    with pytest.raises(RateLimitError) as info:
+        fetch(5)
+    assert info.value.retry_after == pytest.approx(0.5)
+    assert info.value.name == f"{__name__}.{fetch.__qualname__}"
+    clock.now += 0.5
+    assert fetch(1) == 1
+
+    assert fetch.__name__ == "fetch" and fetch.__doc__ == "Fetch an item."
+    assert fetch.__qualname__.endswith("<locals>.fetch")
+    assert inspect.signature(fetch) == inspect.signature(fetch.__wrapped__)  # type: ignore[attr-defined]
+    limiter = fetch.limiter  # type: ignore[attr-defined]
+    assert isinstance(limiter, RateLimiter)
+    assert (limiter.allowed, limiter.rejected) == (3, 1)
+    assert rate_limiter_registry.get(f"{__name__}.{fetch.__qualname__}") is limiter
+
+
+async def test_async_function_is_limited_and_stays_a_coroutine_function() -> None:
+    @rate_limit(TWO_PER_SECOND, name="llm")
+    async def ask(question: str) -> str:
+        return question.upper()
+
+    assert inspect.iscoroutinefunction(ask)
+    assert await ask("a") == "A"
+    assert await ask("b") == "B"
+    with pytest.raises(RateLimitError) as info:
+        await ask("c")
+    assert info.value.name == "llm"
+    assert info.value.retry_after is not None and info.value.retry_after > 0
+    assert rate_limiter_registry.get("llm") is ask.limiter  # type: ignore[attr-defined]
+
+
+def test_key_gives_each_caller_its_own_bucket() -> None:
+    @rate_limit(TWO_PER_SECOND, key=lambda user, **_: user, name="per-user", max_keys=7)
+    def handle(user: str, *, path: str = "/") -> str:
+        return f"{user}:{path}"
+
+    assert handle("alice") == "alice:/"
+    assert handle("alice", path="/x") == "alice:/x"
+    with pytest.raises(RateLimitError, match="for key 'alice'") as info:
+        handle("alice")
+    assert info.value.retry_after == pytest.approx(0.5, abs=0.01)
+    assert handle("bob") == "bob:/"
+    limiter = handle.limiter  # type: ignore[attr-defined]
+    assert isinstance(limiter, KeyedRateLimiter)
+    assert limiter.max_keys == 7
+    assert (limiter.allowed, limiter.rejected, limiter.key_count) == (3, 1, 2)
+    assert rate_limiter_registry.get("per-user") is limiter
+
+
+async def test_key_works_for_async_functions() -> None:
+    @rate_limit(RateLimitConfig(max_requests=1, time_window=60), key=lambda *, tenant: tenant)
+    async def run(*, tenant: str) -> str:
+        return tenant
+
+    assert await run(tenant="t1") == "t1"
+    assert await run(tenant="t2") == "t2"
+    with pytest.raises(RateLimitError):
+        await run(tenant="t1")
+
+
+def test_errors_from_the_function_pass_through_and_count_as_allowed() -> None:
+    @rate_limit(TWO_PER_SECOND, name="boom")
+    def boom() -> None:
+        raise KeyError("inner")
+
+    with pytest.raises(KeyError):
+        boom()
+    assert boom.limiter.allowed == 1  # type: ignore[attr-defined]
+
+
+def test_stacked_decorators_each_expose_their_own_limiter() -> None:
+    @rate_limit(TWO_PER_SECOND, name="outer")
+    @rate_limit(RateLimitConfig(max_requests=5, time_window=1), name="inner")
+    def work() -> None:
+        return None
+
+    work()
+    assert work.limiter is rate_limiter_registry.get("outer")  # type: ignore[attr-defined]
+    assert work.__wrapped__.limiter is rate_limiter_registry.get("inner")  # type: ignore[attr-defined]
+
+
+def test_reusing_a_name_raises_at_decoration_time() -> None:
+    rate_limit(TWO_PER_SECOND, name="dup")(lambda: None)
+    with pytest.raises(ConfigValueError, match="'dup' is already registered"):
+        rate_limit(TWO_PER_SECOND, name="dup")(lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"config": "2/s"}, ConfigTypeError, "config"),
+        ({"key": "user"}, ConfigTypeError, "key"),
+        ({"max_keys": 0}, ConfigValueError, "max_keys"),
+        ({"name": ""}, ConfigValueError, "name"),
+    ],
+)
+def test_bad_arguments_raise_before_decorating(
+    kwargs: dict[str, object], error: type[Exception], field: str
+) -> None:
+    arguments: dict[str, object] = {"config": TWO_PER_SECOND, **kwargs}
+    with pytest.raises(error, match=field):
+        rate_limit(**arguments)  # type: ignore[arg-type]
+    assert len(rate_limiter_registry) == 0
