@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from dashboard import views
 
@@ -10,5 +10,8 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("traces/", include("dashboard.traces.urls")),
+    # /api/observability/... and the Prometheus scrape endpoint /metrics
+    path("", include("dashboard.api.urls")),
     path("admin/", admin.site.urls),
 ]

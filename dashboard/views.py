@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -8,6 +8,7 @@ from dashboard import selectors
 
 
 @login_required
+@permission_required("dashboard.view_dashboard", raise_exception=True)
 def index(request: HttpRequest) -> HttpResponse:
     return render(
         request,

@@ -33,6 +33,10 @@ class BreakerEvent(models.Model):
             models.Index(fields=["breaker", "-occurred_at"], name="breaker_recent"),
             models.Index(fields=["to_state", "-occurred_at"], name="breaker_state_recent"),
         ]
+        permissions = [
+            ("reset_breaker", "Can reset circuit breakers"),
+            ("operate_breaker", "Can force circuit breakers open or disable them"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.breaker}: {self.from_state} → {self.to_state}"

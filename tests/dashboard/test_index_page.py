@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
@@ -15,6 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def user_client(client: Client) -> Client:
     user = User.objects.create_user("viewer", password="pw-for-tests-123")
+    user.user_permissions.add(Permission.objects.get(codename="view_dashboard"))
     client.force_login(user)
     return client
 
@@ -23,6 +24,11 @@ def test_anonymous_visitor_is_sent_to_login(client: Client) -> None:
     response = client.get(reverse("index"))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
+
+
+def test_logged_in_user_without_view_permission_is_refused(client: Client) -> None:
+    client.force_login(User.objects.create_user("nobody", password="pw-for-tests-123"))
+    assert client.get(reverse("index")).status_code == 403
 
 
 def test_login_page_renders(client: Client) -> None:

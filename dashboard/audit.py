@@ -1,0 +1,33 @@
+"""Record mutations in the audit trail (AuditEntry)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+
+from dashboard.models import AuditEntry
+
+
+def record(
+    *,
+    user: AbstractBaseUser | AnonymousUser | None,
+    source: str,
+    action: str,
+    target: str = "",
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Write one audit row; ``user`` may be None for system actions."""
+    real_user = user if isinstance(user, AbstractBaseUser) else None
+    actor = real_user.get_username() if real_user is not None else "system"
+    return AuditEntry.objects.create(
+        user=real_user,
+        actor=actor,
+        source=source,
+        action=action,
+        target=target[:300],
+        reason=reason,
+        details=details or {},
+    )
