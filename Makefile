@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install system-deps run test lint bench clean
+.PHONY: install system-deps run test test-postgres lint bench clean
 
 install: $(STAMP)
 
@@ -46,6 +46,15 @@ lint: install
 
 test: lint system-deps
 	$(VENV)/bin/pytest
+	@$(MAKE) --no-print-directory test-postgres
+
+# The Django tests again, on a private PostgreSQL cluster on loopback (started and removed here).
+test-postgres: install
+	@dir=$$(mktemp -d /tmp/resilience-pg.XXXXXX) && chmod 755 $$dir && \
+	url=$$($(PY) -m tests.services postgres start $$dir/pg) || { echo "PostgreSQL did not start"; exit 1; }; \
+	echo "== Django tests on PostgreSQL ($$url)"; \
+	DATABASE_URL=$$url $(VENV)/bin/pytest tests/dashboard -q; rc=$$?; \
+	$(PY) -m tests.services postgres stop $$dir/pg; rm -rf $$dir; exit $$rc
 
 bench: install
 	$(PY) -m bench $(BENCH)

@@ -84,9 +84,18 @@ def test_settings_defaults_are_safe_and_env_overrides_apply(tmp_path: Path) -> N
     assert bad.returncode != 0 and "DEBUG must be a boolean" in bad.stderr
 
 
-def test_sqlite_runs_in_wal_mode(db: None) -> None:
+def test_database_runs_in_its_configured_mode(db: None) -> None:
+    """SQLite (the embedded default) in WAL mode; PostgreSQL when DATABASE_URL says so."""
     from django.db import connection
 
+    expected = (
+        "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite"
+    )
+    assert connection.vendor == expected
     with connection.cursor() as cursor:
-        cursor.execute("PRAGMA journal_mode")
-        assert cursor.fetchone()[0] == "wal"
+        if expected == "sqlite":
+            cursor.execute("PRAGMA journal_mode")
+            assert cursor.fetchone()[0] == "wal"
+        else:
+            cursor.execute("SHOW server_version")
+            assert int(cursor.fetchone()[0].split(".")[0]) >= 15
