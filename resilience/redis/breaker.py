@@ -1,0 +1,387 @@
+"""A circuit breaker whose state is shared by every process through Redis.
+
+:class:`RedisCircuitBreaker` is a :class:`~resilience.circuit_breaker.CircuitBreaker`
+(same calls, decorator, registry, snapshot and events) whose state machine lives in
+one Redis hash, changed only by the atomic script
+:data:`resilience.redis.scripts.BREAKER`, which publishes every transition on the
+breaker's channel.
+
+Cost model. A healthy CLOSED breaker runs the inherited lock-free fast path: no
+Redis round trip. Failures go to Redis one by one (they are rare, and the count of
+consecutive failures is shared); successes go only while this process knows of a
+failure count to reset. OPEN rejections are local (the remaining time came with
+the transition). HALF_OPEN trial permits and outcomes, and operator actions, are
+one round trip each. Transitions reach the other processes through pub/sub (a
+background thread per client) within milliseconds.
+
+Events. The process where a transition happened publishes it with its reason;
+the others publish it when they observe it, with ``"(observed via Redis from
+host:pid)"`` appended to the reason.
+
+Redis down. The breaker falls back to its local state machine (as the in-memory
+breaker does), nothing raises, a warning is logged at most once a minute, and an
+operator action is replayed to Redis when it returns. When Redis returns (the
+client reconnects, the thread re-subscribes, the scripts reload on NOSCRIPT) every
+process adopts Redis's state, so they converge.
+
+The failure-rate rule (``sliding_window_size``) is evaluated per process over that
+process's calls; when it trips, the breaker opens everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from resilience._cb_config import CircuitBreakerConfig
+from resilience._cb_core import CircuitState, _iso
+from resilience.circuit_breaker import CircuitBreaker
+from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
+from resilience.redis._hub import Hub, hub_for
+from resilience.redis.scripts import BREAKER
+
+__all__ = ["RedisCircuitBreaker"]
+
+DEFAULT_PREFIX = "resilience:cb:"
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+_FORCED_OPEN = CircuitState.FORCED_OPEN
+_DISABLED = CircuitState.DISABLED
+_HOST = socket.gethostname()
+
+View = dict[str, Any]
+
+
+class RedisCircuitBreaker(CircuitBreaker):
+    """A :class:`~resilience.circuit_breaker.CircuitBreaker` shared through Redis.
+
+    Every process creating a breaker with the same ``name`` (and ``key_prefix``) on
+    the same Redis sees one breaker: state, consecutive failures, ``opened_at``,
+    half-open permits and successes. ``calls`` totals in the snapshot are this
+    process's. Creating it does not connect: a background thread subscribes and
+    reads the shared state (see :meth:`wait_synced`).
+
+    Args:
+        name: unique, non-empty, without braces (it becomes the Redis hash tag).
+        config: the rules; every process should use the same.
+        redis: a ``redis.Redis`` client; default :func:`resilience.redis.default_client`.
+        key_prefix: prefix of the Redis key and channel.
+        retry_interval: seconds without trying Redis after it failed.
+        trial_lease: seconds after which half-open permits taken by a process that
+            never reported back (it died) are handed out again; default
+            ``max(timeout, 30)``.
+        clock, wall_clock: as for ``CircuitBreaker``.
+
+    Raises:
+        ConfigTypeError, ConfigValueError: bad arguments.
+        ValueError: a breaker named ``name`` is already registered.
+    """
+
+    __slots__ = (
+        "_backend",
+        "_channel",
+        "_hub",
+        "_key",
+        "_queued_operator",
+        "_remote_epoch",
+        "_remote_version",
+        "_script",
+        "_static",
+        "_synced",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        config: CircuitBreakerConfig | None = None,
+        *,
+        redis: redis.Redis | None = None,
+        key_prefix: str = DEFAULT_PREFIX,
+        retry_interval: float = 1.0,
+        trial_lease: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        check_tag("name", name)
+        client = check_client(redis, what=f"circuit breaker {name!r}")
+        backend = Backend(
+            client,
+            what=f"circuit breaker {name!r}",
+            retry_interval=retry_interval,
+            clock=clock,
+        )
+        super().__init__(name, config, clock=clock, wall_clock=wall_clock)
+        rules = self._config
+        lease = max(rules.timeout_seconds, 30.0) if trial_lease is None else trial_lease
+        self._static = (
+            str(rules.failure_threshold),
+            str(rules.success_threshold),
+            str(round(rules.timeout_seconds * 1000)),
+            str(rules.half_open_max_calls),
+            str(round(lease * 1000)),
+        )
+        self._backend = backend
+        backend.on_recover = self.resync
+        self._script = backend.register(BREAKER)
+        self._key = f"{key_prefix}{{{name}}}"
+        self._channel = f"{self._key}:events"
+        self._remote_epoch = ""
+        self._remote_version = -1
+        self._queued_operator: tuple[CircuitState, str, str | None, str | None] | None = None
+        self._synced = threading.Event()
+        self._hub: Hub = hub_for(client)
+        self._hub.add(self)
+
+    def __repr__(self) -> str:
+        return f"<RedisCircuitBreaker {self._name!r} {self._state.value} key={self._key!r}>"
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel carrying this breaker's transitions."""
+        return self._channel
+
+    @property
+    def redis_key(self) -> str:
+        """The Redis hash holding the shared state."""
+        return self._key
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """Block until the shared state has been read once; False on timeout."""
+        return self._synced.wait(timeout)
+
+    def close(self) -> None:
+        """Stop following Redis (the breaker keeps working on its local state)."""
+        self._hub.remove(self)
+
+    def snapshot(self) -> dict[str, Any]:
+        """``CircuitBreaker.snapshot()`` plus ``backend*`` health fields, ``shared``
+        (True), ``redis_key`` and ``subscribed`` (the pub/sub thread is connected)."""
+        view = super().snapshot()
+        view.update(self._backend.describe())
+        view.update(shared=True, redis_key=self._key, subscribed=self._hub.connected.is_set())
+        return view
+
+    # -- talking to Redis ------------------------------------------------------------
+
+    def _remote(
+        self,
+        op: str,
+        *,
+        reason: str = "",
+        target: str = "",
+        actor: str | None = None,
+        note: str | None = None,
+        force: bool = False,
+    ) -> View | None:
+        """Run one op of the script; its state view, or None when Redis is unavailable."""
+        args = (
+            op,
+            self._remote_epoch,
+            str(self._remote_version),
+            f"{_HOST}:{os.getpid()}",
+            *self._static,
+            reason,
+            target,
+            actor or "",
+            note or "",
+            self._channel,
+        )
+        reply = self._backend.run(self._script, (self._key,), args, force=force)
+        if reply is UNAVAILABLE:
+            return None
+        view: View = json.loads(reply)
+        return view
+
+    def resync(self) -> None:
+        """Adopt the state held in Redis (after (re)subscribing and periodically).
+
+        An operator action taken while Redis was down is sent first. Never raises.
+        """
+        queued = self._queued_operator
+        if queued is not None:
+            self._queued_operator = None
+            to, reason, actor, note = queued
+            view = self._remote(
+                "set", reason=reason, target=to.value, actor=actor, note=note, force=True
+            )
+        else:
+            view = self._remote("state", force=True)
+        if view is None:
+            if queued is not None:
+                self._queued_operator = queued
+            return
+        with self._lock:
+            self._apply(view)
+        self._synced.set()
+        if self._pending:
+            self._drain()
+
+    @property
+    def needs_resync(self) -> bool:
+        """True when Redis failed and its back-off is over (the hub then resyncs)."""
+        backend = self._backend
+        return backend.down and backend.available
+
+    def forked(self) -> None:
+        """In a forked child: not synced until the child's own thread has resynced."""
+        self._synced = threading.Event()
+
+    def observe(self, payload: bytes | str) -> None:
+        """Apply a transition published on the channel (called by the pub/sub thread)."""
+        view: View = json.loads(payload)
+        with self._lock:
+            self._apply(view)
+        if self._pending:
+            self._drain()
+
+    def _apply(self, view: View) -> None:
+        """Make the local state match ``view``; the lock is held."""
+        epoch, version = view["ep"], view["v"]
+        # A process's first look at Redis reports a differing state, but not an old
+        # operator action as if it had just happened.
+        first = self._remote_epoch == ""
+        same_epoch = epoch == self._remote_epoch
+        if same_epoch and version < self._remote_version:
+            return  # an older reply overtaken by a newer one
+        newer = not same_epoch or version > self._remote_version
+        self._remote_epoch, self._remote_version = epoch, version
+        to = CircuitState(view["s"])
+        if to is not self._state or (newer and view["op"] and not first):
+            reason = view["r"]
+            if not newer:
+                reason = f"resynced with Redis: {reason}"
+            elif view["o"] != f"{_HOST}:{os.getpid()}":
+                reason = f"{reason} (observed via Redis from {view['o']})"
+            self._failure_count = view["tf"] if newer else self._failure_count
+            self._transition(to, reason, actor=view["a"] or None, note=view["n"] or None)
+            if to is _OPEN or to is _FORCED_OPEN:
+                opened = view["oa"]
+                if opened:
+                    self._opened_at = int(opened) / 1000
+                if to is _OPEN:
+                    until = (self._opened_at or self._wall_clock()) + self._timeout
+                    self._open_message = (
+                        f"circuit breaker {self._name!r} is open until {_iso(until)}"
+                    )
+        if to is _OPEN:
+            # Redis's clock decides when trials start; this process counts it down.
+            self._open_until = self._clock() + view["rem"] / 1000
+        self._failure_count = view["f"]
+        self._success_count = view["sc"]
+        if self._state is _HALF_OPEN:
+            self._in_flight = view["fl"]
+
+    # -- hooks into the state machine ------------------------------------------------
+
+    def _admit(self) -> int:
+        state = self._state
+        if (
+            state is _CLOSED
+            or state is _FORCED_OPEN
+            or state is _DISABLED
+            or (state is _OPEN and self._open_until > self._clock())
+            or not self._backend.available
+        ):
+            return super()._admit()
+        view = self._remote("trial")
+        if view is None:
+            return super()._admit()
+        with self._lock:
+            self._apply(view)
+            generation = self._generation
+            state = self._state
+        if self._pending:
+            self._drain()
+        if view["g"]:
+            return generation
+        if state is _FORCED_OPEN:
+            raise self._rejection(None)
+        raise self._rejection(view["rem"] / 1000 if state is _OPEN else 0.0)
+
+    def _record(self, generation: int, failure: dict[str, Any] | None) -> None:
+        state = self._state
+        if (
+            generation != self._generation
+            or (state is not _CLOSED and state is not _HALF_OPEN)
+            or not self._backend.available
+        ):
+            super()._record(generation, failure)
+            return
+        if state is _HALF_OPEN:
+            if failure is None:
+                view = self._remote("trial_ok")
+            else:
+                view = self._remote("trial_fail", reason=f"trial call failed ({failure['type']})")
+            if view is None:
+                super()._record(generation, failure)
+                return
+            with self._lock:
+                if failure is not None:
+                    self._last_failure = failure
+                self._apply(view)
+        else:
+            self._record_closed_shared(generation, failure)
+        if self._pending:
+            self._drain()
+
+    def _record_closed_shared(self, generation: int, failure: dict[str, Any] | None) -> None:
+        failed = failure is not None
+        view = None
+        if failed or self._failure_count:
+            view = self._remote("fail" if failed else "ok")
+            if view is None:
+                super()._record(generation, failure)
+                return
+        trip = None
+        with self._lock:
+            if failure is not None:
+                self._last_failure = failure
+            if view is not None:
+                self._apply(view)
+            window = self._window
+            if window is not None and generation == self._generation and self._state is _CLOSED:
+                window.record(failed)
+                rate = window.rate(self._minimum_calls)
+                if rate is not None and rate >= self._rate_threshold:
+                    trip = (
+                        f"failure_rate_threshold reached ({rate:.1f}% of the last "
+                        f"{len(window)} calls in {_HOST}:{os.getpid()} failed)"
+                    )
+        if trip is not None:
+            view = self._remote("trip", reason=trip)
+            with self._lock:
+                if view is not None:
+                    self._apply(view)
+                elif self._state is _CLOSED:
+                    self._transition(_OPEN, trip)
+
+    def _on_error(self, exc: BaseException, generation: int, start: float | None) -> None:
+        if (
+            self._state is _HALF_OPEN
+            and generation == self._generation
+            and (not isinstance(exc, Exception) or isinstance(exc, self._ignored_types))
+            and self._backend.available
+        ):
+            self._remote("release")  # give the shared trial permit back
+        super()._on_error(exc, generation, start)
+
+    def _operator(self, to: CircuitState, reason: str, actor: str | None, note: str | None) -> None:
+        view = self._remote("set", reason=reason, target=to.value, actor=actor, note=note)
+        if view is None:
+            # Redis is down: act locally now, and tell Redis when it is back.
+            self._queued_operator = (to, reason, actor, note)
+            super()._operator(to, reason, actor, note)
+            return
+        self._queued_operator = None
+        with self._lock:
+            self._apply(view)
+        self._drain()

@@ -1,0 +1,400 @@
+"""Token-bucket rate limiters whose buckets live in Redis, shared by every process.
+
+Same API as :class:`resilience.rate_limiter.RateLimiter` and
+:class:`~resilience.rate_limiter.KeyedRateLimiter` (they subclass them, so the
+registry, API, dashboard and metrics see them as limiters). Each check is one
+EVALSHA of :data:`resilience.redis.scripts.TOKEN_BUCKET`, atomic, timed by Redis
+``TIME``. When Redis cannot answer, a limiter admits (``fail_open=True``, the
+default) or refuses every request, counts it, and logs a warning at most once a
+minute; it uses Redis again by itself once Redis answers.
+
+Async: ``aacquire``/``atry_acquire`` run the round trip in a worker thread
+(``asyncio.to_thread``) rather than on a ``redis.asyncio`` client. A limiter is a
+process-wide object shared through the registry by sync and async code and by
+several event loops (daphne, tests), while a ``redis.asyncio`` connection belongs to
+the loop that opened it; the thread reuses the one pooled sync client and its outage
+handling, for the cost of a thread hop (tens of µs) on top of the round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import timedelta
+from typing import Any
+
+import redis
+
+from resilience._rl_core import (
+    MIN_SLEEP,
+    ONE,
+    RateLimitConfig,
+    check_timeout,
+    check_tokens,
+    rate_limiter_registry,
+)
+from resilience._rl_keyed import KeyedRateLimiter
+from resilience.errors import ConfigTypeError, RateLimitError
+from resilience.rate_limiter import RateLimiter
+from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
+from resilience.redis.scripts import TOKEN_BUCKET
+
+__all__ = ["RedisKeyedRateLimiter", "RedisRateLimiter"]
+
+DEFAULT_PREFIX = "resilience:rl:"
+
+
+class _Bucket:
+    """The Redis side shared by both limiters: script, key layout, fallback policy."""
+
+    __slots__ = (
+        "args",
+        "backend",
+        "capacity",
+        "fail_open",
+        "fallback_admitted",
+        "fallback_rejected",
+        "prefix",
+        "rate",
+        "script",
+        "time_source",
+    )
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        *,
+        kind: str,
+        name: str,
+        client: object,
+        key_prefix: str,
+        fail_open: bool,
+        retry_interval: float,
+        clock: Callable[[], float],
+        time_source: Callable[[], float] | None,
+    ) -> None:
+        if not isinstance(key_prefix, str):
+            raise ConfigTypeError(f"key_prefix must be a str, got {key_prefix!r}")
+        if not isinstance(fail_open, bool):
+            raise ConfigTypeError(f"fail_open must be a bool, got {fail_open!r}")
+        if time_source is not None and not callable(time_source):
+            raise ConfigTypeError(f"time_source must be callable or None, got {time_source!r}")
+        check_tag("name", name)
+        self.backend = Backend(
+            check_client(client, what=f"{kind} {name!r}"),
+            what=f"{kind} {name!r}",
+            retry_interval=retry_interval,
+            clock=clock,
+        )
+        self.script = self.backend.register(TOKEN_BUCKET)
+        self.prefix = f"{key_prefix}{{{name}}}"
+        self.capacity = float(config.capacity)
+        self.rate = config.rate
+        # An idle bucket is full again after capacity / rate seconds; keep it 1 s longer.
+        ttl_ms = math.ceil(config.capacity / config.rate * 1000) + 1000
+        self.args = (str(config.capacity), repr(config.rate), ttl_ms)
+        self.fail_open = fail_open
+        self.fallback_admitted = 0
+        self.fallback_rejected = 0
+        self.time_source = time_source
+
+    def check(self, key: str, requested: int) -> tuple[bool, float] | None:
+        """``(admitted, level after)`` from Redis, or None when Redis cannot answer."""
+        capacity, rate, ttl = self.args
+        now = "" if self.time_source is None else f"{self.time_source() * 1e6:.0f}"
+        reply = self.backend.run(self.script, (key,), (capacity, rate, requested, ttl, now))
+        if reply is UNAVAILABLE:
+            return None
+        admitted, level = reply
+        return bool(admitted), float(level)
+
+    def take(self, key: str, count: int) -> float:
+        """0.0 if ``count`` tokens were taken (or admitted by the fallback), else the wait."""
+        result = self.check(key, count)
+        if result is None:
+            if self.fail_open:
+                self.fallback_admitted += 1
+                return 0.0
+            self.fallback_rejected += 1
+            return self.backend.retry_interval
+        admitted, level = result
+        return 0.0 if admitted else (count - level) / self.rate
+
+    def level(self, key: str) -> float:
+        """Tokens in ``key``'s bucket; with Redis down, capacity if failing open, else 0."""
+        result = self.check(key, 0)
+        if result is None:
+            return self.capacity if self.fail_open else 0.0
+        return result[1]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.backend.describe(),
+            "key_prefix": self.prefix,
+            "fail_open": self.fail_open,
+            "fallback_admitted": self.fallback_admitted,
+            "fallback_rejected": self.fallback_rejected,
+        }
+
+
+async def _await_tokens(
+    take: Callable[[], float],
+    clock: Callable[[], float],
+    async_sleep: Callable[[float], Awaitable[object]],
+    timeout: float | None,  # noqa: ASYNC109 (a deadline checked before sleeping)
+    refuse: Callable[[float], RateLimitError],
+) -> None:
+    """``resilience._rl_core.await_for`` with ``take`` run in a worker thread."""
+    deadline = None if timeout is None else clock() + timeout
+    while True:
+        wait = await asyncio.to_thread(take)
+        if not wait:
+            return
+        if deadline is not None and clock() + wait > deadline:
+            raise refuse(wait)
+        await async_sleep(wait if wait > MIN_SLEEP else MIN_SLEEP)
+
+
+class RedisRateLimiter(RateLimiter):
+    """A :class:`~resilience.rate_limiter.RateLimiter` whose one bucket lives in Redis.
+
+    Every process using the same ``name`` (and ``key_prefix``) on the same Redis
+    shares the bucket. ``allowed``/``rejected`` count this process's requests.
+
+    Args:
+        config: capacity and refill rate.
+        name: required: names the Redis key (``{key_prefix}{{name}}``); must not
+            contain braces. Registers in ``rate_limiter_registry`` unless
+            ``register=False``.
+        redis: a ``redis.Redis`` client; default :func:`resilience.redis.default_client`
+            (``REDIS_URL``). Nothing connects until the first check.
+        key_prefix: prefix of the Redis keys.
+        fail_open: with Redis unavailable, admit every request (True) or refuse
+            every request (False, ``retry_after`` = ``retry_interval``).
+        retry_interval: seconds without trying Redis after it failed.
+        clock, sleep, async_sleep, register: as for ``RateLimiter``; ``clock`` only
+            times waits and back-off, the bucket is timed by Redis ``TIME``.
+        time_source: tests only: epoch seconds to use instead of Redis ``TIME``.
+
+    Raises:
+        ConfigTypeError, ConfigValueError: bad arguments, or ``name`` taken.
+    """
+
+    __slots__ = ("_bucket", "_redis_key")
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        *,
+        name: str,
+        redis: redis.Redis | None = None,
+        key_prefix: str = DEFAULT_PREFIX,
+        fail_open: bool = True,
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        register: bool = True,
+        time_source: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(
+            config, name=name, clock=clock, sleep=sleep, async_sleep=async_sleep, register=False
+        )
+        self._bucket = _Bucket(
+            config,
+            kind="rate limiter",
+            name=name,
+            client=redis,
+            key_prefix=key_prefix,
+            fail_open=fail_open,
+            retry_interval=retry_interval,
+            clock=clock,
+            time_source=time_source,
+        )
+        self._redis_key = self._bucket.prefix
+        if register:
+            rate_limiter_registry.add(name, self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisRateLimiter {self.name!r} key={self._redis_key!r} "
+            f"capacity={self.config.capacity} rate={self._rate:g}/s>"
+        )
+
+    def try_acquire(self, tokens: int = 1) -> bool:
+        """Take ``tokens`` now if the shared bucket has them: one Redis round trip.
+
+        Returns:
+            True if admitted (or Redis is down and ``fail_open``), else False.
+
+        Raises:
+            ConfigTypeError, ConfigValueError: bad ``tokens``.
+        """
+        count = 1 if tokens is ONE else check_tokens(tokens, self.config.capacity)
+        wait = self._take(count)
+        if wait:
+            self._refuse(count, wait)
+            return False
+        return True
+
+    async def atry_acquire(self, tokens: int = 1) -> bool:
+        """:meth:`try_acquire` for coroutines (the round trip runs in a thread)."""
+        return await asyncio.to_thread(self.try_acquire, tokens)
+
+    # ASYNC109: `timeout` is the contract's name (see RateLimiter.aacquire).
+    async def aacquire(
+        self,
+        tokens: int = 1,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109
+    ) -> None:
+        """:meth:`acquire` for coroutines; each attempt runs in a worker thread."""
+        count = check_tokens(tokens, self.config.capacity)
+        limit = check_timeout(timeout)
+
+        def take() -> float:
+            return self._take(count)
+
+        def refuse(wait: float) -> RateLimitError:
+            return self._refuse(count, wait)
+
+        await _await_tokens(take, self._clock, self._async_sleep, limit, refuse)
+
+    def available_tokens(self) -> float:
+        """Tokens in the shared bucket now (one round trip, nothing taken)."""
+        return self._bucket.level(self._redis_key)
+
+    def retry_after(self, tokens: int = 1) -> float:
+        """Seconds until ``tokens`` are available; 0.0 if they are available now."""
+        count = check_tokens(tokens, self.config.capacity)
+        level = self.available_tokens()
+        return 0.0 if level >= count else (count - level) / self._rate
+
+    def snapshot(self) -> dict[str, Any]:
+        """As ``RateLimiter.snapshot`` plus the backend's health and fallback counters."""
+        return {**super().snapshot(), **self._bucket.describe()}
+
+    def _take(self, count: int) -> float:
+        wait = self._bucket.take(self._redis_key, count)
+        if not wait:
+            with self._lock:
+                self.allowed += 1
+        return wait
+
+
+class RedisKeyedRateLimiter(KeyedRateLimiter):
+    """A :class:`~resilience.rate_limiter.KeyedRateLimiter` whose buckets live in Redis.
+
+    Key ``k`` has the Redis key ``{key_prefix}{{name}}:k:{str(k)}``: all keys of one
+    limiter share a cluster slot, and idle buckets expire once refilled. There is no
+    ``max_keys`` cap (Redis expires idle keys); ``busiest_keys`` is not tracked.
+
+    Args:
+        config, name, redis, key_prefix, fail_open, retry_interval, clock, sleep,
+        async_sleep, register, time_source: as for :class:`RedisRateLimiter`.
+
+    Raises:
+        ConfigTypeError, ConfigValueError: bad arguments, or ``name`` taken.
+    """
+
+    __slots__ = ("_bucket",)
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        *,
+        name: str,
+        redis: redis.Redis | None = None,
+        key_prefix: str = DEFAULT_PREFIX,
+        fail_open: bool = True,
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        register: bool = True,
+        time_source: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(
+            config, name=name, clock=clock, sleep=sleep, async_sleep=async_sleep, register=False
+        )
+        self._bucket = _Bucket(
+            config,
+            kind="keyed rate limiter",
+            name=name,
+            client=redis,
+            key_prefix=key_prefix,
+            fail_open=fail_open,
+            retry_interval=retry_interval,
+            clock=clock,
+            time_source=time_source,
+        )
+        if register:
+            rate_limiter_registry.add(name, self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisKeyedRateLimiter {self.name!r} key={self._bucket.prefix!r} "
+            f"capacity={self.config.capacity} rate={self._rate:g}/s>"
+        )
+
+    def redis_key(self, key: Hashable) -> str:
+        """The Redis key holding ``key``'s bucket."""
+        return f"{self._bucket.prefix}:k:{key}"
+
+    def try_acquire(self, key: Hashable, tokens: int = 1) -> bool:
+        """Take ``tokens`` from ``key``'s shared bucket now if it has them; never waits.
+
+        Returns:
+            True if admitted (or Redis is down and ``fail_open``), else False.
+
+        Raises:
+            ConfigTypeError, ConfigValueError: bad ``tokens``.
+        """
+        count = 1 if tokens is ONE else check_tokens(tokens, self.config.capacity)
+        wait = self._take(key, count)
+        if wait:
+            self._refuse(key, count, wait)
+            return False
+        return True
+
+    async def atry_acquire(self, key: Hashable, tokens: int = 1) -> bool:
+        """:meth:`try_acquire` for coroutines (the round trip runs in a thread)."""
+        return await asyncio.to_thread(self.try_acquire, key, tokens)
+
+    # ASYNC109: `timeout` is the contract's name (see RateLimiter.aacquire).
+    async def aacquire(
+        self,
+        key: Hashable,
+        tokens: int = 1,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109
+    ) -> None:
+        """:meth:`acquire` for coroutines; each attempt runs in a worker thread."""
+        count = check_tokens(tokens, self.config.capacity)
+        limit = check_timeout(timeout)
+
+        def take() -> float:
+            return self._take(key, count)
+
+        def refuse(wait: float) -> RateLimitError:
+            return self._refuse(key, count, wait)
+
+        await _await_tokens(take, self._clock, self._async_sleep, limit, refuse)
+
+    def available_tokens(self, key: Hashable) -> float:
+        """Tokens in ``key``'s shared bucket now (a key never seen has a full bucket)."""
+        return self._bucket.level(self.redis_key(key))
+
+    def snapshot(self, top: int = 10) -> dict[str, Any]:
+        """As ``KeyedRateLimiter.snapshot`` (keys and busiest keys are None / empty),
+        plus the backend's health and fallback counters."""
+        view = super().snapshot(0)
+        view.update(keys=None, max_keys=None, evictions=None, evictions_not_full=None)
+        return {**view, **self._bucket.describe()}
+
+    def _take(self, key: Hashable, count: int) -> float:
+        wait = self._bucket.take(self.redis_key(key), count)
+        if not wait:
+            with self._lock:
+                self.allowed += 1
+        return wait

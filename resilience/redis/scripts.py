@@ -1,0 +1,151 @@
+"""The Lua scripts: each check or state change is one atomic script, one round trip.
+
+Both scripts take Redis ``TIME`` as the clock (one clock for every process; Redis 5+
+replicates script effects, so a non-deterministic clock read is allowed), and keep
+every key of one primitive under one hash tag ``{name}`` (one Redis Cluster slot).
+Floats cross the boundary as strings: Lua numbers are truncated to integers in
+replies, and ``tostring`` keeps only 14 digits.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BREAKER", "TOKEN_BUCKET"]
+
+TOKEN_BUCKET = """
+-- KEYS[1]: the bucket hash {tokens, ts (microseconds)}.
+-- ARGV: capacity, rate (tokens/s), requested (0: only read), ttl (ms),
+--       now (microseconds; empty: Redis TIME).
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local requested = tonumber(ARGV[3])
+local now
+if ARGV[5] ~= nil and ARGV[5] ~= '' then
+  now = tonumber(ARGV[5])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local level = capacity
+if state[1] then
+  local elapsed = now - tonumber(state[2])
+  if elapsed < 0 then elapsed = 0 end
+  level = tonumber(state[1]) + elapsed * rate / 1000000
+  if level > capacity then level = capacity end
+end
+if requested > 0 and level >= requested then
+  level = level - requested
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', level),
+             'ts', string.format('%.0f', now))
+  -- An idle bucket refills to full within the TTL; a missing key is a full bucket.
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return {1, string.format('%.17g', level)}
+end
+-- Refused (or a read): the stored (tokens, ts) pair still describes the bucket.
+return {0, string.format('%.17g', level)}
+"""
+
+BREAKER = """
+-- KEYS[1]: the breaker hash. ARGV: op, epoch, version, origin, failure_threshold,
+-- success_threshold, timeout (ms), half_open_max_calls, trial lease (ms),
+-- reason, target state, actor, note, channel.
+-- Ops: state | fail | ok | trip | trial | trial_ok | trial_fail | release | set.
+-- fail/ok/trip/trial_* /release only apply if (epoch, version) is the current one:
+-- an outcome from before a transition must not change the new state.
+-- Returns (and publishes on a transition) the state as JSON; op is true when the
+-- latest transition was an operator action (it is an event even without a change).
+local key = KEYS[1]
+local op, epoch, version, origin = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local fthr, sthr = tonumber(ARGV[5]), tonumber(ARGV[6])
+local timeout, maxt, lease = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nows = string.format('%.0f', now)
+local h = {}
+local raw = redis.call('HGETALL', key)
+for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+local dirty = false
+if h.s == nil then
+  h = {s = 'closed', ep = t[1] .. '.' .. t[2], v = '0', f = '0', sc = '0', fl = '0',
+       oa = '', ou = '0', hl = '0', tf = '0', r = 'state created in Redis', o = origin,
+       a = '', n = '', op = ''}
+  dirty = true
+end
+local current = (epoch == h.ep and version == h.v)
+local moved, granted = false, 0
+
+local function move(to, reason)
+  h.tf = h.f
+  h.v = tostring(tonumber(h.v) + 1)
+  h.s, h.f, h.sc, h.fl, h.r, h.o, h.a, h.n, h.op = to, '0', '0', '0', reason, origin, '', '', ''
+  if to == 'open' then
+    h.oa, h.ou = nows, string.format('%.0f', now + timeout)
+  elseif to == 'forced_open' then
+    h.oa = nows
+  elseif to ~= 'half_open' then
+    h.oa = ''
+  end
+  moved, dirty = true, true
+end
+
+if op == 'fail' then
+  if current and h.s == 'closed' then
+    h.f = tostring(tonumber(h.f) + 1)
+    dirty = true
+    if tonumber(h.f) >= fthr then
+      move('open', 'failure_threshold reached (' .. h.f .. ' consecutive failures)')
+    end
+  end
+elseif op == 'ok' then
+  if current and h.s == 'closed' and h.f ~= '0' then
+    h.f, dirty = '0', true
+  end
+elseif op == 'trip' then
+  if current and h.s == 'closed' then move('open', ARGV[10]) end
+elseif op == 'trial' then
+  if h.s == 'open' and now >= tonumber(h.ou) then
+    move('half_open', 'timeout elapsed (' .. ARGV[7] / 1000 .. 's open)')
+  end
+  if h.s == 'half_open' then
+    -- Permits of a process that died mid-trial come back after the lease.
+    if tonumber(h.fl) >= maxt and now - tonumber(h.hl) >= lease then h.fl = '0' end
+    if tonumber(h.fl) < maxt then
+      h.fl, h.hl, dirty, granted = tostring(tonumber(h.fl) + 1), nows, true, 1
+    end
+  elseif h.s == 'closed' or h.s == 'disabled' then
+    granted = 1
+  end
+elseif op == 'trial_ok' then
+  if current and h.s == 'half_open' then
+    if tonumber(h.fl) > 0 then h.fl = tostring(tonumber(h.fl) - 1) end
+    h.sc, dirty = tostring(tonumber(h.sc) + 1), true
+    if tonumber(h.sc) >= sthr then
+      move('closed', 'success_threshold reached (' .. h.sc .. ' successful trial calls)')
+    end
+  end
+elseif op == 'trial_fail' then
+  if current and h.s == 'half_open' then move('open', ARGV[10]) end
+elseif op == 'release' then
+  if current and h.s == 'half_open' and tonumber(h.fl) > 0 then
+    h.fl, dirty = tostring(tonumber(h.fl) - 1), true
+  end
+elseif op == 'set' then
+  move(ARGV[11], ARGV[10])
+  h.a, h.n, h.op = ARGV[12], ARGV[13], '1'
+end
+
+if dirty then
+  redis.call('HSET', key, 's', h.s, 'ep', h.ep, 'v', h.v, 'f', h.f, 'sc', h.sc, 'fl', h.fl,
+             'oa', h.oa, 'ou', h.ou, 'hl', h.hl, 'tf', h.tf, 'r', h.r, 'o', h.o,
+             'a', h.a, 'n', h.n, 'op', h.op)
+end
+local remaining = 0
+if h.s == 'open' then remaining = math.max(tonumber(h.ou) - now, 0) end
+local reply = cjson.encode({
+  s = h.s, ep = h.ep, v = tonumber(h.v), f = tonumber(h.f), sc = tonumber(h.sc),
+  fl = tonumber(h.fl), tf = tonumber(h.tf), rem = remaining, oa = h.oa, r = h.r, o = h.o,
+  a = h.a, n = h.n, g = granted, op = (h.op == '1'), moved = moved
+})
+if moved then redis.call('PUBLISH', ARGV[14], reply) end
+return reply
+"""
