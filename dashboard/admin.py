@@ -7,7 +7,7 @@ from dashboard.models import AuditEntry
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(admin.ModelAdmin[AuditEntry]):
     list_display = ["created_at", "actor", "source", "action", "target", "reason"]
     list_filter = ["source", "action", "created_at"]
     search_fields = ["actor", "action", "target", "reason"]

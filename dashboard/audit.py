@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
@@ -23,7 +23,7 @@ def record(
     real_user = user if isinstance(user, AbstractBaseUser) else None
     actor = real_user.get_username() if real_user is not None else "system"
     return AuditEntry.objects.create(
-        user=real_user,
+        user=cast(Any, real_user),  # AUTH_USER_MODEL, whichever it is
         actor=actor,
         source=source,
         action=action,

@@ -1,7 +1,14 @@
-"""Websocket routes (the live pages add their consumers here)."""
+"""Websocket routes: one consumer per live page."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from dashboard.live import consumers
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/live/overview/", consumers.OverviewConsumer.as_asgi()),
+    path("ws/live/breakers/", consumers.BreakersConsumer.as_asgi()),
+    path("ws/live/limiters/", consumers.LimitersConsumer.as_asgi()),
+    path("ws/live/metrics/", consumers.MetricsConsumer.as_asgi()),
+]

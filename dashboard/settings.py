@@ -12,6 +12,10 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
+
+# Generic admin/queryset classes (`admin.ModelAdmin[Model]`) work at run time too.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -61,11 +65,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
+    "ninja",  # serves Swagger UI's files locally (no CDN here)
     "dashboard",
     "dashboard.breakers",
     "dashboard.traces",
     "dashboard.api",
     "dashboard.checkpoints",
+    "dashboard.workflows",
+    "dashboard.live",
+    "dashboard.alerts",
 ]
 
 MIDDLEWARE = [
@@ -159,6 +167,18 @@ CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# REST API: per user/token budget "requests/seconds" ("" turns it off).
+API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "120/60")
+# Prometheus scrape endpoint /metrics: allowed client networks and/or a bearer token.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+METRICS_REQUIRE_BOTH = env_bool("METRICS_REQUIRE_BOTH", False)
+HEALTH_CHANNEL_TIMEOUT = float(os.environ.get("HEALTH_CHANNEL_TIMEOUT", "2.0"))
+
+# Alert evaluation in the serving process (every ALERTS_INTERVAL seconds).
+ALERTS_ENABLED = env_bool("ALERTS_ENABLED", True)
+ALERTS_INTERVAL = float(os.environ.get("ALERTS_INTERVAL", "5"))
 
 # Live demo workload (fake services driven through breakers and limiters).
 RESILIENCE_DEMO = env_bool("RESILIENCE_DEMO", False)

@@ -10,7 +10,9 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("dashboard.live.urls")),
     path("traces/", include("dashboard.traces.urls")),
+    path("alerts/", include("dashboard.alerts.urls")),
     # /api/observability/... and the Prometheus scrape endpoint /metrics
     path("", include("dashboard.api.urls")),
     path("admin/", admin.site.urls),

@@ -5,16 +5,35 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from dashboard import selectors
+from dashboard.breakers.models import BreakerEvent
+from dashboard.live.fragments import to_json
+from dashboard.live.runtime import sampler
 
 
 @login_required
 @permission_required("dashboard.view_dashboard", raise_exception=True)
 def index(request: HttpRequest) -> HttpResponse:
+    breakers = selectors.breaker_overview(history=0)
+    limiters = selectors.limiter_overview()
     return render(
         request,
         "dashboard/index.html",
         {
-            "breakers": selectors.breaker_overview(history=5),
-            "limiters": selectors.limiter_overview(),
+            "nav": "overview",
+            "live_socket": "/ws/live/overview/",
+            "breakers": breakers,
+            "limiters": limiters,
+            "health": selectors.health(breakers),
+            "counts": selectors.state_counts(breakers),
+            "busiest": selectors.busiest_limiters(limiters),
+            "limiter_count": len(limiters),
+            "transitions": list(BreakerEvent.objects.all()[:10]),
+            "failures": sorted(
+                (b for b in breakers if b["last_failure"]),
+                key=lambda b: -b["last_failure"]["time"],
+            )[:8],
+            "error_spans": selectors.recent_error_spans(limit=8),
+            "traces": selectors.recent_traces(limit=8),
+            "json": to_json(list(sampler.samples)),
         },
     )

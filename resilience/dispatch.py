@@ -3,17 +3,21 @@
 Modelled on OpenTelemetry's batch span processor: ``submit`` appends to a bounded
 deque and never blocks or raises; a full queue drops the item and counts it; one
 daemon worker wakes on an Event, hands batches to the handler, and ``flush`` /
-``shutdown`` wait with a timeout. Shutdown is idempotent.
+``shutdown`` wait with a timeout. Shutdown is idempotent. A forked child gets a
+fresh worker (threads do not survive ``fork``) and an empty queue: the items queued
+before the fork belong to the parent, which still delivers them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from resilience._validate import positive, positive_int
 
@@ -49,16 +53,26 @@ class BatchDispatcher(Generic[T]):
         self.max_queue = positive_int("max_queue", max_queue)
         self.max_batch = positive_int("max_batch", max_batch)
         self.interval = positive("interval", interval)
+        self._name = name
         self._queue: deque[T] = deque()
-        self._wake = threading.Event()
-        self._idle = threading.Condition()
-        self._in_flight = 0
         self._stopped = False
         self.dropped = 0
         self.delivered = 0
         self.handler_errors = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._start_worker()
+        _alive.add(self)
+
+    def _start_worker(self) -> None:
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        self._queue.clear()
+        if not self._stopped:
+            self._start_worker()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -130,3 +144,14 @@ class BatchDispatcher(Generic[T]):
                     self._idle.notify_all()
         with self._idle:
             self._idle.notify_all()
+
+
+_alive: weakref.WeakSet[BatchDispatcher[Any]] = weakref.WeakSet()
+
+
+def _restart_after_fork() -> None:
+    for dispatcher in list(_alive):
+        dispatcher._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_restart_after_fork)

@@ -1,8 +1,8 @@
-"""Private, loopback-only PostgreSQL and Redis servers for tests and benchmarks.
+"""A private, loopback-only PostgreSQL cluster for the test suite.
 
-Used by `make test` (``python -m tests.services postgres start DIR``) and by fixtures.
-Nothing here touches a system-wide server: each instance lives in its own directory
-on a free port and is stopped by pid.
+Used by `make test` (``python -m tests.services postgres start DIR``). Nothing here
+touches a system-wide server: the cluster lives in its own directory on a free port.
+(Redis: tests/resilience/redis_server.py.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 
@@ -94,63 +93,14 @@ def postgres_stop(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def redis_start(directory: Path) -> str:
-    """Start a redis-server in ``directory``; returns its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise ServiceMissing("redis-server is not installed")
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    subprocess.run(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--daemonize",
-            "yes",
-            "--pidfile",
-            str(directory / "redis.pid"),
-            "--dir",
-            str(directory),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"redis-server did not start on port {port}")
-
-
-def redis_stop(directory: Path) -> None:
-    pidfile = directory / "redis.pid"
-    if pidfile.exists():
-        try:
-            os.kill(int(pidfile.read_text().strip()), 15)
-        except (ProcessLookupError, ValueError):
-            pass
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("postgres", "redis") or argv[1] not in ("start", "stop"):
-        print("usage: python -m tests.services postgres|redis start|stop DIR", file=sys.stderr)
+    if len(argv) != 3 or argv[0] != "postgres" or argv[1] not in ("start", "stop"):
+        print("usage: python -m tests.services postgres start|stop DIR", file=sys.stderr)
         return 2
-    kind, action, directory = argv[0], argv[1], Path(argv[2])
-    if action == "start":
-        print((postgres_start if kind == "postgres" else redis_start)(directory))
+    if argv[1] == "start":
+        print(postgres_start(Path(argv[2])))
     else:
-        (postgres_stop if kind == "postgres" else redis_stop)(directory)
+        postgres_stop(Path(argv[2]))
     return 0
 
 

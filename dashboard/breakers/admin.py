@@ -7,7 +7,7 @@ from .models import BreakerEvent
 
 
 @admin.register(BreakerEvent)
-class BreakerEventAdmin(admin.ModelAdmin):
+class BreakerEventAdmin(admin.ModelAdmin[BreakerEvent]):
     """Breaker history is an audit trail: readable, never editable."""
 
     list_display = [

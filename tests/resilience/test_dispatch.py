@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +86,31 @@ def test_shutdown_flushes_is_idempotent_and_later_submits_drop() -> None:
 def test_invalid_configuration_names_the_field(field: str, kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigValueError, match=field):
         BatchDispatcher(list, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_forked_child_gets_a_working_worker_and_an_empty_queue(tmp_path: Path) -> None:
+
+    out = tmp_path / "child.txt"
+
+    def write(batch: list[str]) -> None:
+        with out.open("a") as handle:
+            handle.write("".join(batch))
+
+    gate = threading.Event()
+    d: BatchDispatcher[str] = BatchDispatcher(lambda b: gate.wait(5), interval=10)
+    d.submit("parent-item")  # the parent's worker is stuck on it: still queued at fork
+    d._handler = write
+    pid = os.fork()
+    if pid == 0:  # child: deliver one item of its own through the inherited dispatcher
+        code = 1
+        try:
+            d.submit("child")
+            code = 0 if d.flush(5) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    gate.set()
+    d.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert out.read_text().startswith("child")
+    assert "parent-item" not in out.read_text().split("child", 1)[0]

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
+
+from dashboard import audit
+
+from .models import Alert, AlertRule, Delivery, NotificationChannel
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Any]
+    _TabularInline = admin.TabularInline[Any, Any]
+else:
+    _ModelAdmin = admin.ModelAdmin  # not subscriptable at run time
+    _TabularInline = admin.TabularInline
+
+
+class _Audited(_ModelAdmin):
+    """Rules and channels change who gets paged: every change goes to the audit trail."""
+
+    audit_name = ""
+
+    def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        audit.record(
+            user=request.user,
+            source="admin",
+            action=f"alerts.{self.audit_name}.{'change' if change else 'add'}",
+            target=str(obj),
+            details={"fields": sorted(form.changed_data)} if form is not None else {},
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        target = str(obj)
+        super().delete_model(request, obj)
+        audit.record(
+            user=request.user,
+            source="admin",
+            action=f"alerts.{self.audit_name}.delete",
+            target=target,
+        )
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(_Audited):
+    audit_name = "rule"
+    list_display = [
+        "name",
+        "kind",
+        "severity",
+        "enabled",
+        "for_seconds",
+        "cooldown_seconds",
+        "last_evaluated_at",
+        "last_error",
+    ]
+    list_filter = ["kind", "severity", "enabled"]
+    search_fields = ["name", "last_error"]
+    filter_horizontal = ["channels"]
+    readonly_fields = ["last_error", "last_evaluated_at", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "parameters", "severity", "enabled"]}),
+        ("Timing", {"fields": ["for_seconds", "cooldown_seconds"]}),
+        ("Notify", {"fields": ["channels"]}),
+        ("Status", {"fields": ["last_error", "last_evaluated_at", "created_at", "updated_at"]}),
+    ]
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(_Audited):
+    audit_name = "channel"
+    list_display = ["name", "kind", "enabled", "url", "created_at"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "url", "recipients"]
+
+
+class DeliveryInline(_TabularInline):
+    model = Delivery
+    extra = 0
+    can_delete = False
+    fields = ["event", "channel_name", "outcome", "attempts", "error", "created_at", "finished_at"]
+    readonly_fields = [
+        "event",
+        "channel_name",
+        "outcome",
+        "attempts",
+        "error",
+        "created_at",
+        "finished_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(_ModelAdmin):
+    """The history is written by the evaluator; here it is read-only."""
+
+    list_display = ["rule", "subject", "state", "severity", "started_at", "ended_at", "value"]
+    list_filter = ["state", "severity", "rule"]
+    search_fields = ["subject", "message", "rule__name"]
+    date_hierarchy = "started_at"
+    inlines = [DeliveryInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(_ModelAdmin):
+    list_display = ["alert", "event", "channel_name", "outcome", "attempts", "created_at"]
+    list_filter = ["outcome", "event", "channel_name"]
+    search_fields = ["channel_name", "error"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,372 @@
+"""Send alert events to channels: signed webhooks, email, the dashboard's live banner.
+
+Each (alert event, channel) pair is one :class:`~dashboard.alerts.models.Delivery` row,
+created ``pending`` and finished ``sent``, ``failed`` or ``skipped``. Webhook attempts
+go through one of the project's own circuit breakers per channel
+(``alerts.webhook:<channel name>``): after a few failures in a row the breaker opens,
+and until it lets a trial through, deliveries to that receiver are skipped at once
+(recorded, no network, no retry sleeps), so a dead receiver cannot pile up work.
+
+Webhook requests are POSTed JSON with a Slack-compatible ``text`` field and these
+headers, so a receiver can check who sent them and drop replays::
+
+    X-Alert-Timestamp: <epoch seconds>
+    X-Alert-Signature: sha256=<hex HMAC-SHA256 of b"<timestamp>." + body, keyed with
+                       the channel's secret>
+    X-Alert-Delivery:  <delivery id, the same on every retry>
+    X-Alert-Event:     firing | resolved
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.mail import send_mail
+from django.db import close_old_connections
+from django.template.loader import render_to_string
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from resilience._validate import duration, positive, positive_int
+from resilience.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    circuit_breaker_registry,
+)
+from resilience.dispatch import BatchDispatcher
+from resilience.errors import CircuitOpenError
+
+from .models import Alert, Delivery, NotificationChannel
+
+__all__ = [
+    "BANNER_GROUPS",
+    "DeliveryPolicy",
+    "Notifier",
+    "payload",
+    "sign",
+    "verify_signature",
+]
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Alert-Signature"
+TIMESTAMP_HEADER = "X-Alert-Timestamp"
+
+try:
+    from dashboard.live.broadcast import BREAKERS, LIMITERS, METRICS, OVERVIEW
+
+    BANNER_GROUPS: tuple[str, ...] = (OVERVIEW, BREAKERS, LIMITERS, METRICS)
+except ImportError:  # pragma: no cover - the live pages are not installed
+    BANNER_GROUPS = ("live.overview",)
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Alert-Signature`` value of ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """True if ``signature`` is ``sign(secret, timestamp, body)`` (constant-time)."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def headline(alert: Alert, event: str) -> str:
+    subject = f" [{alert.subject}]" if alert.subject else ""
+    return f"[{event.upper()}] {alert.severity}: {alert.rule.name}{subject}"
+
+
+def payload(alert: Alert, event: str) -> dict[str, Any]:
+    """The JSON body of a webhook: Slack-compatible ``text`` plus structured fields."""
+    return {
+        "text": f"{headline(alert, event)} — {alert.message}",
+        "event": event,
+        "alert": alert.as_dict(),
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryPolicy:
+    """How hard webhook deliveries try, and when a receiver's breaker opens.
+
+    Args:
+        attempts: tries per delivery (the first included).
+        backoff: seconds before the second try; doubled for each later one.
+        max_backoff: cap of one wait.
+        timeout: seconds one HTTP request may take.
+        failure_threshold: consecutive failed attempts that open the receiver's breaker.
+        reset_timeout: seconds the breaker stays open before a trial request.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+    timeout: float = 5.0
+    failure_threshold: int = 3
+    reset_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        positive_int("attempts", self.attempts)
+        duration("backoff", self.backoff)
+        duration("max_backoff", self.max_backoff)
+        positive("timeout", self.timeout)
+        positive_int("failure_threshold", self.failure_threshold)
+        duration("reset_timeout", self.reset_timeout)
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+
+
+class Notifier:
+    """Creates delivery rows for an alert event and sends them, inline or in the background.
+
+    Args:
+        policy: webhook retries and breaker settings.
+        sleep: waits between retries (tests pass a fake).
+        background: send on a worker thread (a ``BatchDispatcher``); otherwise inline.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: DeliveryPolicy | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+        background: bool = False,
+    ) -> None:
+        self.policy = policy or DeliveryPolicy()
+        self._sleep = sleep
+        self._dispatcher: BatchDispatcher[int] | None = None
+        if background:
+            self._dispatcher = BatchDispatcher(
+                self._send_batch, max_queue=1000, max_batch=20, interval=0.2, name="alert-delivery"
+            )
+
+    # -- entry points ----------------------------------------------------------------------
+
+    def __call__(self, alert: Alert, event: str) -> list[Delivery]:
+        return self.notify(alert, event)
+
+    def notify(self, alert: Alert, event: str) -> list[Delivery]:
+        """Record one pending delivery per enabled channel of the alert's rule, and send them."""
+        channels = [channel for channel in alert.rule.channels.all() if channel.enabled]
+        deliveries = [
+            Delivery.objects.create(
+                alert=alert, channel=channel, channel_name=channel.name, event=event
+            )
+            for channel in channels
+        ]
+        for delivery in deliveries:
+            if self._dispatcher is None:
+                self.send(delivery)
+            elif not self._dispatcher.submit(delivery.pk):
+                self._finish(delivery, Delivery.Outcome.FAILED, "delivery queue full")
+        return deliveries
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return self._dispatcher.flush(timeout) if self._dispatcher is not None else True
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.shutdown(timeout)
+
+    def stats(self) -> dict[str, int]:
+        d = self._dispatcher
+        if d is None:
+            return {"queued": 0, "dropped": 0, "sent": 0, "errors": 0}
+        return {
+            "queued": len(d),
+            "dropped": d.dropped,
+            "sent": d.delivered,
+            "errors": d.handler_errors,
+        }
+
+    def send(self, delivery: Delivery) -> Delivery:
+        """Deliver one row now and record its outcome; never raises for a send failure."""
+        channel = delivery.channel
+        if channel is None:
+            return self._finish(delivery, Delivery.Outcome.FAILED, "channel was deleted")
+        try:
+            if channel.kind == NotificationChannel.Kind.WEBHOOK:
+                return self._webhook(delivery, channel)
+            if channel.kind == NotificationChannel.Kind.EMAIL:
+                return self._email(delivery, channel)
+            if channel.kind == NotificationChannel.Kind.BANNER:
+                return self._banner(delivery)
+            return self._finish(delivery, Delivery.Outcome.FAILED, f"unknown kind {channel.kind!r}")
+        except Exception as exc:
+            logger.exception("alert delivery %s failed", delivery.pk)
+            return self._finish(delivery, Delivery.Outcome.FAILED, _describe(exc), attempts=1)
+
+    def breaker_for(self, channel: NotificationChannel) -> CircuitBreaker:
+        """The circuit breaker guarding ``channel``'s receiver (created on first use)."""
+        config = CircuitBreakerConfig(
+            failure_threshold=self.policy.failure_threshold,
+            success_threshold=1,
+            half_open_max_calls=1,
+            timeout=self.policy.reset_timeout,
+        )
+        return circuit_breaker_registry.get_or_create(f"alerts.webhook:{channel.name}", config)
+
+    # -- channels --------------------------------------------------------------------------
+
+    def _webhook(self, delivery: Delivery, channel: NotificationChannel) -> Delivery:
+        body = json.dumps(payload(delivery.alert, delivery.event), default=str).encode()
+        breaker = self.breaker_for(channel)
+        error = ""
+        attempt = 0
+        policy = self.policy
+        while attempt < policy.attempts:
+            attempt += 1
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "resilience-dashboard-alerts/1",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(channel.secret, timestamp, body),
+                "X-Alert-Delivery": str(delivery.pk),
+                "X-Alert-Event": delivery.event,
+            }
+            try:
+                status = breaker.call(_post, channel.url, body, headers, policy.timeout)
+            except CircuitOpenError as exc:
+                outcome = Delivery.Outcome.SKIPPED if attempt == 1 else Delivery.Outcome.FAILED
+                message = f"{error}; then {exc}" if error else str(exc)
+                return self._finish(delivery, outcome, message, attempts=attempt - 1)
+            except Exception as exc:
+                error = _describe(exc)
+                if attempt < policy.attempts:
+                    self._sleep(policy.wait(attempt))
+                continue
+            if 200 <= status < 300:
+                return self._finish(delivery, Delivery.Outcome.SENT, "", attempts=attempt)
+            message = f"receiver refused the request: HTTP {status}"
+            return self._finish(delivery, Delivery.Outcome.FAILED, message, attempts=attempt)
+        return self._finish(delivery, Delivery.Outcome.FAILED, error, attempts=attempt)
+
+    def _email(self, delivery: Delivery, channel: NotificationChannel) -> Delivery:
+        alert = delivery.alert
+        body = render_to_string(
+            "dashboard/alerts/email.txt",
+            {"alert": alert, "event": delivery.event, "headline": headline(alert, delivery.event)},
+        )
+        send_mail(
+            headline(alert, delivery.event),
+            body,
+            None,  # DEFAULT_FROM_EMAIL
+            channel.recipient_list,
+            fail_silently=False,
+        )
+        return self._finish(delivery, Delivery.Outcome.SENT, "", attempts=1)
+
+    def _banner(self, delivery: Delivery) -> Delivery:
+        sent = push_banner(delivery.alert, delivery.event)
+        if not sent:
+            return self._finish(delivery, Delivery.Outcome.FAILED, "no channel layer", attempts=1)
+        return self._finish(delivery, Delivery.Outcome.SENT, "", attempts=1)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _send_batch(self, ids: list[int]) -> None:
+        close_old_connections()
+        try:
+            for delivery in Delivery.objects.filter(pk__in=ids).select_related(
+                "alert__rule", "channel"
+            ):
+                self.send(delivery)
+        finally:
+            close_old_connections()
+
+    @staticmethod
+    def _finish(delivery: Delivery, outcome: str, error: str, *, attempts: int = 0) -> Delivery:
+        delivery.outcome = outcome
+        delivery.error = error[:2000]
+        delivery.attempts = attempts
+        delivery.finished_at = timezone.now()
+        delivery.save(update_fields=["outcome", "error", "attempts", "finished_at"])
+        return delivery
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+    """POST and return the status; raises for what the receiver's breaker should count."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        # 429 and 5xx: the receiver is struggling (retry, and count it for the breaker);
+        # other 4xx: it is up and refuses this request. That is a success for the breaker
+        # (the receiver answered), and retrying would not help.
+        if exc.code == 429 or exc.code >= 500:
+            raise
+        return int(exc.code)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def banner_html(alert: Alert, event: str) -> str:
+    try:
+        page = reverse("alerts:index")
+    except NoReverseMatch:  # the alerts page is not mounted in this project's URLs
+        page = ""
+    return render_to_string(
+        "dashboard/alerts/_banner.html",
+        {"alert": alert, "event": event, "headline": headline(alert, event), "page": page},
+    )
+
+
+def push_banner(alert: Alert, event: str, *, timeout: float = 5.0) -> bool:
+    """Send the banner fragment to every live page's group; False without a channel layer."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    message = {
+        "type": "live.fragment",
+        "html": banner_html(alert, event),
+        "alert": alert.as_dict(),
+        "event": event,
+    }
+
+    async def send_all() -> None:
+        for group in BANNER_GROUPS:
+            await layer.group_send(group, message)
+
+    loop = _server_loop()
+    if loop is not None and not _on_loop(loop):
+        # The in-memory layer's queues belong to the server's loop: send from there.
+        asyncio.run_coroutine_threadsafe(send_all(), loop).result(timeout)
+    else:
+        async_to_sync(send_all)()
+    return True
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        from dashboard.live.broadcast import broadcaster
+    except ImportError:  # pragma: no cover
+        return None
+    loop = broadcaster.loop
+    if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running() and not loop.is_closed():
+        return loop
+    return None
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

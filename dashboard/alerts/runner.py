@@ -1,0 +1,198 @@
+"""The background evaluator: one daemon thread per serving process.
+
+Breakers and limiters live in the serving process's memory, so that is where rules
+are evaluated. The thread is started from ``AppConfig.ready()`` only when the process
+serves requests (daphne, uvicorn, gunicorn, hypercorn, ``runserver``) and
+``ALERTS_ENABLED`` is on; never during ``migrate``, other commands, mypy or tests. A
+first request re-checks it, so a server that forks workers after loading Django still
+gets a thread in each worker.
+
+Settings (all optional; environment variables of the same name are the fallback):
+``ALERTS_ENABLED`` (default true), ``ALERTS_INTERVAL`` (seconds between passes, 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import request_started
+from django.db import close_old_connections
+
+from .delivery import Notifier
+from .engine import Engine, EvaluationReport
+from .models import AlertRule, NotificationChannel, RuleKind, Severity
+
+__all__ = ["Runner", "ensure_demo_rules", "get_runner", "should_start", "start_if_serving"]
+
+logger = logging.getLogger(__name__)
+
+_SERVERS = ("daphne", "uvicorn", "gunicorn", "hypercorn")
+
+
+def _setting(name: str, default: str) -> str:
+    value = getattr(settings, name, None)
+    if value is None:
+        return os.environ.get(name, default)
+    return str(value)
+
+
+def enabled() -> bool:
+    return _setting("ALERTS_ENABLED", "true").strip().lower() in ("1", "true", "yes", "on")
+
+
+def interval() -> float:
+    try:
+        value = float(_setting("ALERTS_INTERVAL", "5"))
+    except ValueError:
+        return 5.0
+    return value if value > 0 else 5.0
+
+
+def should_start(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    modules: Mapping[str, Any] | None = None,
+) -> bool:
+    """True in a process that serves requests and has alerting enabled."""
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    modules = sys.modules if modules is None else modules
+    if not enabled() or "pytest" in modules or not argv:
+        return False
+    program = argv[0].replace("\\", "/")
+    if any(server in program for server in _SERVERS):
+        return True
+    if len(argv) > 1 and argv[1] == "runserver":
+        # The autoreloader's parent only watches files; its child (RUN_MAIN) serves.
+        return environ.get("RUN_MAIN") == "true" or "--noreload" in argv
+    return False
+
+
+class Runner:
+    """Runs ``engine.evaluate_all()`` every ``interval`` seconds on a daemon thread."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine | None = None,
+        notifier: Notifier | None = None,
+        interval: float = 5.0,
+    ) -> None:
+        self.notifier = notifier or Notifier(background=True)
+        self.engine = engine or Engine(notify=lambda alert, event: self.notifier(alert, event))
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self.last_report: EvaluationReport | None = None
+        self.failures = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
+
+    def start(self) -> bool:
+        """Start the thread unless it runs in this process; returns True if started."""
+        with self._lock:
+            if self.running:
+                return False
+            if self._pid and self._pid != os.getpid():
+                # Forked after the first start: the delivery worker did not come along.
+                self.notifier = Notifier(background=True)
+            self._stop.clear()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="alert-evaluator", daemon=True)
+            self._thread.start()
+            return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.notifier.shutdown(timeout)
+
+    def run_once(self) -> EvaluationReport:
+        close_old_connections()
+        try:
+            self.last_report = self.engine.evaluate_all()
+            return self.last_report
+        finally:
+            close_old_connections()
+
+    def _run(self) -> None:
+        seeded = not getattr(settings, "RESILIENCE_DEMO", False)
+        while not self._stop.wait(self.interval):
+            if not seeded:  # not before the first wait: apps may still be loading
+                seeded = True
+                try:
+                    ensure_demo_rules()
+                except Exception:
+                    logger.exception("could not create the demo alert rules")
+            try:
+                self.run_once()
+            except Exception:  # the database is away; try again next time
+                self.failures += 1
+                logger.exception("alert evaluation pass failed")
+
+
+_runner: Runner | None = None
+_runner_lock = threading.Lock()
+
+
+def get_runner() -> Runner:
+    """The process's runner, built on first use (building it starts the delivery worker)."""
+    global _runner
+    with _runner_lock:
+        if _runner is None:
+            _runner = Runner(interval=interval())
+        return _runner
+
+
+def _on_request(**kwargs: Any) -> None:
+    if _runner is None or not _runner.running:
+        get_runner().start()
+
+
+def start_if_serving() -> bool:
+    """Called from ``AppConfig.ready()``: start the evaluator in a serving process."""
+    if not should_start():
+        return False
+    request_started.connect(_on_request, dispatch_uid="alerts-runner")
+    return get_runner().start()
+
+
+def ensure_demo_rules() -> None:
+    """Rules for ``make run``'s demo workload, created once (operators may edit them)."""
+    banner, _ = NotificationChannel.objects.get_or_create(
+        name="Dashboard banner", defaults={"kind": NotificationChannel.Kind.BANNER}
+    )
+    demo_rules: list[dict[str, Any]] = [
+        {
+            "name": "Circuit breaker open",
+            "kind": RuleKind.BREAKER_OPEN,
+            # Every breaker of the demo's services; the alert webhooks' own are left out.
+            "parameters": {"breaker": "*", "exclude": "alerts.*"},
+            "severity": Severity.CRITICAL,
+            "for_seconds": 0,
+            "cooldown_seconds": 30,
+        },
+        {
+            "name": "Rate limiter rejections",
+            "kind": RuleKind.LIMITER_REJECTIONS,
+            "parameters": {"limiter": "*", "threshold": 30},
+            "severity": Severity.WARNING,
+            "for_seconds": 10,
+            "cooldown_seconds": 120,
+        },
+    ]
+    for values in demo_rules:
+        rule, created = AlertRule.objects.get_or_create(name=values.pop("name"), defaults=values)
+        if created:
+            rule.channels.add(banner)

@@ -1,0 +1,116 @@
+"""API authentication: bearer tokens or the browser session (CSRF on mutations).
+
+Each operation gets ``auth=require("<app.permission>")``. The checks run in this
+order: who is calling (401 if nobody), their rate limit (429), then the permission
+(403), so a caller hammering an endpoint it may not use is still limited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
+from django.http import HttpRequest
+from ninja.errors import AuthenticationError, AuthorizationError, HttpError
+from ninja.security import APIKeyCookie, HttpBearer
+from ninja.utils import check_csrf
+
+from . import throttle
+from .models import ApiToken
+from .tokens import authenticate_token
+
+VIEW = "dashboard.view_dashboard"
+RESET_BREAKER = "breakers.reset_breaker"
+DELETE_CHECKPOINT = "checkpoints.delete_checkpoint"
+RESET_METRICS = "dashboard.reset_metrics"
+
+
+class InvalidToken(AuthenticationError):
+    def __init__(self) -> None:
+        super().__init__(message="invalid, expired or revoked API token")
+
+
+def _permit(request: HttpRequest, user: Any, key: str, permission: str | None) -> Any:
+    throttle.check(request, key)
+    if permission is not None and not user.has_perm(permission):
+        raise AuthorizationError(message=f"permission {permission!r} required")
+    return user
+
+
+def token_user(request: HttpRequest, token: str) -> User:
+    """The user of bearer ``token`` (also set as ``request.user``); raises 401 if invalid."""
+    found: ApiToken | None = authenticate_token(token)
+    if found is None:
+        raise InvalidToken()
+    request.user = found.user
+    request.api_token = found  # type: ignore[attr-defined]
+    return found.user
+
+
+class TokenAuth(HttpBearer):
+    """``Authorization: Bearer rdt_...`` (an ApiToken)."""
+
+    def __init__(self, permission: str | None) -> None:
+        self.permission = permission
+        super().__init__()
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        user = token_user(request, token)
+        return _permit(request, user, f"token:{request.api_token.pk}", self.permission)  # type: ignore[attr-defined]
+
+
+class SessionAuth(APIKeyCookie):
+    """The logged-in browser session; unsafe methods must pass Django's CSRF check.
+
+    Unlike ninja's ``django_auth``, an anonymous caller gets 401 (not a CSRF 403).
+    """
+
+    param_name = settings.SESSION_COOKIE_NAME
+
+    def __init__(self, permission: str | None) -> None:
+        self.permission = permission
+        super().__init__(csrf=True)
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        return request.COOKIES.get(self.param_name)
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated or not user.is_active:
+            return None
+        if check_csrf(request) is not None:
+            raise HttpError(
+                403, "CSRF check failed: send the csrftoken cookie's value as X-CSRFToken"
+            )
+        return _permit(request, user, f"user:{user.pk}", self.permission)
+
+
+def require(permission: str | None = VIEW) -> list[Any]:
+    """Auth for an operation: a token or a session, whose user has ``permission``."""
+    return [TokenAuth(permission), SessionAuth(permission)]
+
+
+def optional_user(request: HttpRequest) -> User | AnonymousUser:
+    """The caller for endpoints open to anonymous callers (``/health``).
+
+    A bearer token that is presented but invalid is still a 401: a client that meant
+    to authenticate should learn that it did not.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if header and scheme.lower() == "bearer":
+        return token_user(request, credentials)
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_active:
+        return user  # type: ignore[no-any-return]
+    return AnonymousUser()
+
+
+def caller_key(request: HttpRequest, user: User | AnonymousUser) -> str:
+    token = getattr(request, "api_token", None)
+    if token is not None:
+        return f"token:{token.pk}"
+    if user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"ip:{request.META.get('REMOTE_ADDR', '')}"

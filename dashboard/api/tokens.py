@@ -1,0 +1,110 @@
+"""Create, verify and revoke API tokens (the plaintext is never stored)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime, timedelta
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard import audit
+
+from .models import ApiToken
+
+TOKEN_PREFIX = "rdt_"
+# rdt_<16 hex: lookup prefix>_<43 url-safe chars: 256-bit secret>
+TOKEN_PATTERN = re.compile(r"rdt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+# Writing last_used_at on every request would turn each read into a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_secret(secret: str) -> str:
+    # The secret is 256 random bits, so a fast hash is enough (no brute force possible).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str, str]:
+    """A fresh ``(plaintext, prefix, secret_hash)``."""
+    prefix = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return f"{TOKEN_PREFIX}{prefix}_{secret}", prefix, hash_secret(secret)
+
+
+def fill_new_token(token: ApiToken) -> str:
+    """Give an unsaved ``token`` its prefix and hash; returns the plaintext (show it once)."""
+    plaintext, token.prefix, token.secret_hash = new_token()
+    return plaintext
+
+
+def create_token(
+    *,
+    user: User,
+    name: str,
+    expires_at: datetime | None = None,
+    actor: AbstractBaseUser | None = None,
+    source: str = "command",
+) -> tuple[ApiToken, str]:
+    """Create a token for ``user``; returns it and its plaintext (not stored anywhere)."""
+    token = ApiToken(user=user, name=name, expires_at=expires_at)
+    plaintext = fill_new_token(token)
+    with transaction.atomic():
+        token.save()
+        audit.record(
+            user=actor,
+            source=source,
+            action="api_token.create",
+            target=f"{token.prefix} ({name}) for {user.get_username()}",
+            details={"expires_at": expires_at.isoformat() if expires_at else None},
+        )
+    return token, plaintext
+
+
+def revoke_token(*, token: ApiToken, actor: AbstractBaseUser | None, source: str) -> None:
+    """Revoke ``token`` now (idempotent) and audit it."""
+    if token.revoked:
+        return
+    token.revoked, token.revoked_at = True, timezone.now()
+    with transaction.atomic():
+        token.save(update_fields=["revoked", "revoked_at"])
+        audit.record(
+            user=actor,
+            source=source,
+            action="api_token.revoke",
+            target=f"{token.prefix} ({token.name}) for {token.user.get_username()}",
+        )
+
+
+def authenticate_token(plaintext: str) -> ApiToken | None:
+    """The usable token matching ``plaintext`` (its user active), else None."""
+    match = TOKEN_PATTERN.fullmatch(plaintext.strip())
+    if match is None:
+        return None
+    prefix, secret = match.groups()
+    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+    if token is None or not hmac.compare_digest(token.secret_hash, hash_secret(secret)):
+        return None
+    if not token.usable or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+_DURATION = re.compile(r"(\d{1,6})\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_expiry(text: str) -> timedelta:
+    """``30d``, ``12h``, ``2w``, ``90m`` or ``45s`` as a positive timedelta."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"expires must look like 30d, 12h, 2w, 90m or 45s, got {text!r}")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])

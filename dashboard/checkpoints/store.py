@@ -1,0 +1,381 @@
+"""Checkpoints inside Django: blobs in Django storage, records in the ``Checkpoint`` model.
+
+Settings (all optional):
+
+``CHECKPOINT_STORAGE``
+    Alias in ``STORAGES`` for the blobs (default ``"default"``: FileSystemStorage under
+    MEDIA_ROOT; any storage such as django-storages' S3 works unchanged). Blobs are
+    sensitive and hold their own integrity data: do not serve this storage publicly.
+``CHECKPOINT_STORAGE_PREFIX``
+    Folder of the blobs in that storage (default ``"checkpoints"``); a blob is
+    ``<prefix>/<checkpoint_id>.ckpt``. Changing it orphans existing blobs.
+``CHECKPOINT_COMPRESSION``
+    ``"zstd"`` (default), ``"gzip"`` or ``"none"`` (or True/False), for new saves.
+``CHECKPOINT_SIGNING_KEY``
+    Key for the blobs' HMAC. Default: derived from ``SECRET_KEY`` as
+    ``salted_hmac(SIGNING_KEY_SALT, "signing-key", secret=SECRET_KEY, algorithm="sha256")``,
+    i.e. HMAC-SHA256 keyed by SHA-256(salt + SECRET_KEY): one-way and specific to
+    checkpoints. Rotating ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` is not consulted)
+    makes existing checkpoints fail verification, so set this explicitly to rotate the
+    two independently.
+
+The manager is built without touching the database or the storage; ``install()``
+(run by ``CheckpointsConfig.ready``) makes it the process default, so
+``resilience.checkpoint.checkpoint_manager`` saves into the model and storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.signals import setting_changed
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.utils.crypto import salted_hmac
+
+from resilience.checkpoint import (
+    CHECKPOINT_ID_PATTERN,
+    CheckpointRecord,
+    CompositeCheckpointStore,
+    FileBlobStore,
+    StateCheckpointManager,
+    set_default_checkpoint_manager,
+)
+from resilience.errors import CheckpointError, CheckpointNotFoundError, ResilienceError
+
+from .models import Checkpoint
+
+BLOB_SUFFIX = ".ckpt"
+SIGNING_KEY_SALT = "dashboard.checkpoints.signing-key"
+_PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+_CHUNK = 500
+_SETTINGS = frozenset(
+    {
+        "SECRET_KEY",
+        "CHECKPOINT_STORAGE",
+        "CHECKPOINT_STORAGE_PREFIX",
+        "CHECKPOINT_COMPRESSION",
+        "CHECKPOINT_SIGNING_KEY",
+    }
+)
+
+# Set while a caller that removes the blobs itself deletes rows, so the post_delete
+# safety net does not schedule a second delete.
+_blobs_handled: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "checkpoint_blobs_handled", default=False
+)
+
+
+class DjangoStorageBlobStore:
+    """Blobs as ``<prefix>/<checkpoint_id>.ckpt`` in a Django storage.
+
+    FileSystemStorage (and subclasses) get resilience's ``FileBlobStore`` in that
+    folder: temporary file, fsync, rename, fsync of the directory, so a blob is durable
+    before its row is inserted and a reader never sees half a blob. ``Storage.save``
+    would do none of that. Other storages go through ``save``/``open``/``delete``;
+    object stores such as S3 make a PUT visible whole. A blob name always contains its
+    id: if a storage picks another name (rename-on-conflict), the write fails loudly.
+
+    The storage is looked up on every call, so ``STORAGES``/``MEDIA_ROOT`` overrides
+    (tests) take effect at once.
+
+    Args:
+        alias: the ``STORAGES`` alias.
+        prefix: the folder inside the storage (relative, no ``..``).
+    """
+
+    def __init__(self, *, alias: str = "default", prefix: str = "checkpoints") -> None:
+        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix) or ".." in prefix:
+            raise ImproperlyConfigured(
+                f"CHECKPOINT_STORAGE_PREFIX must be a relative folder like 'checkpoints', "
+                f"got {prefix!r}"
+            )
+        self.alias = alias
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"DjangoStorageBlobStore(alias={self.alias!r}, prefix={self.prefix!r})"
+
+    @property
+    def storage(self) -> Storage:
+        return storages[self.alias]
+
+    def name(self, checkpoint_id: str) -> str:
+        """The blob's name in the storage."""
+        return f"{self.prefix}/{checkpoint_id}{BLOB_SUFFIX}"
+
+    def _files(self, storage: Storage) -> FileBlobStore | None:
+        if isinstance(storage, FileSystemStorage):
+            return FileBlobStore(Path(storage.path(self.prefix)))
+        return None
+
+    def write_blob(self, checkpoint_id: str, data: bytes) -> None:
+        storage = self.storage
+        files = self._files(storage)
+        if files is not None:
+            files.write_blob(checkpoint_id, data)
+            return
+        name = self.name(checkpoint_id)
+        if storage.exists(name):  # replace, as the protocol asks; never rename
+            storage.delete(name)
+        saved = storage.save(name, ContentFile(data))
+        if saved != name:
+            with contextlib.suppress(Exception):
+                storage.delete(saved)
+            raise CheckpointError(
+                f"storage {self.alias!r} stored checkpoint {checkpoint_id} as {saved!r} "
+                f"instead of {name!r}; configure it to overwrite (e.g. file_overwrite=True)"
+            )
+
+    def read_blob(self, checkpoint_id: str) -> bytes:
+        storage = self.storage
+        files = self._files(storage)
+        if files is not None:
+            return files.read_blob(checkpoint_id)
+        try:
+            with storage.open(self.name(checkpoint_id), "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id}") from None
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def delete_blob(self, checkpoint_id: str) -> bool:
+        storage = self.storage
+        files = self._files(storage)
+        if files is not None:
+            return files.delete_blob(checkpoint_id)
+        name = self.name(checkpoint_id)
+        if not storage.exists(name):
+            return False
+        storage.delete(name)
+        return True
+
+    def exists(self, checkpoint_id: str) -> bool:
+        """Whether the blob exists (without reading it)."""
+        storage = self.storage
+        files = self._files(storage)
+        if files is not None:
+            return files.path(checkpoint_id).exists()
+        return bool(storage.exists(self.name(checkpoint_id)))
+
+    def modified_at(self, checkpoint_id: str) -> float | None:
+        """When the blob was last written (seconds since the epoch), None if unknown."""
+        storage = self.storage
+        files = self._files(storage)
+        try:
+            if files is not None:
+                return files.path(checkpoint_id).stat().st_mtime
+            return storage.get_modified_time(self.name(checkpoint_id)).timestamp()
+        except (NotImplementedError, OSError):
+            return None
+
+    def iter_blob_ids(self) -> Iterator[str]:
+        storage = self.storage
+        files = self._files(storage)
+        if files is not None:
+            yield from files.iter_blob_ids()
+            return
+        try:
+            _dirs, names = storage.listdir(self.prefix)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.endswith(BLOB_SUFFIX):
+                checkpoint_id = name[: -len(BLOB_SUFFIX)]
+                if CHECKPOINT_ID_PATTERN.fullmatch(checkpoint_id):
+                    yield checkpoint_id
+
+
+class ModelMetadataIndex:
+    """Checkpoint records as ``Checkpoint`` rows (one upsert per save).
+
+    Args:
+        blobs: names the ``storage_path`` column.
+    """
+
+    def __init__(self, blobs: DjangoStorageBlobStore) -> None:
+        self.blobs = blobs
+
+    def __repr__(self) -> str:
+        return "ModelMetadataIndex()"
+
+    def add_record(self, record: CheckpointRecord) -> None:
+        fields = Checkpoint.fields_from_record(
+            record, storage_path=self.blobs.name(record.checkpoint_id)
+        )
+        Checkpoint.objects.bulk_create(
+            [Checkpoint(checkpoint_id=record.checkpoint_id, **fields)],
+            update_conflicts=True,
+            unique_fields=["checkpoint_id"],
+            update_fields=list(fields),
+        )
+
+    def get_record(self, checkpoint_id: str) -> CheckpointRecord | None:
+        row = Checkpoint.objects.filter(pk=checkpoint_id).first()
+        return None if row is None else row.to_record()
+
+    def query_records(
+        self,
+        *,
+        agent_id: str | None = None,
+        workflow_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        rows = Checkpoint.objects.order_by("-checkpoint_id")
+        if agent_id is not None:
+            rows = rows.filter(agent_id=agent_id)
+        if workflow_id is not None:
+            rows = rows.filter(workflow_id=workflow_id)
+        if limit is not None:
+            rows = rows[:limit]
+        return [row.to_record() for row in rows]
+
+    def remove_records(self, checkpoint_ids: Sequence[str]) -> None:
+        # The manager deletes the blobs itself right after this.
+        ids = list(checkpoint_ids)
+        with blobs_handled(), transaction.atomic():
+            for start in range(0, len(ids), _CHUNK):
+                Checkpoint.objects.filter(pk__in=ids[start : start + _CHUNK]).delete()
+
+
+class DjangoCheckpointStore(CompositeCheckpointStore):
+    """The ``CheckpointStore`` of the Django project: storage blobs + model records.
+
+    Args:
+        alias: ``STORAGES`` alias of the blob storage.
+        prefix: folder of the blobs in that storage.
+    """
+
+    __slots__ = ()
+
+    blobs: DjangoStorageBlobStore
+
+    def __init__(self, *, alias: str = "default", prefix: str = "checkpoints") -> None:
+        blobs = DjangoStorageBlobStore(alias=alias, prefix=prefix)
+        super().__init__(blobs, ModelMetadataIndex(blobs))
+
+    def __repr__(self) -> str:
+        return f"DjangoCheckpointStore(alias={self.blobs.alias!r}, prefix={self.blobs.prefix!r})"
+
+
+def signing_key() -> bytes:
+    """``CHECKPOINT_SIGNING_KEY``, or the key derived from ``SECRET_KEY`` (module doc)."""
+    explicit: Any = getattr(settings, "CHECKPOINT_SIGNING_KEY", None)
+    if explicit:
+        return explicit.encode() if isinstance(explicit, str) else bytes(explicit)
+    return salted_hmac(
+        SIGNING_KEY_SALT, "signing-key", secret=settings.SECRET_KEY, algorithm="sha256"
+    ).digest()
+
+
+def build_manager() -> StateCheckpointManager:
+    """A manager over ``DjangoCheckpointStore`` configured from settings (no I/O).
+
+    Raises:
+        ImproperlyConfigured: an invalid ``CHECKPOINT_*`` setting.
+    """
+    try:
+        return StateCheckpointManager(
+            compression=getattr(settings, "CHECKPOINT_COMPRESSION", "zstd"),
+            signing_key=signing_key(),
+            store=DjangoCheckpointStore(
+                alias=getattr(settings, "CHECKPOINT_STORAGE", "default"),
+                prefix=getattr(settings, "CHECKPOINT_STORAGE_PREFIX", "checkpoints"),
+            ),
+        )
+    except ResilienceError as exc:
+        raise ImproperlyConfigured(f"CHECKPOINT_* settings: {exc}") from exc
+
+
+_lock = threading.Lock()
+_manager: StateCheckpointManager | None = None
+
+
+def get_manager() -> StateCheckpointManager:
+    """The Django-backed manager the dashboard uses (built once from settings).
+
+    The admin, services and commands use it even if another process default was
+    installed, so they always act on the ``Checkpoint`` rows.
+    """
+    global _manager
+    with _lock:
+        if _manager is None:
+            _manager = build_manager()
+        return _manager
+
+
+def get_store() -> DjangoCheckpointStore:
+    """The store of :func:`get_manager`."""
+    return cast(DjangoCheckpointStore, get_manager().store)
+
+
+def install() -> None:
+    """Make the Django-backed manager the process-wide default ``checkpoint_manager``."""
+    set_default_checkpoint_manager(get_manager())
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # Tests override SECRET_KEY / CHECKPOINT_*: rebuild, and follow as the default if
+    # ours was the default (a manager someone else installed is left alone).
+    global _manager
+    if setting not in _SETTINGS:
+        return
+    with _lock:
+        old, _manager = _manager, None
+    new = get_manager()
+    previous = set_default_checkpoint_manager(new)
+    if previous is not old:
+        set_default_checkpoint_manager(previous)
+
+
+def _delete_blob_after_commit(
+    sender: type[Checkpoint], instance: Checkpoint, using: str, **kwargs: Any
+) -> None:
+    # Safety net for any ORM delete (queryset.delete(), cascades): the blob goes once the
+    # row's deletion is committed, so a rollback never leaves a row without its blob.
+    if _blobs_handled.get():
+        return
+    transaction.on_commit(
+        partial(get_store().delete_blob, instance.checkpoint_id), using=using, robust=True
+    )
+
+
+def connect_signals() -> None:
+    post_delete.connect(
+        _delete_blob_after_commit, sender=Checkpoint, dispatch_uid="checkpoint_blob_cleanup"
+    )
+    setting_changed.connect(_on_setting_changed, dispatch_uid="checkpoint_settings_changed")
+
+
+def delete_blobs_after_commit(checkpoint_ids: Iterable[str]) -> None:
+    """Delete these blobs when the current transaction commits (at once outside one)."""
+    ids = list(checkpoint_ids)
+
+    def run() -> None:
+        store = get_store()
+        for checkpoint_id in ids:
+            store.delete_blob(checkpoint_id)
+
+    if ids:
+        transaction.on_commit(run, robust=True)
+
+
+@contextlib.contextmanager
+def blobs_handled() -> Iterator[None]:
+    """Within this block, ORM deletes of checkpoints leave blob removal to the caller."""
+    token = _blobs_handled.set(True)
+    try:
+        yield
+    finally:
+        _blobs_handled.reset(token)

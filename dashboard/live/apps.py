@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class LiveConfig(AppConfig):
+    name = "dashboard.live"
+    label = "live"
+    verbose_name = "Live dashboard"
+
+    def ready(self) -> None:
+        from . import broadcast
+
+        broadcast.install()

@@ -1,0 +1,244 @@
+"""Breaker transitions → channel-layer groups, event-driven and coalesced per breaker.
+
+The bus listener runs on whatever thread tripped the breaker, so it only records the
+breaker's name in a dirty set and wakes the broadcaster task on the server's event
+loop (``call_soon_threadsafe``; the in-memory channel layer is not thread-safe). The
+task renders each dirty breaker's *current* state once and ``group_send``s it, so any
+number of transitions in a burst become one push, and a breaker is pushed at most once
+per ``min_interval`` (leading edge immediately, trailing edge when the interval ends):
+a flapping breaker cannot flood a socket. History rows follow in a second message once
+the recorder has written them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from channels.db import DatabaseSyncToAsync
+from channels.layers import get_channel_layer
+
+from dashboard import selectors
+from dashboard.breakers import recorder
+from resilience.circuit_breaker import circuit_breaker_registry
+from resilience.events import BreakerStateChanged, Event, bus
+
+from . import fragments
+
+logger = logging.getLogger(__name__)
+
+OVERVIEW = "live.overview"
+BREAKERS = "live.breakers"
+LIMITERS = "live.limiters"
+METRICS = "live.metrics"
+
+
+class Broadcaster:
+    """Coalesces breaker changes and pushes them to the live pages' groups."""
+
+    def __init__(
+        self,
+        *,
+        min_interval: float = 0.1,
+        history: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.min_interval = min_interval
+        self.history = history
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._dirty: dict[str, None] = {}
+        self._last_push: dict[str, float] = {}
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.events = 0
+        self.coalesced = 0
+        self.pushes = 0
+        self.errors = 0
+
+    # -- any thread ---------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        """Bus listener: mark the breaker dirty and wake the task (cheap, never raises)."""
+        if isinstance(event, BreakerStateChanged) and self._loop is not None:
+            self.mark(event.name)
+
+    def mark(self, name: str) -> None:
+        """Schedule a push of breaker ``name``'s current state."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return
+        with self._lock:
+            self.events += 1
+            if name in self._dirty:
+                self.coalesced += 1
+                return
+            self._dirty[name] = None
+            if self._scheduled:
+                return
+            self._scheduled = True
+        # RuntimeError: the loop was closed under us (server or test shutting down).
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(wake.set)
+
+    # -- the event loop -----------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The server's event loop once a live page connected (send group messages there)."""
+        return self._loop
+
+    def start(self) -> None:
+        """Run on the current event loop (a new loop, e.g. in tests, restarts it)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self.running:
+            return
+        self._loop = loop
+        self._wake = wake = asyncio.Event()
+        with self._lock:
+            self._dirty.clear()
+            self._scheduled = False
+        self._task = loop.create_task(self._run(wake), name="live-broadcaster")
+        warming = loop.run_in_executor(None, fragments.warm_up)
+        warming.add_done_callback(_log_failure)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        self._loop = None
+        for pending in [task, *self._side_tasks]:
+            if pending is not None and not pending.done():
+                pending.cancel()
+        for pending in [task, *self._side_tasks]:
+            if pending is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+        self._side_tasks.clear()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._dirty.clear()
+            self._last_push.clear()
+            self._scheduled = False
+        self.events = self.coalesced = self.pushes = self.errors = 0
+
+    def _take_due(self) -> tuple[list[str], float | None]:
+        """Names due for a push now, and seconds until the next one is (None: none left)."""
+        now = self._clock()
+        due: list[str] = []
+        wait = math.inf
+        with self._lock:
+            self._scheduled = False
+            for name in list(self._dirty):
+                ready_at = self._last_push.get(name, -math.inf) + self.min_interval
+                if ready_at <= now:
+                    del self._dirty[name]
+                    self._last_push[name] = now
+                    due.append(name)
+                else:
+                    wait = min(wait, ready_at - now)
+        return due, None if wait is math.inf else wait
+
+    async def _run(self, wake: asyncio.Event) -> None:
+        wait: float | None = None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), wait)
+            wake.clear()
+            due, wait = self._take_due()
+            if due:
+                try:
+                    await self.push(due)
+                except Exception:
+                    self.errors += 1
+                    logger.exception("live broadcast of %s failed", due)
+
+    async def push(self, names: Iterable[str]) -> None:
+        """Send the current state of ``names`` now; their history follows."""
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        pushed: list[str] = []
+        for name in names:
+            breaker = circuit_breaker_registry.get(name)
+            if breaker is None:
+                continue
+            snap = breaker.snapshot()
+            message = {"type": "breaker.state", "name": name, "state": snap["state"]}
+            await layer.group_send(
+                BREAKERS, {**message, "html": fragments.breaker_state(snap, oob=True)}
+            )
+            await layer.group_send(
+                OVERVIEW, {**message, "html": fragments.overview_chip(snap, oob=True)}
+            )
+            pushed.append(name)
+            self.pushes += 1
+        if pushed and self.history:
+            task = asyncio.get_running_loop().create_task(self._push_history(pushed))
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+
+    async def _push_history(self, names: list[str]) -> None:
+        layer = get_channel_layer()
+        try:
+            rendered = await _render_histories(names, self.history)
+            for name, html in rendered:
+                await layer.group_send(
+                    BREAKERS, {"type": "breaker.history", "name": name, "html": html}
+                )
+        except Exception:
+            self.errors += 1
+            logger.exception("live history push of %s failed", names)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "coalesced": self.coalesced,
+            "pushes": self.pushes,
+            "errors": self.errors,
+            "running": self.running,
+        }
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("live warm-up failed", exc_info=future.exception())
+
+
+def _render_histories_sync(names: list[str], limit: int) -> list[tuple[str, str]]:
+    # The recorder batches its inserts; flushing first puts the new rows in the query.
+    recorder.flush(1.0)
+    return [
+        (name, fragments.breaker_history(name, selectors.breaker_history(name=name, limit=limit)))
+        for name in names
+    ]
+
+
+# Not thread-sensitive: the flush may wait, and must not hold up other consumers' queries.
+_render_histories = DatabaseSyncToAsync(_render_histories_sync, thread_sensitive=False)
+
+
+broadcaster = Broadcaster()
+_install_lock = threading.Lock()
+_installed = False
+
+
+def install() -> None:
+    """Subscribe the broadcaster to the process-wide bus (once)."""
+    global _installed
+    with _install_lock:
+        if not _installed:
+            bus.subscribe(broadcaster.on_event)
+            _installed = True

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class TracesConfig(AppConfig):
+    name = "dashboard.traces"
+    label = "traces"
+    verbose_name = "Traces"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import conf, tracing
+
+        if conf.enabled():
+            tracing.install()

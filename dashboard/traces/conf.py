@@ -1,0 +1,115 @@
+"""The traces app's settings, each with a default, validated when read."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from .timeparse import parse_timedelta
+
+DEFAULT_MASKED_KEYS = ("password", "token", "secret", "authorization", "api_key", "cookie")
+DEFAULT_EXCLUDED_URLS = "/static/,/ws/,/favicon.ico"
+DEFAULT_SERVICE_NAME = "resilience-dashboard"
+
+
+def _get(name: str, default: object) -> object:
+    return getattr(settings, name, default)
+
+
+def _bool_env(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "default"):
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean, got {value!r}")
+
+
+def enabled() -> bool:
+    """TRACES_ENABLED (setting, else the environment variable), default True."""
+    value = _get("TRACES_ENABLED", None)
+    if value is None:
+        return _bool_env("TRACES_ENABLED", True)
+    if not isinstance(value, bool):
+        raise ImproperlyConfigured(f"TRACES_ENABLED must be a bool, got {value!r}")
+    return value
+
+
+def masked_keys() -> tuple[str, ...]:
+    """TRACES_MASKED_KEYS: attribute keys containing any of these are stored as ``***``."""
+    value = _get("TRACES_MASKED_KEYS", DEFAULT_MASKED_KEYS)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise ImproperlyConfigured(
+        f"TRACES_MASKED_KEYS must be a list of non-empty strings, got {value!r}"
+    )
+
+
+def _duration(name: str, default: timedelta) -> timedelta:
+    value = _get(name, default)
+    try:
+        if isinstance(value, timedelta):
+            result = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            result = timedelta(seconds=value)
+        elif isinstance(value, str):
+            result = parse_timedelta(value)
+        else:
+            raise ValueError(f"expected seconds, a timedelta or text like '1h', got {value!r}")
+    except (ValueError, OverflowError) as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from exc
+    if result <= timedelta(0):
+        raise ImproperlyConfigured(f"{name} must be positive, got {value!r}")
+    return result
+
+
+def _positive_int(name: str, default: int) -> int:
+    value = _get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ImproperlyConfigured(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def max_age() -> timedelta:
+    """TRACES_MAX_AGE: spans older than this are deleted (default 1 hour)."""
+    return _duration("TRACES_MAX_AGE", timedelta(hours=1))
+
+
+def max_rows() -> int:
+    """TRACES_MAX_ROWS: beyond this many spans the oldest are deleted (default 1,000,000)."""
+    return _positive_int("TRACES_MAX_ROWS", 1_000_000)
+
+
+def cleanup_interval() -> float:
+    """TRACES_CLEANUP_INTERVAL: seconds between background clean-ups (default 60)."""
+    return _duration("TRACES_CLEANUP_INTERVAL", timedelta(seconds=60)).total_seconds()
+
+
+def queue_size() -> int:
+    """TRACES_QUEUE_SIZE: spans waiting to be written at most; more are dropped."""
+    return _positive_int("TRACES_QUEUE_SIZE", 20_000)
+
+
+def batch_size() -> int:
+    """TRACES_BATCH_SIZE: spans per bulk insert transaction."""
+    return _positive_int("TRACES_BATCH_SIZE", 1_000)
+
+
+def excluded_urls() -> str:
+    """Comma-separated URL regexes not traced (OTEL_PYTHON_DJANGO_EXCLUDED_URLS wins)."""
+    env = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS") or os.environ.get(
+        "OTEL_PYTHON_EXCLUDED_URLS"
+    )
+    if env:
+        return env
+    value = _get("TRACES_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS)
+    if isinstance(value, list | tuple):
+        value = ",".join(value)
+    if not isinstance(value, str):
+        raise ImproperlyConfigured(f"TRACES_EXCLUDED_URLS must be text or a list, got {value!r}")
+    return value

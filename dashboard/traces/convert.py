@@ -1,0 +1,149 @@
+"""OpenTelemetry ReadableSpan → SpanRecord rows and per-trace summary deltas."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+from .masking import Masker
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# root_rank = class * _RANK_STEP + start_us: parentless spans beat remote-parent ones,
+# which beat local children; among equals the earliest start wins.
+_RANK_STEP = 10**17
+
+
+def to_datetime(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def to_us(value: datetime) -> int:
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(slots=True)
+class TraceDelta:
+    """What one batch adds to a trace's TraceSummary row."""
+
+    trace_id: str
+    root_rank: int
+    root_name: str
+    root_service: str
+    start_us: int
+    end_us: int
+    span_count: int
+    error_count: int
+
+    def as_params(self) -> tuple[Any, ...]:
+        return (
+            self.trace_id,
+            self.root_name,
+            self.root_service,
+            self.root_rank,
+            self.start_us,
+            self.end_us,
+            self.end_us - self.start_us,
+            self.span_count,
+            self.error_count,
+        )
+
+
+class SpanRow(NamedTuple):
+    """One span, ready to adapt for any database backend (times in µs since the epoch)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    service: str
+    kind: str
+    start_us: int
+    end_us: int
+    status: str
+    status_message: str
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    resource: dict[str, Any]
+
+
+def span_rows(
+    spans: Iterable[ReadableSpan], masker: Masker
+) -> tuple[list[SpanRow], list[TraceDelta]]:
+    """Masked rows for ``spans`` and one TraceDelta per trace among them.
+
+    Spans sharing a Resource share one (masked) resource dict, so a writer can
+    encode it once per batch.
+    """
+    rows: list[SpanRow] = []
+    deltas: dict[str, TraceDelta] = {}
+    resources: dict[int, tuple[object, dict[str, Any], str]] = {}
+    error = StatusCode.ERROR
+    mask = masker.mask
+    for span in spans:
+        context = span.context
+        if context is None:
+            continue
+        resource = span.resource
+        cached = resources.get(id(resource))
+        if cached is None:
+            attrs = mask(resource.attributes)
+            cached = (resource, attrs, str(attrs.get("service.name", ""))[:255])
+            resources[id(resource)] = cached
+        trace_id = f"{context.trace_id:032x}"
+        parent = span.parent
+        start_us = (span.start_time or 0) // 1000
+        end_us = max((span.end_time or 0) // 1000, start_us)
+        status = span.status
+        code = status.status_code
+        name = span.name[:255]
+        service = cached[2]
+        events = span.events
+        rows.append(
+            SpanRow(
+                trace_id,
+                f"{context.span_id:016x}",
+                f"{parent.span_id:016x}" if parent is not None else None,
+                name,
+                service,
+                span.kind.name,
+                start_us,
+                end_us,
+                code.name,
+                status.description or "",
+                mask(span.attributes),
+                [
+                    {
+                        "name": event.name,
+                        "time_us": event.timestamp // 1000,
+                        "attributes": mask(event.attributes),
+                    }
+                    for event in events
+                ]
+                if events
+                else [],
+                cached[1],
+            )
+        )
+        is_error = code is error
+        rank = (0 if parent is None else 1 if parent.is_remote else 2) * _RANK_STEP + start_us
+        delta = deltas.get(trace_id)
+        if delta is None:
+            deltas[trace_id] = TraceDelta(
+                trace_id, rank, name, service, start_us, end_us, 1, int(is_error)
+            )
+            continue
+        if rank < delta.root_rank:
+            delta.root_rank, delta.root_name, delta.root_service = rank, name, service
+        if start_us < delta.start_us:
+            delta.start_us = start_us
+        if end_us > delta.end_us:
+            delta.end_us = end_us
+        delta.span_count += 1
+        delta.error_count += is_error
+    return rows, list(deltas.values())

@@ -1,0 +1,381 @@
+"""Read-side queries for the trace browser and the ``spans`` command.
+
+Search reads TraceSummary (one row per trace, indexed on each sort key), so no
+query groups a million spans. Span-level filters (service, name, attribute) are
+planned by how many spans match: up to SELECTIVE_SPANS, their trace ids are
+collected and the matching summaries sorted in memory; beyond that, summaries are
+walked in index order with a correlated EXISTS on the spans' trace_id index,
+which finds a page of matches after a few probes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from django.db import connection
+from django.db.models import Exists, Min, OuterRef, Q, QuerySet, TextField, Value
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Cast, StrIndex
+
+from .convert import to_datetime, to_us
+from .models import SpanRecord, SpanStatus, TraceSummary
+from .timeparse import format_us
+from .waterfall import TraceDetail, trace_detail
+
+_Row = tuple[str, str, str, int, int, int, int]  # the _ROW_FIELDS of a TraceSummary
+
+
+def _key_recent(row: _Row) -> tuple[Any, ...]:
+    return (row[3], row[0])
+
+
+def _key_longest(row: _Row) -> tuple[Any, ...]:
+    return (row[4], row[0])
+
+
+def _key_spans(row: _Row) -> tuple[Any, ...]:
+    return (row[5], row[3])
+
+
+def _key_errors(row: _Row) -> tuple[Any, ...]:
+    return (row[6], row[3])
+
+
+# label, ORDER BY for the database, the same order as a (descending) Python sort key
+SORTS: dict[str, tuple[str, tuple[str, ...], Callable[[_Row], tuple[Any, ...]]]] = {
+    "recent": ("Most recent", ("-start_us", "-trace_id"), _key_recent),
+    "longest": ("Longest first", ("-duration_us", "-trace_id"), _key_longest),
+    "spans": ("Most spans", ("-span_count", "-start_us"), _key_spans),
+    "errors": ("Most errors", ("-error_count", "-start_us"), _key_errors),
+}
+SELECTIVE_SPANS = 20_000
+COUNT_CAP = 1_000
+_IN_CHUNK = 500
+_ROW_FIELDS = (
+    "trace_id",
+    "root_name",
+    "root_service",
+    "start_us",
+    "duration_us",
+    "span_count",
+    "error_count",
+)
+
+__all__ = [
+    "SORTS",
+    "TraceDetail",
+    "TraceQuery",
+    "TraceSearch",
+    "distinct_values",
+    "first_error_span_id",
+    "search_traces",
+    "span_record",
+    "store_stats",
+    "trace_detail",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceQuery:
+    """Search filters. Span-level filters (service, name, attribute) match a trace
+    when one of its spans matches all of them; the others apply to the whole trace."""
+
+    service: str = ""
+    name: str = ""
+    attribute: tuple[str, str] | None = None
+    errors_only: bool = False
+    min_duration_us: int | None = None
+    max_duration_us: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    sort: str = "recent"
+    page: int = 1
+    per_page: int = 50
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {self.sort!r}")
+        if self.page < 1 or self.per_page < 1:
+            raise ValueError(f"page and per_page must be >= 1, got {self.page}, {self.per_page}")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    trace_id: str
+    root_name: str
+    root_service: str
+    start: datetime
+    duration_us: int
+    span_count: int
+    error_count: int
+
+    @property
+    def duration(self) -> str:
+        return format_us(self.duration_us)
+
+
+@dataclass(frozen=True, slots=True)
+class TracePage:
+    rows: list[TraceRow]
+    page: int
+    per_page: int
+    has_next: bool
+    total: int
+    total_capped: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+    @property
+    def first_index(self) -> int:
+        return (self.page - 1) * self.per_page + 1 if self.rows else 0
+
+    @property
+    def last_index(self) -> int:
+        return (self.page - 1) * self.per_page + len(self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class ScatterPoint:
+    trace_id: str
+    start_us: int
+    duration_us: int
+    error: bool
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSearch:
+    """A page of matching traces plus the most recent matches for the chart."""
+
+    page: TracePage
+    points: list[ScatterPoint]
+
+
+def _typed_candidates(value: str) -> list[Any]:
+    """The text as typed, plus the JSON number or bool it spells (canonically).
+
+    "200" also finds the int 200 and "true" the bool; "007" finds only the string.
+    """
+    candidates: list[Any] = [value]
+    if value in ("true", "false"):
+        candidates.append(value == "true")
+        return candidates
+    try:
+        number = int(value)
+    except ValueError:
+        pass
+    else:
+        if str(number) == value:
+            candidates.append(number)
+        return candidates
+    if "." in value or "e" in value.lower():
+        with suppress(ValueError):
+            candidates.append(float(value))
+    return candidates
+
+
+def _raw_token(value: str, candidates: Sequence[Any]) -> str | None:
+    """Text every stored JSON encoding of a match contains, for a cheap pre-filter."""
+    if not value.isascii() or not value.isprintable() or '"' in value or "\\" in value:
+        return None
+    if len(candidates) == 1:
+        return orjson.dumps(value).decode()  # only a string can match: '"value"'
+    number = candidates[1]
+    if isinstance(number, int) and not isinstance(number, bool):
+        return value  # 503 or "503"
+    return None
+
+
+def _with_attribute(spans: QuerySet[SpanRecord], key: str, value: str) -> QuerySet[SpanRecord]:
+    candidates = _typed_candidates(value)
+    if connection.vendor == "postgresql":
+        # jsonb containment: exact, typed, and served by a GIN index if one is added.
+        either = Q()
+        for candidate in candidates:
+            either |= Q(attributes__contains={key: candidate})
+        return spans.filter(either)
+    token = _raw_token(value, candidates)
+    if connection.vendor == "sqlite" and token is not None:
+        # instr() on the stored text is ~2x cheaper than extracting the key from every
+        # row; the exact, typed comparison below still decides.
+        raw = StrIndex(Cast("attributes", output_field=TextField()), Value(token))
+        spans = spans.alias(_raw=raw).filter(_raw__gt=0)
+    either = Q()
+    for candidate in candidates:
+        either |= Q(_attr=candidate)
+    return spans.alias(_attr=KeyTransform(key, "attributes")).filter(either)
+
+
+def _bounds(query: TraceQuery) -> tuple[int | None, int | None]:
+    """The time bounds in µs, without those that exclude nothing.
+
+    "Last hour" usually covers every stored trace (retention is an hour too); with
+    the bound gone, the database walks the index of the sort key and stops after a
+    page instead of sorting every trace in range.
+    """
+    since = to_us(query.since) if query.since is not None else None
+    until = to_us(query.until) if query.until is not None else None
+    starts = TraceSummary.objects.order_by("start_us").values_list("start_us", flat=True)
+    if since is not None:
+        oldest = starts.first()
+        if oldest is not None and since <= oldest:
+            since = None
+    if until is not None:
+        newest = starts.last()
+        if newest is not None and until >= newest:
+            until = None
+    return since, until
+
+
+def _matching_spans(
+    query: TraceQuery, since: int | None, until: int | None
+) -> QuerySet[SpanRecord] | None:
+    if not (query.service or query.name or query.attribute):
+        return None
+    spans = SpanRecord.objects.order_by()
+    if query.service:
+        spans = spans.filter(service=query.service)
+    if query.name:
+        spans = spans.filter(name=query.name)
+    if since is not None:
+        spans = spans.filter(start__gte=to_datetime(since))
+    if until is not None:
+        spans = spans.filter(start__lte=to_datetime(until))
+    if query.attribute is not None:
+        spans = _with_attribute(spans, *query.attribute)
+    return spans
+
+
+def _summaries(query: TraceQuery, since: int | None, until: int | None) -> QuerySet[TraceSummary]:
+    traces = TraceSummary.objects.order_by()
+    if since is not None:
+        traces = traces.filter(start_us__gte=since)
+    if until is not None:
+        traces = traces.filter(start_us__lte=until)
+    if query.errors_only:
+        traces = traces.filter(error_count__gt=0)
+    if query.min_duration_us is not None:
+        traces = traces.filter(duration_us__gte=query.min_duration_us)
+    if query.max_duration_us is not None:
+        traces = traces.filter(duration_us__lte=query.max_duration_us)
+    return traces
+
+
+def _trace_row(row: _Row) -> TraceRow:
+    trace_id, name, service, start, duration, spans, errors = row
+    return TraceRow(trace_id, name, service, to_datetime(start), duration, spans, errors)
+
+
+def _points(rows: Sequence[_Row]) -> list[ScatterPoint]:
+    return [ScatterPoint(r[0], r[3], r[4], r[6] > 0, r[1]) for r in rows]
+
+
+def _search_in_database(
+    traces: QuerySet[TraceSummary], query: TraceQuery, limit: int
+) -> TraceSearch:
+    offset = (query.page - 1) * query.per_page
+    ordered = traces.order_by(*SORTS[query.sort][1]).values_list(*_ROW_FIELDS)
+    found: list[_Row] = list(ordered[offset : offset + query.per_page + 1])
+    rows = [_trace_row(row) for row in found[: query.per_page]]
+    has_next = len(found) > query.per_page
+    if not has_next and (rows or query.page == 1):
+        total, capped = offset + len(rows), False
+    else:
+        cap = max(COUNT_CAP, offset + query.per_page + 1)
+        total = traces[:cap].count()
+        capped = total >= cap
+    recent = traces.order_by("-start_us").values_list(*_ROW_FIELDS)[:limit]
+    page = TracePage(rows, query.page, query.per_page, has_next, total, capped)
+    return TraceSearch(page, _points(list(recent)))
+
+
+def _search_in_memory(
+    traces: QuerySet[TraceSummary], trace_ids: list[str], query: TraceQuery, limit: int
+) -> TraceSearch:
+    found: list[_Row] = []
+    for i in range(0, len(trace_ids), _IN_CHUNK):
+        chunk = trace_ids[i : i + _IN_CHUNK]
+        found.extend(traces.filter(trace_id__in=chunk).values_list(*_ROW_FIELDS))
+    found.sort(key=SORTS[query.sort][2], reverse=True)
+    offset = (query.page - 1) * query.per_page
+    rows = [_trace_row(row) for row in found[offset : offset + query.per_page]]
+    has_next = len(found) > offset + query.per_page
+    page = TracePage(rows, query.page, query.per_page, has_next, len(found), False)
+    recent = sorted(found, key=_key_recent, reverse=True)[:limit]
+    return TraceSearch(page, _points(recent))
+
+
+def search_traces(*, query: TraceQuery, chart_limit: int = 500) -> TraceSearch:
+    """One page of traces matching ``query`` in its sort order, and the ``chart_limit``
+    most recent matches for the duration-over-time chart."""
+    since, until = _bounds(query)
+    traces = _summaries(query, since, until)
+    spans = _matching_spans(query, since, until)
+    if spans is None:
+        return _search_in_database(traces, query, chart_limit)
+    ids = list(spans.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
+    if len(ids) <= SELECTIVE_SPANS:
+        return _search_in_memory(traces, list(dict.fromkeys(ids)), query, chart_limit)
+    matching = Exists(spans.filter(trace_id=OuterRef("trace_id")))
+    return _search_in_database(traces.filter(matching), query, chart_limit)
+
+
+def distinct_values(*, field_name: str, limit: int = 100) -> list[str]:
+    """Distinct ``service`` or ``name`` values, by a loose index scan.
+
+    Each value costs one ``MIN(field) WHERE field > previous`` seek on the field's
+    index instead of a DISTINCT over every span.
+    """
+    if field_name not in ("service", "name"):
+        raise ValueError(f"field_name must be 'service' or 'name', got {field_name!r}")
+    values: list[str] = []
+    spans = SpanRecord.objects.order_by()
+    while len(values) < limit:
+        narrowed = spans.filter(**{f"{field_name}__gt": values[-1]}) if values else spans
+        value = narrowed.aggregate(v=Min(field_name))["v"]
+        if value is None:
+            break
+        values.append(value)
+    return values
+
+
+def span_record(*, trace_id: str, span_id: str) -> SpanRecord | None:
+    """The full stored span (attributes, events, resource)."""
+    return SpanRecord.objects.filter(trace_id=trace_id, span_id=span_id).order_by("id").first()
+
+
+def first_error_span_id(*, trace_id: str) -> str | None:
+    return (
+        SpanRecord.objects.filter(trace_id=trace_id, status=SpanStatus.ERROR)
+        .order_by("start", "id")
+        .values_list("span_id", flat=True)
+        .first()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    spans: int
+    traces: int
+    error_spans: int
+    oldest: datetime | None
+    newest: datetime | None
+
+
+def store_stats() -> StoreStats:
+    """Totals for ``manage.py spans stats``."""
+    starts = SpanRecord.objects.order_by("start").values_list("start", flat=True)
+    return StoreStats(
+        spans=SpanRecord.objects.count(),
+        traces=TraceSummary.objects.count(),
+        error_spans=SpanRecord.objects.filter(status=SpanStatus.ERROR).count(),
+        oldest=starts.first(),
+        newest=starts.last(),
+    )

@@ -1,0 +1,143 @@
+"""Wire persistence into OpenTelemetry: the global SDK TracerProvider, OTLP, Django.
+
+``install()`` (called by TracesConfig.ready unless TRACES_ENABLED is False) is
+idempotent. It attaches the database span processor to the global SDK
+TracerProvider, creating and setting one if the global is still the API's
+proxy; adds an OTLP http/protobuf exporter when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
+is set; and instruments Django. No thread or connection starts until the first span.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from . import conf
+from .processor import DatabaseSpanProcessor, ProcessorStats
+from .retention import RetentionWorker
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_processor: DatabaseSpanProcessor | None = None
+_retention: RetentionWorker | None = None
+_otlp: SpanProcessor | None = None
+
+
+def default_resource() -> Resource:
+    """Resource from the OTEL_* environment, service.name defaulting to resilience-dashboard."""
+    resource = Resource.create()
+    name = str(resource.attributes.get(SERVICE_NAME, ""))
+    if not name or name.startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: conf.DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+def global_sdk_provider() -> TracerProvider | None:
+    """The global SDK TracerProvider, set now if the global is still the API's proxy."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, trace.ProxyTracerProvider):
+        trace.set_tracer_provider(TracerProvider(resource=default_resource()))
+        current = trace.get_tracer_provider()  # someone else may have won the race
+    return current if isinstance(current, TracerProvider) else None
+
+
+def otlp_processor_from_env(environ: Mapping[str, str] | None = None) -> SpanProcessor | None:
+    """A BatchSpanProcessor exporting OTLP http/protobuf, if an endpoint is configured.
+
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as is; OTEL_EXPORTER_OTLP_ENDPOINT gets
+    ``/v1/traces`` appended (as the OTLP spec says). Headers, timeout and compression
+    come from the usual OTEL_EXPORTER_OTLP_* variables, read by the exporter.
+    """
+    env = os.environ if environ is None else environ
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if not endpoint:
+        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        if not base:
+            return None
+        endpoint = base.rstrip("/") + "/v1/traces"
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    ) or "http/protobuf"
+    if protocol != "http/protobuf":
+        logger.warning("OTLP protocol %r is not supported here; using http/protobuf", protocol)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
+
+
+def instrument_django(provider: trace.TracerProvider | None = None) -> bool:
+    """Instrument Django requests once; True if this call did it."""
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    instrumentor = DjangoInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        return False
+    instrumentor.instrument(tracer_provider=provider, excluded_urls=conf.excluded_urls())
+    return True
+
+
+def install(*, django: bool = True) -> DatabaseSpanProcessor | None:
+    """Attach span persistence (and OTLP export) to the global provider; idempotent.
+
+    Returns:
+        The database span processor, or None if the global TracerProvider is not
+        an SDK one (some other tracing setup owns it).
+    """
+    global _processor, _retention, _otlp
+    with _lock:
+        if _processor is not None:
+            return _processor
+        provider = global_sdk_provider()
+        if provider is None:
+            logger.warning(
+                "the global TracerProvider is %r, not the SDK's: spans are not stored",
+                trace.get_tracer_provider(),
+            )
+            return None
+        retention = RetentionWorker(
+            max_age=conf.max_age(), max_rows=conf.max_rows(), interval=conf.cleanup_interval()
+        )
+        processor = DatabaseSpanProcessor(
+            masked_keys=conf.masked_keys(),
+            max_queue=conf.queue_size(),
+            max_batch=conf.batch_size(),
+            on_first_span=retention.start,
+        )
+        provider.add_span_processor(processor)
+        otlp = otlp_processor_from_env()
+        if otlp is not None:
+            provider.add_span_processor(otlp)
+        if django:
+            instrument_django(provider)
+        _processor, _retention, _otlp = processor, retention, otlp
+        return processor
+
+
+def processor() -> DatabaseSpanProcessor | None:
+    """The installed database span processor, if any."""
+    return _processor
+
+
+def retention() -> RetentionWorker | None:
+    """The installed retention worker, if any."""
+    return _retention
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Write every span ended so far (tests, shutdown hooks)."""
+    return _processor.force_flush(int(timeout * 1000)) if _processor is not None else True
+
+
+def stats() -> ProcessorStats:
+    """The installed processor's counters (zeros when not installed): for metrics, health."""
+    if _processor is None:
+        return {"queued": 0, "dropped": 0, "written": 0, "failed": 0, "failed_batches": 0}
+    return _processor.stats()

@@ -1,0 +1,194 @@
+"""The workflow API (django-ninja): ``/api/workflows`` (mount ``api.urls`` at ``api/``).
+
+Same authentication, throttling, validation and error bodies as the observability
+API. Executions are also limited per caller by ``workflows.execute`` (see
+:mod:`dashboard.workflows.gate`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from django.http import HttpRequest, HttpResponse
+from ninja import P, PathEx, Query, Router, Schema, Status
+from ninja.errors import HttpError
+from pydantic import Field
+
+from dashboard.api.api import ObservabilityAPI
+from dashboard.api.auth import caller_key, require
+from dashboard.api.errors import LOOKUP_ERRORS, READ_ERRORS, install_handlers
+from dashboard.api.schemas import ErrorOut
+from dashboard.api.throttle import RateLimited
+from resilience.checkpoint import checkpoint_manager
+
+from . import gate, selectors
+from .definition import AGENT_ID
+from .engine import WorkflowBusy, engine
+from .models import RunStatus, WorkflowRun
+
+EXECUTE = "workflows.execute_workflow"
+WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+WorkflowId = PathEx[
+    str,
+    P(
+        pattern=WORKFLOW_ID_PATTERN,
+        description="1-128 letters, digits or _ . : @ - starting with a letter or digit",
+    ),
+]
+RunStatusName = Literal["running", "succeeded", "degraded", "failed", "interrupted"]
+
+
+class RunOut(Schema):
+    run_id: int
+    workflow_id: str
+    status: RunStatusName
+    step: int = Field(description="steps completed")
+    total_steps: int
+    agent: str = Field(description="agent of the latest step")
+    start_step: int = Field(description="step this run started at (> 0 when resumed)")
+    resumed_from: str | None = Field(description="checkpoint this run resumed from")
+    checkpoint_id: str | None = Field(description="latest checkpoint of this run")
+    trace_id: str
+    degraded_steps: list[str] = Field(description="steps that used a fallback")
+    error: str
+    retry_after: float | None = Field(description="seconds until a retry may succeed")
+    duration_ms: float | None
+    caller: str
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class WorkflowOut(Schema):
+    workflow_id: str
+    status: RunStatusName = Field(description="status of the latest run")
+    step: int
+    total_steps: int
+    agent: str
+    checkpoint_id: str | None = Field(description="the workflow's latest checkpoint")
+    trace_id: str
+    running: bool = Field(description="executing in the process that answered")
+    runs: list[RunOut] = Field(description="latest runs, newest first")
+
+
+class RunListOut(Schema):
+    items: list[RunOut]
+    count: int
+
+
+class RunFilters(Schema):
+    status: RunStatusName | None = None
+    limit: int = Field(50, ge=1, le=500)
+
+
+def run_out(row: WorkflowRun) -> dict[str, Any]:
+    outcome = row.outcome if isinstance(row.outcome, dict) else {}
+    return {
+        "run_id": row.pk,
+        "workflow_id": row.workflow_id,
+        "status": row.status,
+        "step": row.step,
+        "total_steps": row.total_steps,
+        "agent": row.agent,
+        "start_step": row.start_step,
+        "resumed_from": row.resumed_from or None,
+        "checkpoint_id": row.last_checkpoint_id or None,
+        "trace_id": row.trace_id,
+        "degraded_steps": list(outcome.get("degraded_steps") or []),
+        "error": row.error,
+        "retry_after": outcome.get("retry_after"),
+        "duration_ms": outcome.get("duration_ms"),
+        "caller": row.caller,
+        "started_at": row.started_at,
+        "updated_at": row.updated_at,
+        "finished_at": row.finished_at,
+    }
+
+
+router = Router(tags=["workflows"], auth=require())
+
+
+@router.get("", response={200: RunListOut, **READ_ERRORS}, summary="Recent runs, newest first")
+def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any]:
+    items = [
+        run_out(row) for row in selectors.recent_runs(limit=filters.limit, status=filters.status)
+    ]
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
+    "/{workflow_id}",
+    response={200: WorkflowOut, **LOOKUP_ERRORS},
+    summary="A workflow's progress",
+    description="Step, agent, latest checkpoint and outcome of its latest run, and its "
+    "recent runs. 404 if the workflow never ran.",
+)
+def get_workflow(request: HttpRequest, workflow_id: WorkflowId) -> dict[str, Any]:
+    runs = selectors.workflow_runs(workflow_id=workflow_id, limit=10)
+    if not runs:
+        raise HttpError(404, f"no workflow {workflow_id!r} has run")
+    latest = runs[0]
+    checkpoint_id = checkpoint_manager.get_latest_checkpoint(
+        agent_id=AGENT_ID, workflow_id=workflow_id
+    )
+    return {
+        "workflow_id": workflow_id,
+        "status": latest.status,
+        "step": latest.step,
+        "total_steps": latest.total_steps,
+        "agent": latest.agent,
+        "checkpoint_id": checkpoint_id,
+        "trace_id": latest.trace_id,
+        "running": workflow_id in engine().running(),
+        "runs": [run_out(row) for row in runs],
+    }
+
+
+@router.post(
+    "/{workflow_id}/execute",
+    response={200: RunOut, 409: ErrorOut, 503: RunOut, **READ_ERRORS},
+    auth=require(EXECUTE),
+    summary="Execute a workflow (resuming from its latest checkpoint)",
+    description="Runs the planner, researcher, tool caller and writer agents, each external "
+    "call behind a circuit breaker, traced as one trace and checkpointed every N steps. "
+    "A workflow whose last run failed or was interrupted resumes from its latest "
+    "checkpoint. Answers 200 when the run completed (`succeeded`, or `degraded` when a "
+    "fallback was used), 503 with `Retry-After` when it failed because a service it "
+    "needs is unavailable, 409 when it is already running, 429 when the caller's "
+    f"execution budget ({gate.NAME}) is spent.",
+)
+def execute_workflow(
+    request: HttpRequest, response: HttpResponse, workflow_id: WorkflowId
+) -> Status[dict[str, Any]]:
+    caller = caller_key(request, request.user)
+    wait = gate.admit(caller)
+    if wait is not None:
+        raise RateLimited(wait, gate.headers(caller, wait))
+    try:
+        run = engine().execute(workflow_id, caller=request.user.get_username())
+    except WorkflowBusy as exc:
+        raise HttpError(409, str(exc)) from None
+    row = WorkflowRun.objects.get(pk=run.run_id or 0)
+    if row.status == RunStatus.FAILED:
+        if run.retry_after is not None:
+            response["Retry-After"] = str(max(int(run.retry_after + 0.999), 1))
+        return Status(503, run_out(row))
+    return Status(200, run_out(row))
+
+
+api = ObservabilityAPI(
+    title="Resilience workflow API",
+    version="1.0.0",
+    description=(
+        "Execute the simulated multi-agent workflow and follow its progress. Same "
+        "authentication as the observability API (session with CSRF, or "
+        f"`Authorization: Bearer <API token>`). Reads need `dashboard.view_dashboard`; "
+        f"executing needs `{EXECUTE}`."
+    ),
+    urls_namespace="workflows-api",
+    docs_url="/workflows/docs",
+    openapi_url="/workflows/openapi.json",
+)
+install_handlers(api)
+api.add_router("/workflows", router)

@@ -1,0 +1,109 @@
+"""The Simulation page: the fake services, their breakers, the load and recent runs.
+
+Operators holding ``workflows.operate_simulation`` change a service's failure pattern
+(htmx POST with CSRF, audited) to watch the system react.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from resilience.circuit_breaker import circuit_breaker_registry
+
+from . import actions, gate, loadgen, selectors, services
+
+VIEW = "dashboard.view_dashboard"
+OPERATE = "workflows.operate_simulation"
+
+
+class PatternForm(forms.Form):
+    service = forms.ChoiceField(choices=())
+    pattern = forms.ChoiceField(choices=[(c, c) for c in actions.CHOICES])
+    reason = forms.CharField(required=False, max_length=actions.MAX_REASON, strip=True)
+
+    def __init__(self, *args: Any, world: services.ServiceWorld, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["service"].choices = [(name, name) for name in world.names()]  # type: ignore[attr-defined]
+
+
+def _panel_context() -> dict[str, Any]:
+    world = services.world()
+    rows = world.snapshot()
+    for row in rows:
+        breaker = circuit_breaker_registry.get(row["name"])
+        row["breaker"] = breaker.snapshot() if breaker is not None else None
+    generator = loadgen.current()
+    return {
+        "services": rows,
+        "limiter": gate.limiter().snapshot(top=5),
+        "loadgen": generator.snapshot() if generator is not None else None,
+        "runs": selectors.recent_runs(limit=15),
+    }
+
+
+@require_GET
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def simulation(request: HttpRequest) -> HttpResponse:
+    world = services.world()
+    context = {
+        **_panel_context(),
+        "form": PatternForm(world=world),
+        "can_operate": request.user.has_perm(OPERATE),
+        "presets": {name: p.describe() for name, p in services.PRESETS.items()},
+    }
+    return render(request, "dashboard/workflows/simulation.html", context)
+
+
+@require_GET
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def panel(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/workflows/_panel.html", _panel_context())
+
+
+@require_POST
+@login_required
+@permission_required(OPERATE, raise_exception=True)
+def set_pattern(request: HttpRequest) -> HttpResponse:
+    form = PatternForm(request.POST, world=services.world())
+    error = ""
+    row: dict[str, Any] | None = None
+    if form.is_valid():
+        try:
+            row = actions.change_service_pattern(
+                name=form.cleaned_data["service"],
+                choice=form.cleaned_data["pattern"],
+                reason=form.cleaned_data["reason"],
+                user=request.user,
+                source="dashboard",
+            )
+        except ValueError as exc:
+            error = str(exc)
+    else:
+        error = "; ".join(
+            f"{field}: {' '.join(str(m) for m in errs)}" for field, errs in form.errors.items()
+        )
+    message = "" if row is None else f"{row['name']} is now {row['description']}."
+    if not request.htmx:  # type: ignore[attr-defined]
+        if error:
+            messages.error(request, error)
+        else:
+            messages.success(request, message)
+        return redirect("workflows:simulation")
+    response = render(
+        request,
+        "dashboard/workflows/_feedback.html",
+        {"error": error, "message": message},
+        status=400 if error else 200,
+    )
+    if not error:
+        response["HX-Trigger"] = "simulation-changed"
+    return response

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from dashboard.alerts import runner
+from dashboard.alerts.engine import EvaluationReport
+from dashboard.alerts.models import AlertRule, NotificationChannel
+
+DAPHNE = ["/venv/lib/python3.11/site-packages/daphne/__main__.py", "-b", "127.0.0.1"]
+NO_PYTEST: dict[str, Any] = {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (DAPHNE, {}, True),
+        (["/venv/bin/uvicorn", "dashboard.asgi:application"], {}, True),
+        (["/venv/bin/gunicorn", "dashboard.wsgi"], {}, True),
+        (["manage.py", "runserver"], {"RUN_MAIN": "true"}, True),
+        (["manage.py", "runserver", "--noreload"], {}, True),
+        (["manage.py", "runserver"], {}, False),  # the autoreloader's watcher process
+        (["manage.py", "migrate"], {}, False),
+        (["manage.py", "ensure_demo_admin"], {}, False),
+        (["/venv/bin/mypy"], {}, False),
+        ([], {}, False),
+    ],
+)
+def test_evaluator_starts_only_in_a_serving_process(
+    argv: list[str], environ: dict[str, str], expected: bool
+) -> None:
+    assert runner.should_start(argv, environ, NO_PYTEST) is expected
+
+
+def test_evaluator_never_starts_under_pytest() -> None:
+    assert runner.should_start(DAPHNE, {}, {"pytest": object()}) is False
+
+
+@override_settings(ALERTS_ENABLED=False)
+def test_alerts_enabled_false_keeps_the_evaluator_off() -> None:
+    assert runner.should_start(DAPHNE, {}, NO_PYTEST) is False
+
+
+@override_settings(ALERTS_INTERVAL="0.5")
+def test_interval_comes_from_settings() -> None:
+    assert runner.interval() == 0.5
+
+
+class FakeEngine:
+    def __init__(self, fail_first: bool = False) -> None:
+        self.calls = 0
+        self.fail_first = fail_first
+        self.called = threading.Event()
+
+    def evaluate_all(self) -> EvaluationReport:
+        self.calls += 1
+        if self.fail_first and self.calls == 1:
+            raise RuntimeError("database is away")
+        self.called.set()
+        return EvaluationReport(rules=1)
+
+
+class IdleNotifier:
+    def shutdown(self, timeout: float = 0) -> None:
+        pass
+
+
+def test_runner_thread_keeps_evaluating_after_a_failed_pass() -> None:
+    engine = FakeEngine(fail_first=True)
+    background = runner.Runner(engine=engine, notifier=IdleNotifier(), interval=0.01)  # type: ignore[arg-type]
+    assert background.start()
+    try:
+        assert not background.start()  # already running in this process
+        assert engine.called.wait(5)
+    finally:
+        background.stop()
+
+    assert background.failures == 1
+    assert background.last_report is not None
+    assert not background.running
+
+
+@pytest.mark.django_db
+def test_demo_rules_are_created_once_and_notify_the_banner() -> None:
+    runner.ensure_demo_rules()
+    rule = AlertRule.objects.get(name="Circuit breaker open")
+    rule.severity = "info"  # an operator's edit survives a restart
+    rule.save()
+
+    runner.ensure_demo_rules()
+
+    assert AlertRule.objects.count() == 2
+    assert AlertRule.objects.get(name="Circuit breaker open").severity == "info"
+    banner = NotificationChannel.objects.get(kind="banner")
+    assert list(rule.channels.all()) == [banner]
