@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard import views
+from dashboard.workflows.api import api as workflows_api
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -13,6 +14,9 @@ urlpatterns = [
     path("", include("dashboard.live.urls")),
     path("traces/", include("dashboard.traces.urls")),
     path("alerts/", include("dashboard.alerts.urls")),
+    path("simulation/", include("dashboard.workflows.urls")),
+    # /api/workflows and /api/workflows/{id}[/execute] (no trailing slash on the list)
+    path("api/", workflows_api.urls),
     # /api/observability/... and the Prometheus scrape endpoint /metrics
     path("", include("dashboard.api.urls")),
     path("admin/", admin.site.urls),

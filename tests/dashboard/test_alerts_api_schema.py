@@ -22,8 +22,6 @@ from schemathesis.checks import (
 from dashboard.alerts.models import Alert, AlertRule, Delivery, RuleKind
 from dashboard.api import testing, throttle
 
-pytestmark = pytest.mark.urls("tests.dashboard.alerts_urls")
-
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -43,7 +41,7 @@ def api_schema(db: None, settings: Any) -> Iterator[Any]:
         rule=rule, subject="pay", severity="warning", started_at=datetime(2027, 1, 1, tzinfo=UTC)
     )
     Delivery.objects.create(alert=alert, channel_name="hook", event="firing", outcome="failed")
-    yield openapi.from_wsgi("/alerts-test/api/observability/openapi.json", WSGIHandler())
+    yield openapi.from_wsgi("/api/observability/openapi.json", WSGIHandler())
     throttle.reset()
     signals.request_started.connect(close_old_connections)
     signals.request_finished.connect(close_old_connections)
@@ -53,7 +51,11 @@ def api_schema(db: None, settings: Any) -> Iterator[Any]:
 def test_alerts_endpoint_conforms_to_its_schema(api_schema: Any, mode: GenerationMode) -> None:
     user = testing.make_user("fuzz", "dashboard.view_dashboard")
     headers = {"Authorization": f"Bearer {testing.token_for(user)}"}
-    [operation] = [result.ok() for result in api_schema.get_all_operations()]
+    [operation] = [
+        op
+        for op in (r.ok() for r in api_schema.get_all_operations())
+        if op.path.endswith("/alerts")
+    ]
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(

@@ -9,9 +9,9 @@ from django.test import Client
 from dashboard.alerts.models import Alert, AlertRule, Delivery, RuleKind
 from dashboard.api.testing import make_user
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.dashboard.alerts_urls")]
+pytestmark = [pytest.mark.django_db]
 
-API = "/alerts-test/api/observability/alerts"
+API = "/api/observability/alerts"
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 
 

@@ -26,7 +26,6 @@ from tests.dashboard.conftest import FakeClock
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.urls("tests.dashboard.workflows_urls"),
 ]
 
 

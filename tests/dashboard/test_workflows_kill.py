@@ -43,7 +43,6 @@ import sys
 import django
 django.setup()
 from django.conf import settings
-settings.ROOT_URLCONF = "tests.dashboard.workflows_urls"  # until dashboard/urls.py mounts them
 from daphne.cli import CommandLineInterface
 CommandLineInterface().run(["-b", "127.0.0.1", "-p", sys.argv[1], "dashboard.asgi:application"])
 """
