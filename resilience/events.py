@@ -44,6 +44,11 @@ class BreakerStateChanged(Event):
 
     ``from_state`` / ``to_state`` are :class:`resilience.CircuitState` values (strings);
     ``actor`` and ``note`` are set for manual actions (reset, force open, disable).
+    ``observed`` is True when this process did not make the transition but only
+    followed it (a breaker shared through Redis learning of another process's
+    transition, or its local view catching up with Redis): record such an event
+    nowhere durable, the process where it happened publishes it with ``observed``
+    False. It is always False for in-memory breakers.
     """
 
     from_state: str
@@ -53,6 +58,7 @@ class BreakerStateChanged(Event):
     failure_rate: float | None = None
     actor: str | None = None
     note: str | None = None
+    observed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
