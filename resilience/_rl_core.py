@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from resilience._validate import duration, non_negative_int, positive_int
 from resilience.errors import ConfigTypeError, ConfigValueError, RateLimitError
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ONE",
     "AnyRateLimiter",
+    "KeyedLimiterFactory",
+    "LimiterFactory",
     "RateLimitConfig",
     "RateLimiterRegistry",
     "await_for",
@@ -216,6 +218,33 @@ def publish_rejection(
 AnyRateLimiter: TypeAlias = "RateLimiter | KeyedRateLimiter"
 
 
+class LimiterFactory(Protocol):
+    """Builds a single-bucket limiter (``RateLimiter`` or a subclass)."""
+
+    def __call__(
+        self,
+        config: RateLimitConfig,
+        *,
+        name: str,
+        clock: Callable[[], float] = ...,
+        register: bool = ...,
+    ) -> RateLimiter: ...
+
+
+class KeyedLimiterFactory(Protocol):
+    """Builds a keyed limiter (``KeyedRateLimiter`` or a subclass)."""
+
+    def __call__(
+        self,
+        config: RateLimitConfig,
+        *,
+        name: str,
+        max_keys: int = ...,
+        clock: Callable[[], float] = ...,
+        register: bool = ...,
+    ) -> KeyedRateLimiter: ...
+
+
 class RateLimiterRegistry(Registry[AnyRateLimiter]):
     """Every named limiter in the process, single and keyed, for the API and dashboard.
 
@@ -223,7 +252,48 @@ class RateLimiterRegistry(Registry[AnyRateLimiter]):
     a taken name raises ``ConfigValueError`` (a ``ValueError``), because two limiters
     silently sharing a dashboard row would hide one of them. To share a limiter by
     name, use :meth:`get_or_create`.
+
+    ``factory`` / ``keyed_factory`` build the limiters that :meth:`get_or_create` and
+    the ``rate_limit`` decorator create: ``RateLimiter`` / ``KeyedRateLimiter`` by
+    default, Redis-backed ones after :func:`resilience.redis.install`. Assigning None
+    restores the default.
     """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self._factory: LimiterFactory | None = None
+        self._keyed_factory: KeyedLimiterFactory | None = None
+
+    @property
+    def factory(self) -> LimiterFactory:
+        """Builds single-bucket limiters (default ``RateLimiter``)."""
+        if self._factory is not None:
+            return self._factory
+        # Imported here: rate_limiter imports this module.
+        from resilience.rate_limiter import RateLimiter
+
+        return RateLimiter
+
+    @factory.setter
+    def factory(self, value: LimiterFactory | None) -> None:
+        if value is not None and not callable(value):
+            raise ConfigTypeError(f"factory must be callable or None, got {value!r}")
+        self._factory = value
+
+    @property
+    def keyed_factory(self) -> KeyedLimiterFactory:
+        """Builds keyed limiters (default ``KeyedRateLimiter``)."""
+        if self._keyed_factory is not None:
+            return self._keyed_factory
+        from resilience._rl_keyed import KeyedRateLimiter
+
+        return KeyedRateLimiter
+
+    @keyed_factory.setter
+    def keyed_factory(self, value: KeyedLimiterFactory | None) -> None:
+        if value is not None and not callable(value):
+            raise ConfigTypeError(f"keyed_factory must be callable or None, got {value!r}")
+        self._keyed_factory = value
 
     def add(self, name: str, limiter: AnyRateLimiter) -> None:
         """Register ``limiter`` under ``name``; raise ``ConfigValueError`` if taken."""
@@ -234,17 +304,15 @@ class RateLimiterRegistry(Registry[AnyRateLimiter]):
             )
 
     def get_or_create(self, name: str, config: RateLimitConfig) -> AnyRateLimiter:
-        """The limiter named ``name`` as it is, or a new ``RateLimiter(config)`` under it.
+        """The limiter named ``name`` as it is, or a new ``factory(config, name=name)``.
 
         An existing limiter is returned even if its config differs from ``config``.
         """
-        # Imported here: rate_limiter imports this module.
-        from resilience.rate_limiter import RateLimiter
-
         existing = self.get(name)
         if existing is not None:
             return existing
-        return self.setdefault(name, lambda: RateLimiter(config, name=name, register=False))
+        factory = self.factory
+        return self.setdefault(name, lambda: factory(config, name=name, register=False))
 
 
 rate_limiter_registry = RateLimiterRegistry("rate limiter")

@@ -22,6 +22,7 @@ from resilience.events import Listener, bus
 from resilience.registry import Registry
 
 __all__ = [
+    "BreakerFactory",
     "BreakerWrapped",
     "CircuitBreaker",
     "CircuitBreakerConfig",
@@ -288,13 +289,27 @@ class CircuitBreaker(BreakerCore):
         return view
 
 
+BreakerFactory = Callable[[str, CircuitBreakerConfig | None], CircuitBreaker]
+"""Builds (and registers) a breaker from a name and an optional config."""
+
+
 class CircuitBreakerRegistry(Registry[CircuitBreaker]):
-    """Every :class:`CircuitBreaker` of the process, by name."""
+    """Every :class:`CircuitBreaker` of the process, by name.
+
+    ``factory`` builds the breakers that :meth:`get_or_create` (and so the
+    :func:`circuit_breaker` decorator) creates: :class:`CircuitBreaker` by default,
+    a Redis-shared breaker after :func:`resilience.redis.install`. Breakers built
+    directly with a class are not affected.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.factory: BreakerFactory = CircuitBreaker
 
     def get_or_create(
         self, name: str, config: CircuitBreakerConfig | None = None
     ) -> CircuitBreaker:
-        """The breaker named ``name``, created with ``config`` if there is none.
+        """The breaker named ``name``, created by ``factory(name, config)`` if there is none.
 
         An existing breaker is returned as it is: ``config`` is then not applied.
 
@@ -305,7 +320,7 @@ class CircuitBreakerRegistry(Registry[CircuitBreaker]):
         if existing is not None:
             return existing
         try:
-            return CircuitBreaker(name, config)
+            return self.factory(name, config)
         except ValueError:
             existing = self.get(name)  # another thread registered it first
             if existing is None:

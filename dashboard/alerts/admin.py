@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import Model
@@ -10,12 +10,8 @@ from dashboard import audit
 
 from .models import Alert, AlertRule, Delivery, NotificationChannel
 
-if TYPE_CHECKING:
-    _ModelAdmin = admin.ModelAdmin[Any]
-    _TabularInline = admin.TabularInline[Any, Any]
-else:
-    _ModelAdmin = admin.ModelAdmin  # not subscriptable at run time
-    _TabularInline = admin.TabularInline
+_ModelAdmin = admin.ModelAdmin[Any]
+_TabularInline = admin.TabularInline[Any, Any]
 
 
 class _Audited(_ModelAdmin):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -13,11 +13,6 @@ from dashboard import audit
 from . import tokens
 from .models import ApiToken
 
-if TYPE_CHECKING:
-    _ModelAdmin = admin.ModelAdmin[ApiToken]
-else:
-    _ModelAdmin = admin.ModelAdmin  # not subscriptable at run time
-
 
 def _actor(request: HttpRequest) -> AbstractBaseUser | None:
     user = request.user
@@ -25,7 +20,7 @@ def _actor(request: HttpRequest) -> AbstractBaseUser | None:
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(_ModelAdmin):
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     """Tokens are created here (the secret is shown once) and revoked, never edited."""
 
     list_display = [

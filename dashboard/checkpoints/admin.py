@@ -5,7 +5,7 @@ import io
 import zipfile
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from django.contrib import admin, messages
@@ -26,11 +26,6 @@ from . import selectors, services
 from .forms import CleanupForm, format_duration
 from .models import Checkpoint
 
-if TYPE_CHECKING:
-    _ModelAdmin = admin.ModelAdmin[Checkpoint]
-else:
-    _ModelAdmin = admin.ModelAdmin  # not subscriptable at run time
-
 MAX_VERIFY = 500
 MAX_DOWNLOAD = 100
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
@@ -45,7 +40,7 @@ def _ids_text(ids: Sequence[str], limit: int = 20) -> str:
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(_ModelAdmin):
+class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
     """Checkpoints are written by the manager: browse, verify, download, delete, clean up."""
 
     list_display = [
