@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "ninja",  # serves Swagger UI's files locally (no CDN here)
+    "dashboard.cluster",  # REDIS_URL: shared breakers and limiters (before the others)
     "dashboard",
     "dashboard.breakers",
     "dashboard.traces",
@@ -175,6 +176,12 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
 METRICS_REQUIRE_BOTH = env_bool("METRICS_REQUIRE_BOTH", False)
 HEALTH_CHANNEL_TIMEOUT = float(os.environ.get("HEALTH_CHANNEL_TIMEOUT", "2.0"))
+
+# Traces: spans stored as SpanRecord rows (and sent over OTLP when the standard
+# OTEL_EXPORTER_OTLP_ENDPOINT is set); kept for TRACES_MAX_AGE, at most TRACES_MAX_ROWS rows.
+TRACES_ENABLED = env_bool("TRACES_ENABLED", True)
+TRACES_MAX_AGE = os.environ.get("TRACES_MAX_AGE", "1h")  # "90m", "2h", "1d" or seconds
+TRACES_MAX_ROWS = int(os.environ.get("TRACES_MAX_ROWS", "1000000"))
 
 # Alert evaluation in the serving process (every ALERTS_INTERVAL seconds).
 ALERTS_ENABLED = env_bool("ALERTS_ENABLED", True)

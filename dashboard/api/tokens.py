@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard import audit
+from dashboard.durations import parse_timedelta
 
 from .models import ApiToken
 
@@ -98,13 +99,14 @@ def authenticate_token(plaintext: str) -> ApiToken | None:
     return token
 
 
-_DURATION = re.compile(r"(\d{1,6})\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_expiry(text: str) -> timedelta:
     """``30d``, ``12h``, ``2w``, ``90m`` or ``45s`` as a positive timedelta."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None or int(match.group(1)) == 0:
+    try:
+        if not text.strip()[-1:].isalpha():
+            raise ValueError("a unit is required")
+        value = parse_timedelta(text)
+    except ValueError:
+        value = timedelta(0)
+    if value <= timedelta(0):
         raise ValueError(f"expires must look like 30d, 12h, 2w, 90m or 45s, got {text!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    return value

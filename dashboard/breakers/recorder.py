@@ -3,6 +3,10 @@
 The listener runs on the thread of the call that tripped the breaker, so it only
 builds a small row and hands it to a BatchDispatcher; the insert happens on the
 dispatcher's worker thread. A full queue drops and counts (see ``stats()``).
+
+In cluster mode (breakers shared through Redis) every process hears of every
+transition, but only the process where it happened writes it: events marked
+``observed`` are skipped, so each transition is one row cluster-wide.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def to_row(event: BreakerStateChanged) -> BreakerEvent:
 
 
 def on_event(event: Event) -> None:
-    if isinstance(event, BreakerStateChanged):
+    if isinstance(event, BreakerStateChanged) and not event.observed:
         dispatcher().submit(to_row(event))
 
 

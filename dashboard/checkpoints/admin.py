@@ -20,10 +20,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from dashboard.durations import format_duration
 from resilience.errors import CheckpointError
 
 from . import selectors, services
-from .forms import CleanupForm, format_duration
+from .forms import CleanupForm
 from .models import Checkpoint
 
 MAX_VERIFY = 500

@@ -1,42 +1,23 @@
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any
 
 from django import forms
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
-_MAX = timedelta(days=36500)
-DURATION_HELP = "seconds, or a number with s, m, h, d or w: 30s, 15m, 12h, 7d"
+from dashboard.durations import HELP, DurationTooLong, parse_timedelta
+
+DURATION_HELP = HELP
 
 
 def parse_duration(text: str) -> timedelta:
-    """``"30s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` or plain seconds (``"90"``).
-
-    Raises:
-        ValueError: anything else (negative, unknown unit, over 100 years), with the
-            text and the accepted forms in the message.
-    """
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration; use {DURATION_HELP}")
-    number, unit = match.groups()
-    value = timedelta(seconds=float(number) * _UNITS[(unit or "s").lower()])
-    if value > _MAX:
-        raise ValueError(f"{text!r} is too long (at most 100 years)")
-    return value
-
-
-def format_duration(value: timedelta) -> str:
-    """The largest whole unit up to days: ``7d``, ``36h``, ``90s``."""
-    seconds = value.total_seconds()
-    for unit in ("d", "h", "m"):
-        size = _UNITS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    """A cleanup age: ``"30s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` or seconds."""
+    try:
+        return parse_timedelta(text)
+    except DurationTooLong:
+        raise
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a duration; use {HELP}") from exc
 
 
 class DurationTextField(forms.Field):

@@ -8,6 +8,17 @@ number of transitions in a burst become one push, and a breaker is pushed at mos
 per ``min_interval`` (leading edge immediately, trailing edge when the interval ends):
 a flapping breaker cannot flood a socket. History rows follow in a second message once
 the recorder has written them.
+
+Cluster mode (``REDIS_URL`` set: channels-redis, breakers shared through Redis). Every
+process pushes to *its own* browsers only: the live groups get a per-process suffix
+(``live.breakers.<host>-<pid>``), and each process pushes every transition it sees, the
+ones it made and the ones it ``observed`` through Redis. So a browser gets each
+transition exactly once, from the process it is connected to (never twice, as it would
+if every process pushed to shared groups), whichever process (a server, or a worker
+without Django) made it; and the per-process numbers of the sampler (metrics, limiter
+rates, call counters) never interleave on one page. History rows of an observed
+transition are written by the process that made it, so their push waits
+``observed_history_delay`` seconds for that write.
 """
 
 from __future__ import annotations
@@ -16,6 +27,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +37,7 @@ from typing import Any
 
 from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from dashboard import selectors
 from dashboard.breakers import recorder
@@ -33,10 +48,22 @@ from . import fragments
 
 logger = logging.getLogger(__name__)
 
-OVERVIEW = "live.overview"
-BREAKERS = "live.breakers"
-LIMITERS = "live.limiters"
-METRICS = "live.metrics"
+
+def group_suffix(cluster: bool, process: str) -> str:
+    """The live groups' suffix: "" on one process, ``.<process>`` in cluster mode."""
+    if not cluster:
+        return ""
+    # Channels accepts ASCII letters, digits, "-", "_" and "." in names under 100 chars.
+    return "." + re.sub(r"[^A-Za-z0-9_.-]", "-", process)[:60]
+
+
+PROCESS = f"{socket.gethostname()}-{os.getpid()}"
+CLUSTER = bool(getattr(settings, "REDIS_URL", ""))
+SUFFIX = group_suffix(CLUSTER, PROCESS)
+OVERVIEW = "live.overview" + SUFFIX
+BREAKERS = "live.breakers" + SUFFIX
+LIMITERS = "live.limiters" + SUFFIX
+METRICS = "live.metrics" + SUFFIX
 
 
 class Broadcaster:
@@ -47,10 +74,13 @@ class Broadcaster:
         *,
         min_interval: float = 0.1,
         history: int = 10,
+        observed_history_delay: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.min_interval = min_interval
         self.history = history
+        self.observed_history_delay = observed_history_delay
+        self._observed: set[str] = set()
         self._clock = clock
         self._lock = threading.Lock()
         self._dirty: dict[str, None] = {}
@@ -70,6 +100,8 @@ class Broadcaster:
     def on_event(self, event: Event) -> None:
         """Bus listener: mark the breaker dirty and wake the task (cheap, never raises)."""
         if isinstance(event, BreakerStateChanged) and self._loop is not None:
+            if event.observed:
+                self._observed.add(event.name)
             self.mark(event.name)
 
     def mark(self, name: str) -> None:
@@ -132,6 +164,7 @@ class Broadcaster:
             self._dirty.clear()
             self._last_push.clear()
             self._scheduled = False
+        self._observed.clear()
         self.events = self.coalesced = self.pushes = self.errors = 0
 
     def _take_due(self) -> tuple[list[str], float | None]:
@@ -186,13 +219,21 @@ class Broadcaster:
             pushed.append(name)
             self.pushes += 1
         if pushed and self.history:
-            task = asyncio.get_running_loop().create_task(self._push_history(pushed))
-            self._side_tasks.add(task)
-            task.add_done_callback(self._side_tasks.discard)
+            observed = [name for name in pushed if name in self._observed]
+            self._observed.difference_update(observed)
+            own = [name for name in pushed if name not in observed]
+            for batch, delay in ((own, 0.0), (observed, self.observed_history_delay)):
+                if batch:
+                    task = asyncio.get_running_loop().create_task(self._push_history(batch, delay))
+                    self._side_tasks.add(task)
+                    task.add_done_callback(self._side_tasks.discard)
 
-    async def _push_history(self, names: list[str]) -> None:
+    async def _push_history(self, names: list[str], delay: float = 0.0) -> None:
         layer = get_channel_layer()
         try:
+            if delay > 0:
+                # Another process made these transitions and writes their rows.
+                await asyncio.sleep(delay)
             rendered = await _render_histories(names, self.history)
             for name, html in rendered:
                 await layer.group_send(

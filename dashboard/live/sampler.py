@@ -6,6 +6,11 @@ each page's fragment to its group only while someone in this process watches it.
 Breakers whose counters moved without a transition (failure count, calls) are handed
 to the broadcaster, which pushes them like a transition; reading a breaker's snapshot
 also performs its lazy OPEN → HALF_OPEN step, so that transition shows within a tick.
+
+Cluster mode: each process samples its own metrics, limiters and call counters, tags
+every sample with ``process`` (``host-pid``), and sends it only to the pages connected
+to that process (the live groups are per process, see :mod:`.broadcast`): a chart never
+mixes two processes' series.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.rate_limiter import rate_limiter_registry
 
 from . import fragments
-from .broadcast import LIMITERS, METRICS, OVERVIEW, Broadcaster
+from .broadcast import LIMITERS, METRICS, OVERVIEW, PROCESS, Broadcaster
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +123,7 @@ class Sampler:
         metrics = telemetry.metrics.snapshot()
         sample = {
             "t": round(now, 3),
+            "process": PROCESS,
             "counters": dict(metrics["counters"]),
             "gauges": dict(metrics["gauges"]),
             "histograms": {

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
@@ -9,14 +7,9 @@ from django.utils.html import format_html
 
 from .models import SpanRecord
 
-if TYPE_CHECKING:
-    _ModelAdmin = admin.ModelAdmin[SpanRecord]
-else:
-    _ModelAdmin = admin.ModelAdmin  # not subscriptable at run time
-
 
 @admin.register(SpanRecord)
-class SpanRecordAdmin(_ModelAdmin):
+class SpanRecordAdmin(admin.ModelAdmin[SpanRecord]):
     """Spans are telemetry: readable here, browsable in /traces/, never edited."""
 
     list_display = ["start", "name", "service", "kind", "status", "duration_us", "trace_link"]

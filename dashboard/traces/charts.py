@@ -10,9 +10,10 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
+from dashboard.durations import format_us
+
 from .convert import to_datetime
 from .selectors import ScatterPoint
-from .timeparse import format_us
 
 WIDTH, HEIGHT = 960, 220
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 10, 26

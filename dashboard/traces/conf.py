@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from .timeparse import parse_timedelta
+from dashboard.durations import parse_timedelta
 
 DEFAULT_MASKED_KEYS = ("password", "token", "secret", "authorization", "api_key", "cookie")
 DEFAULT_EXCLUDED_URLS = "/static/,/ws/,/favicon.ico"

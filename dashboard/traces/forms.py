@@ -5,8 +5,9 @@ from typing import Any
 
 from django import forms
 
+from dashboard.durations import parse_duration_us
+
 from .selectors import SORTS, TraceQuery
-from .timeparse import parse_duration_us
 
 LOOKBACKS = {
     "5m": timedelta(minutes=5),

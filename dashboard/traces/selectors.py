@@ -22,9 +22,10 @@ from django.db.models import Exists, Min, OuterRef, Q, QuerySet, TextField, Valu
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Cast, StrIndex
 
+from dashboard.durations import format_us
+
 from .convert import to_datetime, to_us
 from .models import SpanRecord, SpanStatus, TraceSummary
-from .timeparse import format_us
 from .waterfall import TraceDetail, trace_detail
 
 _Row = tuple[str, str, str, int, int, int, int]  # the _ROW_FIELDS of a TraceSummary

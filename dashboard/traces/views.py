@@ -9,12 +9,13 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard.durations import format_us
+
 from . import charts, selectors
 from .convert import to_us
 from .forms import TraceSearchForm
 from .models import SpanRecord
 from .selectors import SORTS
-from .timeparse import format_us
 
 VIEW_PERMISSION = "traces.view_spanrecord"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}\Z")

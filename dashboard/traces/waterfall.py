@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from dashboard.durations import format_us
+
 from .convert import to_datetime, to_us
 from .models import SpanRecord, SpanStatus
-from .timeparse import format_us
 
 MAX_TRACE_SPANS = 10_000
 
@@ -39,6 +40,7 @@ class WaterfallRow:
     depth: int = 0
     offset: str = "0"
     width: str = "0"
+    label_at: str = "left:0%"  # the duration label: after the bar, or before it near the end
     children: int = 0
     closers: int = 0
     self_us: int = 0
@@ -172,8 +174,10 @@ def trace_detail(*, trace_id: str) -> TraceDetail | None:
             continue
         visited.add(row.span_id)
         row.depth = depth
-        row.offset = f"{(row.start_us - t0) * 100 / total:.3f}"
-        row.width = f"{row.duration_us * 100 / total:.3f}"
+        offset, width = (row.start_us - t0) * 100 / total, row.duration_us * 100 / total
+        row.offset, row.width = f"{offset:.3f}", f"{width:.3f}"
+        end = offset + width
+        row.label_at = f"left:{end:.3f}%" if end < 85 else f"right:{100 - offset:.3f}%"
         rows.append(row)
         kids = [kid for kid in children.get(row.span_id, ()) if kid.span_id not in visited]
         row.children = len(kids)

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from dashboard.breakers import recorder
+from dashboard.traces import tracing
 from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.events import bus
 from resilience.rate_limiter import rate_limiter_registry
@@ -27,23 +28,37 @@ def _transactional(request: pytest.FixtureRequest) -> bool:
     )
 
 
-@pytest.fixture(autouse=True)
-def _breaker_recorder(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The recorder writes from its own thread, on its own connection.
+@pytest.fixture(autouse=True, scope="session")
+def _no_span_retention() -> None:
+    """The hourly span clean-up must not delete test data during a long run."""
+    cleaner = tracing.retention()
+    if cleaner is not None:
+        cleaner.stop()
 
-    Inside a test's transaction that write would wait on the test's lock and land
+
+@pytest.fixture(autouse=True)
+def _background_writers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The breaker recorder and the span processor write from their own threads.
+
+    Inside a test's transaction those writes would wait on the test's lock and land
     after the rollback, leaking rows into later tests; so only transactional tests
-    (which commit) keep it, and it is drained before their tables are flushed.
+    (which commit) keep them, and they are drained before the tables are flushed.
     """
+    spans = tracing.processor()
     if _transactional(request):
         yield
         recorder.flush()
+        tracing.flush()
         return
     bus.unsubscribe(recorder.on_event)
+    if spans is not None:
+        spans.enabled = False
     try:
         yield
     finally:
         bus.subscribe(recorder.on_event)
+        if spans is not None:
+            spans.enabled = True
 
 
 class FakeClock:

@@ -17,7 +17,6 @@ from dashboard.api import testing, throttle
 from dashboard.api.models import ApiToken
 from dashboard.api.tokens import TOKEN_PATTERN, hash_secret, parse_expiry
 from dashboard.models import AuditEntry
-from dashboard.traces import tracing
 
 pytestmark = pytest.mark.django_db
 
@@ -28,12 +27,7 @@ RESET = "/api/observability/metrics/reset"
 @pytest.fixture(autouse=True)
 def _isolated() -> Iterator[None]:
     throttle.reset()
-    processor = tracing.processor()
-    if processor is not None:
-        processor.enabled = False
     yield
-    if processor is not None:
-        processor.enabled = True
     throttle.reset()
 
 

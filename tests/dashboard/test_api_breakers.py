@@ -13,7 +13,6 @@ from dashboard.api import testing, throttle
 from dashboard.breakers import recorder
 from dashboard.breakers.models import BreakerEvent
 from dashboard.models import AuditEntry
-from dashboard.traces import tracing
 from resilience.circuit_breaker import CircuitBreakerConfig, CircuitState, circuit_breaker_registry
 from resilience.rate_limiter import KeyedRateLimiter, RateLimitConfig, RateLimiter
 
@@ -23,12 +22,7 @@ BASE = "/api/observability"
 @pytest.fixture(autouse=True)
 def _isolated() -> Iterator[None]:
     throttle.reset()
-    processor = tracing.processor()
-    if processor is not None:
-        processor.enabled = False
     yield
-    if processor is not None:
-        processor.enabled = True
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from dashboard.checkpoints import store
 from dashboard.checkpoints.models import Checkpoint
 from dashboard.checkpoints.store import DjangoCheckpointStore
 from dashboard.models import AuditEntry
-from dashboard.traces import tracing
 from resilience.checkpoint import StateCheckpointManager
 
 BASE = "/api/observability/checkpoints"
@@ -27,12 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)  # blobs go when deletions 
 def media(settings: Any, tmp_path: Path) -> Iterator[Path]:
     throttle.reset()
     settings.MEDIA_ROOT = tmp_path / "media"
-    processor = tracing.processor()
-    if processor is not None:
-        processor.enabled = False
     yield tmp_path / "media"
-    if processor is not None:
-        processor.enabled = True
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from django.test import Client, override_settings
 
 from dashboard.api import testing, throttle
 from dashboard.models import AuditEntry
-from dashboard.traces import tracing
 from resilience import telemetry
 
 BASE = "/api/observability"
@@ -21,12 +20,7 @@ pytestmark = pytest.mark.django_db
 def _isolated() -> Iterator[None]:
     throttle.reset()
     telemetry.metrics.reset()
-    processor = tracing.processor()
-    if processor is not None:
-        processor.enabled = False
     yield
-    if processor is not None:
-        processor.enabled = True
     telemetry.metrics.reset()
 
 

@@ -26,7 +26,6 @@ from schemathesis.checks import (
 )
 
 from dashboard.api import testing, throttle
-from dashboard.traces import tracing
 from resilience.circuit_breaker import CircuitBreakerConfig, circuit_breaker_registry
 
 SCHEMA_URL = "/api/observability/openapi.json"
@@ -47,12 +46,7 @@ def api_schema(db: None, settings: Any, tmp_path: Path) -> Iterator[Any]:
     settings.API_RATE_LIMIT = "1000000/1"
     settings.MEDIA_ROOT = tmp_path / "media"
     throttle.reset()
-    processor = tracing.processor()
-    if processor is not None:
-        processor.enabled = False
     yield openapi.from_wsgi(SCHEMA_URL, WSGIHandler())
-    if processor is not None:
-        processor.enabled = True
     throttle.reset()
     signals.request_started.connect(close_old_connections)
     signals.request_finished.connect(close_old_connections)

@@ -17,7 +17,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Span, Status, StatusCode
 
 from dashboard.api import testing, throttle
-from dashboard.traces import tracing
 from dashboard.traces.masking import Masker
 from dashboard.traces.models import SpanRecord, TraceSummary
 from dashboard.traces.services import write_spans
@@ -29,16 +28,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _isolated() -> Iterator[None]:
     throttle.reset()
-    processor = tracing.processor()
-    if processor is not None:
-        # This module's requests would add traces of their own. (No flush here: inside
-        # the test's transaction the writer thread would wait for its lock.)
-        processor.enabled = False
     SpanRecord.objects.all().delete()
     TraceSummary.objects.all().delete()
     yield
-    if processor is not None:
-        processor.enabled = True
 
 
 @pytest.fixture

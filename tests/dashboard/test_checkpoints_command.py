@@ -12,9 +12,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from dashboard.checkpoints import store
-from dashboard.checkpoints.forms import format_duration, parse_duration
+from dashboard.checkpoints.forms import parse_duration
 from dashboard.checkpoints.models import Checkpoint
 from dashboard.checkpoints.store import DjangoCheckpointStore, blobs_handled
+from dashboard.durations import format_duration
 from dashboard.models import AuditEntry
 from resilience.checkpoint import (
     StateCheckpointManager,

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
 from dashboard.checkpoints import selectors, services
-from dashboard.checkpoints.forms import DURATION_HELP, format_duration, parse_duration
+from dashboard.checkpoints.forms import DURATION_HELP, parse_duration
+from dashboard.durations import format_duration
 from resilience.checkpoint import CHECKPOINT_ID_PATTERN
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from dashboard.durations import format_us, parse_timedelta
 from dashboard.traces import conf, selectors, services
-from dashboard.traces.timeparse import format_us, parse_timedelta
 
 
 def _age(text: str) -> timedelta:

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ClusterConfig(AppConfig):
+    name = "dashboard.cluster"
+    label = "cluster"
+    verbose_name = "Cluster mode"
+
+    def ready(self) -> None:
+        from . import start
+
+        start()
