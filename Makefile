@@ -33,11 +33,24 @@ system-deps:
 	  else echo "not root: cannot install$$missing (tests that need them will say so)"; fi; \
 	fi
 
+# With REDIS_URL set (cluster mode): two servers, on PORT and PORT+1, sharing breakers,
+# limiters and live updates through Redis (and the database); Ctrl-C stops both.
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_demo_admin
-	@echo "Serving on http://$(HOST):$(PORT)/ (log in with the demo admin)"
-	RESILIENCE_DEMO=$${RESILIENCE_DEMO:-1} $(PY) -m daphne -b $(HOST) -p $(PORT) dashboard.asgi:application
+	@export RESILIENCE_DEMO=$${RESILIENCE_DEMO:-1}; \
+	serve() { exec $(PY) -m daphne -b $(HOST) -p "$$1" dashboard.asgi:application; }; \
+	if [ -z "$$REDIS_URL" ]; then \
+	  echo "Serving on http://$(HOST):$(PORT)/ (log in with the demo admin)"; \
+	  serve $(PORT); exit $$?; \
+	fi; \
+	second=$$(( $(PORT) + 1 )); \
+	echo "Cluster mode (REDIS_URL=$$REDIS_URL): serving on http://$(HOST):$(PORT)/ and" \
+	  "http://$(HOST):$$second/ as one system (log in with the demo admin; Ctrl-C stops both)"; \
+	serve $(PORT) & first=$$!; \
+	serve $$second & other=$$!; \
+	trap 'trap - INT TERM EXIT; kill $$first $$other 2>/dev/null; wait $$first $$other' INT TERM EXIT; \
+	wait -n $$first $$other
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -26,6 +26,7 @@ class AuditEntry(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
         permissions = [
             ("view_dashboard", "Can view the dashboard pages and read the API"),
             ("reset_metrics", "Can reset metrics"),

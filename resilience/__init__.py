@@ -27,6 +27,7 @@ from resilience.checkpoint import (
     set_default_checkpoint_manager,
 )
 from resilience.circuit_breaker import (
+    BreakerFactory,
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitBreakerRegistry,
@@ -47,7 +48,9 @@ from resilience.errors import (
 )
 from resilience.events import bus
 from resilience.rate_limiter import (
+    KeyedLimiterFactory,
     KeyedRateLimiter,
+    LimiterFactory,
     RateLimitConfig,
     RateLimiter,
     rate_limit,
@@ -57,6 +60,7 @@ from resilience.rate_limiter import (
 __all__ = [
     "AutoCheckpointer",
     "BlobStore",
+    "BreakerFactory",
     "CheckpointCorruptedError",
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -72,7 +76,9 @@ __all__ = [
     "CompositeCheckpointStore",
     "ConfigTypeError",
     "ConfigValueError",
+    "KeyedLimiterFactory",
     "KeyedRateLimiter",
+    "LimiterFactory",
     "LocalCheckpointStore",
     "MetadataIndex",
     "RateLimitConfig",

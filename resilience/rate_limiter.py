@@ -25,6 +25,8 @@ from typing import Any, TypeVar, cast
 from resilience._rl_core import (
     ONE,
     AnyRateLimiter,
+    KeyedLimiterFactory,
+    LimiterFactory,
     RateLimitConfig,
     RateLimiterRegistry,
     await_for,
@@ -43,7 +45,9 @@ from resilience.events import bus
 
 __all__ = [
     "AnyRateLimiter",
+    "KeyedLimiterFactory",
     "KeyedRateLimiter",
+    "LimiterFactory",
     "RateLimitConfig",
     "RateLimitError",
     "RateLimiter",
@@ -287,7 +291,7 @@ def rate_limit(
         # Four small wrappers rather than one calling a shared "gate": a Python call
         # per wrapped call is a third of the decorator's own cost.
         if key is None:
-            single = RateLimiter(config, name=label, clock=clock)
+            single = rate_limiter_registry.factory(config, name=label, clock=clock)
             admit = single.try_acquire
 
             def refused() -> RateLimitError:
@@ -309,7 +313,9 @@ def rate_limit(
             limiter: AnyRateLimiter = single
         else:
             pick = key
-            keyed = KeyedRateLimiter(config, name=label, max_keys=max_keys, clock=clock)
+            keyed = rate_limiter_registry.keyed_factory(
+                config, name=label, max_keys=max_keys, clock=clock
+            )
             admit_key = keyed.try_acquire
 
             def refused_key(bucket: Hashable) -> RateLimitError:

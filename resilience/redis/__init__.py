@@ -2,12 +2,15 @@
 
 Importing this package connects to nothing. :func:`from_url` builds a client from
 ``REDIS_URL`` with short timeouts; the primitives take it as ``redis=``, or share
-:func:`default_client` (one client per process, from ``REDIS_URL``).
+:func:`default_client` (one client per process, from ``REDIS_URL``). :func:`install`
+switches the registries (and so ``@circuit_breaker`` / ``get_or_create``) to these
+classes; :func:`uninstall` switches back.
 """
 
 from __future__ import annotations
 
 from resilience.redis._client import default_client, from_url
+from resilience.redis._install import install, installed, uninstall
 from resilience.redis.breaker import RedisCircuitBreaker
 from resilience.redis.limiter import RedisKeyedRateLimiter, RedisRateLimiter
 
@@ -17,4 +20,7 @@ __all__ = [
     "RedisRateLimiter",
     "default_client",
     "from_url",
+    "install",
+    "installed",
+    "uninstall",
 ]

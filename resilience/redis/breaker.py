@@ -16,7 +16,10 @@ background thread per client) within milliseconds.
 
 Events. The process where a transition happened publishes it with its reason;
 the others publish it when they observe it, with ``"(observed via Redis from
-host:pid)"`` appended to the reason.
+host:pid)"`` appended to the reason and ``observed=True`` (so that a recorder
+writes each transition once, and a process still refreshes its own view). The
+lazy OPEN -> HALF_OPEN step of a state read is made in Redis (op ``due``), so it
+too happens once, in the first process that looks.
 
 Redis down. The breaker falls back to its local state machine (as the in-memory
 breaker does), nothing raises, a warning is logged at most once a minute, and an
@@ -35,7 +38,10 @@ import os
 import socket
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -43,6 +49,7 @@ import redis
 from resilience._cb_config import CircuitBreakerConfig
 from resilience._cb_core import CircuitState, _iso
 from resilience.circuit_breaker import CircuitBreaker
+from resilience.events import BreakerStateChanged
 from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
 from resilience.redis._hub import Hub, hub_for
 from resilience.redis.scripts import BREAKER
@@ -57,6 +64,7 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 _FORCED_OPEN = CircuitState.FORCED_OPEN
 _DISABLED = CircuitState.DISABLED
 _HOST = socket.gethostname()
+_CHANGED = BreakerStateChanged
 
 View = dict[str, Any]
 
@@ -97,6 +105,7 @@ class RedisCircuitBreaker(CircuitBreaker):
         "_script",
         "_static",
         "_synced",
+        "_token",
     )
 
     def __init__(
@@ -138,6 +147,7 @@ class RedisCircuitBreaker(CircuitBreaker):
         self._remote_version = -1
         self._queued_operator: tuple[CircuitState, str, str | None, str | None] | None = None
         self._synced = threading.Event()
+        self._token = uuid.uuid4().hex[:8]
         self._hub: Hub = hub_for(client)
         self._hub.add(self)
 
@@ -187,7 +197,7 @@ class RedisCircuitBreaker(CircuitBreaker):
             op,
             self._remote_epoch,
             str(self._remote_version),
-            f"{_HOST}:{os.getpid()}",
+            f"{_HOST}:{os.getpid()}/{self._token}",
             *self._static,
             reason,
             target,
@@ -257,12 +267,21 @@ class RedisCircuitBreaker(CircuitBreaker):
         to = CircuitState(view["s"])
         if to is not self._state or (newer and view["op"] and not first):
             reason = view["r"]
+            # "host:pid/token": the token tells this breaker object from another one of
+            # the same name in the same process (tests, or a breaker re-created).
+            origin = view["o"]
+            process = origin.partition("/")[0]
+            observed = not newer or origin != f"{_HOST}:{os.getpid()}/{self._token}"
             if not newer:
                 reason = f"resynced with Redis: {reason}"
-            elif view["o"] != f"{_HOST}:{os.getpid()}":
-                reason = f"{reason} (observed via Redis from {view['o']})"
+            elif process != f"{_HOST}:{os.getpid()}":
+                reason = f"{reason} (observed via Redis from {process})"
             self._failure_count = view["tf"] if newer else self._failure_count
-            self._transition(to, reason, actor=view["a"] or None, note=view["n"] or None)
+            actor, note = view["a"] or None, view["n"] or None
+            if observed:
+                self._observed_transition(to, reason, actor, note)
+            else:
+                self._transition(to, reason, actor=actor, note=note)
             if to is _OPEN or to is _FORCED_OPEN:
                 opened = view["oa"]
                 if opened:
@@ -280,7 +299,33 @@ class RedisCircuitBreaker(CircuitBreaker):
         if self._state is _HALF_OPEN:
             self._in_flight = view["fl"]
 
+    def _observed_transition(
+        self, to: CircuitState, reason: str, actor: str | None, note: str | None
+    ) -> None:
+        """``_transition`` whose event says ``observed=True``; the lock is held."""
+        # Marked before it joins the queue, which other threads drain without the lock.
+        real, self._pending = self._pending, deque()
+        try:
+            self._transition(to, reason, actor=actor, note=note)
+        finally:
+            made, self._pending = self._pending, real
+        for event in made:
+            real.append(replace(event, observed=True) if type(event) is _CHANGED else event)
+
     # -- hooks into the state machine ------------------------------------------------
+
+    def _refresh(self) -> None:
+        """The lazy OPEN -> HALF_OPEN step of state reads, made in Redis when it is up."""
+        if self._state is not _OPEN or self._clock() < self._open_until:
+            return
+        view = self._remote("due") if self._backend.available else None
+        if view is None:
+            super()._refresh()
+            return
+        with self._lock:
+            self._apply(view)
+        if self._pending:
+            self._drain()
 
     def _admit(self) -> int:
         state = self._state

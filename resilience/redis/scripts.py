@@ -49,7 +49,7 @@ BREAKER = """
 -- KEYS[1]: the breaker hash. ARGV: op, epoch, version, origin, failure_threshold,
 -- success_threshold, timeout (ms), half_open_max_calls, trial lease (ms),
 -- reason, target state, actor, note, channel.
--- Ops: state | fail | ok | trip | trial | trial_ok | trial_fail | release | set.
+-- Ops: state | fail | ok | trip | trial | due | trial_ok | trial_fail | release | set.
 -- fail/ok/trip/trial_* /release only apply if (epoch, version) is the current one:
 -- an outcome from before a transition must not change the new state.
 -- Returns (and publishes on a transition) the state as JSON; op is true when the
@@ -114,6 +114,11 @@ elseif op == 'trial' then
     end
   elseif h.s == 'closed' or h.s == 'disabled' then
     granted = 1
+  end
+elseif op == 'due' then
+  -- A state read: the lazy OPEN -> HALF_OPEN step, made once, by Redis's clock.
+  if h.s == 'open' and now >= tonumber(h.ou) then
+    move('half_open', 'timeout elapsed (' .. ARGV[7] / 1000 .. 's open)')
   end
 elseif op == 'trial_ok' then
   if current and h.s == 'half_open' then

@@ -145,3 +145,31 @@ def test_bad_arguments_raise_before_decorating(
     with pytest.raises(error, match=field):
         rate_limit(**arguments)  # type: ignore[arg-type]
     assert len(rate_limiter_registry) == 0
+
+
+def test_decorator_builds_its_limiters_with_the_registry_factories() -> None:
+    class Single(RateLimiter):
+        pass
+
+    class Keyed(KeyedRateLimiter):
+        pass
+
+    rate_limiter_registry.factory = Single
+    rate_limiter_registry.keyed_factory = Keyed
+    try:
+
+        @rate_limit(RateLimitConfig(max_requests=1, time_window=60), name="made.single")
+        def one() -> None:
+            return None
+
+        @rate_limit(RateLimitConfig(max_requests=1, time_window=60), key=str, name="made.keyed")
+        def per_key(who: str) -> None:
+            return None
+
+        assert type(one.limiter) is Single  # type: ignore[attr-defined]
+        assert type(per_key.limiter) is Keyed  # type: ignore[attr-defined]
+        assert rate_limiter_registry.get("made.single") is one.limiter  # type: ignore[attr-defined]
+    finally:
+        rate_limiter_registry.factory = None
+        rate_limiter_registry.keyed_factory = None
+    assert rate_limiter_registry.factory is RateLimiter
