@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,25 @@ def _transactional(request: pytest.FixtureRequest) -> bool:
     return "transactional_db" in request.fixturenames or bool(
         marker is not None and marker.kwargs.get("transaction")
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_stray_sessions_at_teardown(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """PostgreSQL refuses to drop the test database while a session is open on it.
+
+    Worker threads (span writer, recorder, asyncio executors) keep the connection
+    they opened until garbage collection; end those sessions before the drop.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -73,6 +73,12 @@ def messages_of(response: Any) -> list[str]:
     return [str(m) for m in response.context["messages"]] if response.context else []
 
 
+def page(client: Client, url: str) -> str:
+    response = client.get(url)
+    assert response.status_code == 200, (response.status_code, response.get("Location"))
+    return response.content.decode()
+
+
 def test_changelist_shows_sizes_ratio_and_filters(admin_client: Client) -> None:
     a = checkpoint_manager.save_checkpoint({"text": "x" * 5000}, "alpha", "wf1")
     b = checkpoint_manager.save_checkpoint({"n": 1}, "beta", "wf2")
@@ -103,7 +109,7 @@ def test_detail_page_shows_pretty_escaped_state(admin_client: Client) -> None:
         {"note": "<script>alert(1)</script>", "items": [1, 2]}, "a", "w", {"run": 5}
     )
     change = reverse("admin:checkpoints_checkpoint_change", args=[checkpoint_id])
-    body = admin_client.get(change).content.decode()
+    body = page(admin_client, change)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<script>alert(1)" not in body
     assert "  &quot;items&quot;: [\n    1,\n    2\n  ]" in body  # indented JSON
@@ -116,7 +122,7 @@ def test_detail_page_truncates_big_states_and_says_so(admin_client: Client) -> N
         {"rows": [f"row {i:06d}" for i in range(30_000)]}, "a", "w"
     )
     change = reverse("admin:checkpoints_checkpoint_change", args=[checkpoint_id])
-    body = admin_client.get(change).content.decode()
+    body = page(admin_client, change)
     assert "Truncated" in body
     assert "showing the first 200,000 of" in body
     assert "row 000001" in body
