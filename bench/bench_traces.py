@@ -182,14 +182,20 @@ def _on_end_cost(spans: list[ReadableSpan]) -> Table:
 
 def _span_cost_with_database() -> Table:
     """``@telemetry.trace`` with the database processor on, against the raw SDK with a
-    no-op exporter: what tracing costs a caller once spans are persisted."""
+    no-op exporter: what a traced call costs the caller's thread.
+
+    The writer is held back while the calls are timed (one batch, written after), so
+    the figure is the caller's own cost; what the writer then costs in CPU is the
+    sustained-persistence table's business. Measured side by side with the writer
+    running, the two threads share one GIL and the ratio reads the writer's work too.
+    """
     from opentelemetry.sdk.trace import TracerProvider
 
     from bench import bench_telemetry as bt
     from dashboard.traces.processor import DatabaseSpanProcessor
     from resilience import telemetry
 
-    database = DatabaseSpanProcessor(max_queue=2_000_000, max_batch=1_000)
+    database = DatabaseSpanProcessor(max_queue=2_000_000, max_batch=2_000_000, interval=3600)
     raw = TracerProvider()
     raw.add_span_processor(bt._processor("simple"))
     ours = bt.build_provider("simple", [database])
@@ -202,7 +208,10 @@ def _span_cost_with_database() -> Table:
             Row("@telemetry.trace + database", per_call_ns(bt._ours_decorated(), **bt.SPAN_CALLS),
                 f"target <= 1.2x; dropped {database.stats()['dropped']}"),
         ]  # fmt: skip
-        database.force_flush(60_000)
+        flushed = database.force_flush(120_000)
+        rows[-1].note += f", written after: {database.stats()['written']:,}" + (
+            "" if flushed else " (flush timed out)"
+        )
     finally:
         telemetry.configure()
         raw.shutdown()

@@ -8,6 +8,7 @@ from dashboard import selectors
 from dashboard.breakers.models import BreakerEvent
 from dashboard.live.fragments import to_json
 from dashboard.live.runtime import sampler
+from dashboard.workflows.views import pattern_form_context
 
 
 @login_required
@@ -35,5 +36,6 @@ def index(request: HttpRequest) -> HttpResponse:
             "error_spans": selectors.recent_error_spans(limit=8),
             "traces": selectors.recent_traces(limit=8),
             "json": to_json(list(sampler.samples)),
+            **pattern_form_context(request),
         },
     )

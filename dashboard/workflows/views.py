@@ -48,17 +48,20 @@ def _panel_context() -> dict[str, Any]:
     }
 
 
+def pattern_form_context(request: HttpRequest) -> dict[str, Any]:
+    """What ``_pattern_form.html`` needs (the simulation page and the overview use it)."""
+    return {
+        "form": PatternForm(world=services.world()),
+        "can_operate": request.user.has_perm(OPERATE),
+        "presets": {name: p.describe() for name, p in services.PRESETS.items()},
+    }
+
+
 @require_GET
 @login_required
 @permission_required(VIEW, raise_exception=True)
 def simulation(request: HttpRequest) -> HttpResponse:
-    world = services.world()
-    context = {
-        **_panel_context(),
-        "form": PatternForm(world=world),
-        "can_operate": request.user.has_perm(OPERATE),
-        "presets": {name: p.describe() for name, p in services.PRESETS.items()},
-    }
+    context = {**_panel_context(), **pattern_form_context(request)}
     return render(request, "dashboard/workflows/simulation.html", context)
 
 

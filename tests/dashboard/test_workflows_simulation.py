@@ -187,3 +187,19 @@ def test_runs_are_readable_but_not_editable_in_the_admin() -> None:
     assert change.status_code == 403
     run.refresh_from_db()
     assert run.status == "running"
+
+
+def test_the_overview_lets_operators_break_a_service(operator: User, viewer: User) -> None:
+    watcher = _client(viewer).get("/").content.decode()
+    assert 'hx-post="/simulation/pattern/"' not in watcher and "operate simulation" in watcher
+    page = _client(operator).get("/").content.decode()
+    assert 'hx-post="/simulation/pattern/"' in page
+    response = _client(operator).post(
+        "/simulation/pattern/",
+        {"service": "payments", "pattern": "down", "reason": "from the overview"},
+        **HTMX,
+    )
+    assert response.status_code == 200
+    [payments] = [row for row in services.world().snapshot() if row["name"] == "payments"]
+    assert payments["down_now"] and payments["pattern"]["mode"] == "down"
+    assert AuditEntry.objects.get(action="simulation.set_pattern").reason == "from the overview"
