@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "BreakerStateChanged",
     "CallRejected",
+    "CheckpointCorrupted",
     "CheckpointSaved",
     "Event",
     "EventBus",
@@ -88,6 +89,13 @@ class CheckpointSaved(Event):
     stored_size: int
     codec: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointCorrupted(Event):
+    """A checkpoint failed verification on load or verify. ``name`` is its id."""
+
+    reason: str
 
 
 Listener = Callable[[Event], object]

@@ -24,7 +24,7 @@ from django.db.models import Count, Q
 
 from resilience import telemetry
 from resilience.circuit_breaker import circuit_breaker_registry
-from resilience.events import BreakerStateChanged, Event, bus
+from resilience.events import BreakerStateChanged, CheckpointCorrupted, Event, bus
 from resilience.rate_limiter import rate_limiter_registry
 
 from .models import RuleKind
@@ -79,6 +79,8 @@ def _on_event(event: Event) -> None:
     if type(event) is BreakerStateChanged and event.to_state in _OPEN_STATES:
         with _lock:
             _open_counts[event.name] = _open_counts.get(event.name, 0) + 1
+    elif type(event) is CheckpointCorrupted:
+        report_checkpoint_verification_failure(checkpoint_id=event.name, reason=event.reason)
 
 
 def install() -> None:
@@ -92,7 +94,8 @@ def install() -> None:
 
 
 def report_checkpoint_verification_failure(*, checkpoint_id: str = "", reason: str = "") -> None:
-    """Count one checkpoint that failed verification (checkpoint code calls this)."""
+    """Count one checkpoint that failed verification (the manager's CheckpointCorrupted
+    events arrive here; other code that verifies blobs itself may call it too)."""
     global _checkpoint_failures
     del checkpoint_id, reason  # accepted for the caller's clarity; the count is what alerts
     with _lock:

@@ -25,7 +25,7 @@ from resilience.errors import (
     ConfigTypeError,
     ConfigValueError,
 )
-from resilience.events import CheckpointSaved, bus
+from resilience.events import CheckpointCorrupted, CheckpointSaved, bus
 
 __all__ = ["StateCheckpointManager"]
 
@@ -178,7 +178,9 @@ class StateCheckpointManager:
         try:
             return serialize.loads(raw)
         except orjson.JSONDecodeError as exc:  # only reachable if a signed writer erred
-            raise CheckpointCorruptedError(f"checkpoint {checkpoint_id}: bad JSON") from exc
+            error = CheckpointCorruptedError(f"checkpoint {checkpoint_id}: bad JSON")
+            self._report(checkpoint_id, error)
+            raise error from exc
 
     async def asave_checkpoint(
         self,
@@ -200,12 +202,22 @@ class StateCheckpointManager:
     def _read_verified(self, checkpoint_id: str) -> tuple[CheckpointRecord, bytes]:
         validate_checkpoint_id(checkpoint_id)
         data = self.store.read_blob(checkpoint_id)
-        record, payload = blob.unpack(data, checkpoint_id=checkpoint_id, key=self._key)
         try:
-            raw = decompress(record.codec, payload, record.raw_size)
-        except ValueError as exc:
-            raise CheckpointCorruptedError(f"checkpoint {checkpoint_id}: {exc}") from exc
+            record, payload = blob.unpack(data, checkpoint_id=checkpoint_id, key=self._key)
+            try:
+                raw = decompress(record.codec, payload, record.raw_size)
+            except ValueError as exc:
+                raise CheckpointCorruptedError(f"checkpoint {checkpoint_id}: {exc}") from exc
+        except CheckpointCorruptedError as error:
+            self._report(checkpoint_id, error)
+            raise
         return record, raw
+
+    def _report(self, checkpoint_id: str, error: CheckpointCorruptedError) -> None:
+        """Tell listeners (alerting) that a checkpoint failed verification."""
+        if bus.active:
+            event = CheckpointCorrupted(name=checkpoint_id, time=self.clock(), reason=str(error))
+            bus.publish(event)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -275,7 +287,10 @@ class StateCheckpointManager:
         except CheckpointCorruptedError:
             return False
         indexed = self.store.get_record(checkpoint_id)
-        return indexed is None or indexed == record
+        if indexed is None or indexed == record:
+            return True
+        self._report(checkpoint_id, CheckpointCorruptedError("index record differs from blob"))
+        return False
 
     # -- removal ---------------------------------------------------------------------
 

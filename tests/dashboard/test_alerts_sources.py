@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from dashboard.alerts.engine import Engine
 from dashboard.alerts.models import Alert, AlertRule, RuleKind
 from dashboard.traces.models import SpanRecord, SpanStatus
 from resilience import telemetry
+from resilience.errors import CheckpointCorruptedError
 from resilience.rate_limiter import RateLimitConfig, RateLimiter
 
 pytestmark = pytest.mark.django_db
@@ -244,6 +246,22 @@ def test_checkpoint_verification_failures_reported_by_the_checkpoint_code_fire(
     alert = Alert.objects.get()
     assert alert.value == 2
     assert alert.subject == "checkpoint verification failures"
+
+
+def test_a_corrupted_checkpoint_loaded_anywhere_counts_as_a_verification_failure(
+    tmp_path: Path,
+) -> None:
+    from resilience.checkpoint import StateCheckpointManager
+
+    manager = StateCheckpointManager(tmp_path)
+    checkpoint_id = manager.save_checkpoint({"n": 1}, "a", "w")
+    [blob] = [p for p in tmp_path.rglob("*") if checkpoint_id in p.name and p.is_file()]
+    blob.write_bytes(blob.read_bytes()[:-1] + bytes([blob.read_bytes()[-1] ^ 1]))
+    before = sources.checkpoint_verification_failures()
+    with pytest.raises(CheckpointCorruptedError):
+        manager.load_checkpoint(checkpoint_id)
+    assert sources.checkpoint_verification_failures() == before + 1
+    manager.close()
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,29 @@ def test_a_flipped_byte_anywhere_raises_corrupted_error(
     assert manager.verify_checkpoint(checkpoint_id) is False
 
 
+def test_a_failed_verification_is_published_for_alerting(
+    manager: StateCheckpointManager,
+) -> None:
+    from resilience.events import CheckpointCorrupted, Event, bus
+
+    seen: list[Event] = []
+    checkpoint_id = manager.save_checkpoint(STATE, "a", "w")
+    intact = manager.save_checkpoint(STATE, "a", "w")
+    path = blob_path(manager, checkpoint_id)
+    flip_byte(path, path.stat().st_size - 1)
+    unsubscribe = bus.subscribe(seen.append)
+    try:
+        manager.load_checkpoint(intact)
+        with pytest.raises(CheckpointCorruptedError):
+            manager.load_checkpoint(checkpoint_id)
+        assert manager.verify_checkpoint(checkpoint_id) is False
+    finally:
+        unsubscribe()
+    corrupted = [e for e in seen if isinstance(e, CheckpointCorrupted)]
+    assert [e.name for e in corrupted] == [checkpoint_id, checkpoint_id]
+    assert all(checkpoint_id in e.reason for e in corrupted)
+
+
 def test_a_truncated_blob_raises_corrupted_error(manager: StateCheckpointManager) -> None:
     checkpoint_id = manager.save_checkpoint(STATE, "a", "w")
     path = blob_path(manager, checkpoint_id)
