@@ -10,6 +10,7 @@ from dashboard.traces import tracing
 from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.events import bus
 from resilience.rate_limiter import rate_limiter_registry
+from tests.clock import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -79,17 +80,6 @@ def _background_writers(request: pytest.FixtureRequest) -> Iterator[None]:
         bus.subscribe(recorder.on_event)
         if spans is not None:
             spans.enabled = True
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -7,14 +7,7 @@ from typing import Any
 import pytest
 
 from resilience.checkpoint import AutoCheckpointer, StateCheckpointManager
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 @pytest.fixture
@@ -52,7 +45,7 @@ def test_maybe_checkpoint_returns_the_id_or_none(manager: StateCheckpointManager
 def test_time_interval_saves_early_and_restarts_the_count(
     manager: StateCheckpointManager,
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     auto = AutoCheckpointer(manager, "a", "w", 5, time_interval=60, clock=clock)
     assert auto.maybe_checkpoint({}) is None  # call 1
     assert auto.maybe_checkpoint({}) is None  # call 2
@@ -69,7 +62,7 @@ def test_time_interval_saves_early_and_restarts_the_count(
 
 
 def test_time_interval_accepts_a_timedelta(manager: StateCheckpointManager) -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     auto = AutoCheckpointer(
         manager, "a", "w", 1000, time_interval=dt.timedelta(minutes=1), clock=clock
     )

@@ -4,54 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from resilience.checkpoint import (
     CleanupResult,
-    LocalCheckpointStore,
     StateCheckpointManager,
 )
-
-STATE: dict[str, Any] = {
-    "messages": [
-        {"role": "user", "content": "hello " * 50},
-        {"role": "assistant", "content": "hi"},
-    ],
-    "step": 7,
-    "scores": [0.5, 1.25, -3.0],
-    "done": False,
-    "note": None,
-}
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.clock import FakeClock
+from tests.resilience.checkpoint_support import STATE, blob_path
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture
 def manager(tmp_path: Path, clock: FakeClock) -> StateCheckpointManager:
     return StateCheckpointManager(tmp_path / "ck", clock=clock)
-
-
-def blob_path(manager: StateCheckpointManager, checkpoint_id: str) -> Path:
-    store = manager.store
-    assert isinstance(store, LocalCheckpointStore)
-    return store.files.path(checkpoint_id)
 
 
 # -- cleanup -----------------------------------------------------------------------------

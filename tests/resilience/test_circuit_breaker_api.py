@@ -29,22 +29,7 @@ from resilience.errors import (
     ResilienceError,
 )
 from resilience.events import BreakerStateChanged, CallRejected, Event, bus
-
-WALL_START = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def wall(self) -> float:
-        return WALL_START + self.now
+from tests.clock import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +42,7 @@ def _forget_new_breakers() -> Iterator[None]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(100.0)
 
 
 def make(clock: FakeClock, name: str = "svc", **config: Any) -> CircuitBreaker:

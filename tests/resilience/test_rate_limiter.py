@@ -21,27 +21,7 @@ from resilience.rate_limiter import (
     RateLimiter,
     rate_limiter_registry,
 )
-
-
-class FakeClock:
-    """Monotonic seconds that move only when told; its sleeps move it too."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def async_sleep(self, seconds: float) -> None:
-        self.sleep(seconds)
+from tests.clock import FakeClock
 
 
 @pytest.fixture(autouse=True)

@@ -13,16 +13,9 @@ from resilience.rate_limiter import (
     rate_limit,
     rate_limiter_registry,
 )
+from tests.clock import FakeClock
 
 TWO_PER_SECOND = RateLimitConfig(max_requests=2, time_window=1.0)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)

@@ -12,22 +12,7 @@ from hypothesis import strategies as st
 from resilience.errors import ConfigTypeError, ConfigValueError, RateLimitError
 from resilience.events import Event, RateLimitRejected, bus
 from resilience.rate_limiter import KeyedRateLimiter, RateLimitConfig, rate_limiter_registry
-
-
-class FakeClock:
-    def __init__(self, now: float = 500.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def async_sleep(self, seconds: float) -> None:
-        self.sleep(seconds)
+from tests.clock import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +24,7 @@ def empty_registry() -> Iterator[None]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(500.0)
 
 
 def keyed(
