@@ -9,11 +9,9 @@ force it open or disable it. No lock is ever held while the protected call runs.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
 from resilience._cb_config import CircuitBreakerConfig
 from resilience._cb_core import BreakerCore, CircuitState, open_error
@@ -34,7 +32,6 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
@@ -332,90 +329,6 @@ circuit_breaker_registry = CircuitBreakerRegistry("circuit breaker")
 """The process-wide registry every breaker joins on creation."""
 
 
-class BreakerWrapped(Protocol[P, R_co]):
-    """A function wrapped by :func:`circuit_breaker`; its breaker is ``.breaker``."""
-
-    breaker: CircuitBreaker
-    __name__: str
-    __qualname__: str
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
-
-    # Decorated methods bind like functions; their parameters are not checked then.
-    def __get__(self, instance: object, owner: type | None = None) -> Callable[..., R_co]: ...
-
-
-def circuit_breaker(
-    config: CircuitBreakerConfig | None = None, *, name: str | None = None
-) -> Callable[[Callable[P, R]], BreakerWrapped[P, R]]:
-    """Decorate a sync or async function so every call goes through a breaker.
-
-    Without ``name`` the breaker is named ``module.qualname`` of the function; with a
-    name, it is the registry's breaker of that name, shared by everything using it.
-    Either way an existing breaker of that name is reused as it is (so a decorator
-    run repeatedly, e.g. on a closure, does not pile up breakers).
-
-    Args:
-        config: rules for a breaker created here; ignored if the breaker exists.
-        name: the registry name to use.
-
-    Returns:
-        A decorator; the wrapped function exposes its breaker as ``.breaker``.
-
-    Raises:
-        ConfigTypeError: ``config`` is not a CircuitBreakerConfig (for example
-            ``@circuit_breaker`` used without parentheses).
-    """
-    if config is not None and not isinstance(config, CircuitBreakerConfig):
-        raise ConfigTypeError(
-            f"config must be a CircuitBreakerConfig or None, got {config!r} "
-            "(write @circuit_breaker() with parentheses)"
-        )
-
-    def decorate(fn: Callable[P, R]) -> BreakerWrapped[P, R]:
-        breaker = circuit_breaker_registry.get_or_create(
-            name if name is not None else f"{fn.__module__}.{fn.__qualname__}", config
-        )
-        wrapper: Any
-        if inspect.iscoroutinefunction(fn):
-            async_fn = cast(Callable[P, Awaitable[Any]], fn)
-
-            @functools.wraps(fn)
-            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await breaker.acall(async_fn, *args, **kwargs)
-
-        else:
-            wrapper = functools.wraps(fn)(_sync_wrapper(breaker, fn))
-        wrapper.breaker = breaker
-        return cast(BreakerWrapped[P, R], wrapper)
-
-    return decorate
-
-
-def _sync_wrapper(breaker: CircuitBreaker, fn: Callable[P, R]) -> Callable[P, R]:
-    # The two hot paths of CircuitBreaker.call, inlined: delegating would add a frame
-    # and an argument repack, about doubling the cost of a CLOSED call. Anything
-    # else (half-open, rules on, operator states) goes through breaker.call.
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        generation = breaker._generation
-        state = breaker._state
-        if state is _CLOSED and breaker._plain:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                breaker._on_error(exc, generation, None)
-                raise
-            breaker._successful.add()
-            if breaker._failure_count:
-                breaker._record(generation, None)
-            return result
-        if state is _OPEN:
-            remaining = breaker._open_until - breaker._clock()
-            if remaining > 0:
-                breaker._rejected.add()
-                if breaker._listeners or bus._listeners:
-                    breaker._announce_rejection(remaining)
-                raise open_error(breaker._name, remaining, breaker._open_message)
-        return breaker.call(fn, *args, **kwargs)
-
-    return wrapper
+# The decorator lives in its own module and builds on everything above, so it is
+# imported last (resilience._cb_decorator imports this module).
+from resilience._cb_decorator import BreakerWrapped, circuit_breaker  # noqa: E402
