@@ -8,26 +8,16 @@ import pytest
 from dashboard.alerts.engine import Engine
 from dashboard.alerts.models import Alert, AlertRule, RuleKind
 from resilience.circuit_breaker import CircuitBreaker
+from tests.clock import FakeClock
 
 pytestmark = pytest.mark.django_db
 
 T0 = 1_800_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
@@ -36,7 +26,7 @@ def sent() -> list[tuple[int, str]]:
 
 
 @pytest.fixture
-def engine(clock: Clock, sent: list[tuple[int, str]]) -> Engine:
+def engine(clock: FakeClock, sent: list[tuple[int, str]]) -> Engine:
     return Engine(clock=clock, notify=lambda alert, event: sent.append((alert.pk, event)))
 
 
@@ -53,7 +43,7 @@ def breaker_rule(**overrides: Any) -> AlertRule:
 
 
 def test_alert_fires_only_once_the_condition_held_for_the_for_duration(
-    engine: Engine, clock: Clock, sent: list[tuple[int, str]]
+    engine: Engine, clock: FakeClock, sent: list[tuple[int, str]]
 ) -> None:
     breaker_rule(for_seconds=30)
     CircuitBreaker("payments").force_open()
@@ -76,7 +66,7 @@ def test_alert_fires_only_once_the_condition_held_for_the_for_duration(
 
 
 def test_a_blip_shorter_than_the_for_duration_never_fires(
-    engine: Engine, clock: Clock, sent: list[tuple[int, str]]
+    engine: Engine, clock: FakeClock, sent: list[tuple[int, str]]
 ) -> None:
     breaker_rule(for_seconds=30)
     breaker = CircuitBreaker("payments")
@@ -94,7 +84,7 @@ def test_a_blip_shorter_than_the_for_duration_never_fires(
 
 
 def test_a_firing_alert_is_deduplicated_while_the_condition_holds(
-    engine: Engine, clock: Clock, sent: list[tuple[int, str]]
+    engine: Engine, clock: FakeClock, sent: list[tuple[int, str]]
 ) -> None:
     breaker_rule()
     CircuitBreaker("payments").force_open()
@@ -110,7 +100,7 @@ def test_a_firing_alert_is_deduplicated_while_the_condition_holds(
 
 
 def test_alert_resolves_and_notifies_when_the_condition_clears(
-    engine: Engine, clock: Clock, sent: list[tuple[int, str]]
+    engine: Engine, clock: FakeClock, sent: list[tuple[int, str]]
 ) -> None:
     breaker_rule()
     breaker = CircuitBreaker("payments")
@@ -129,7 +119,7 @@ def test_alert_resolves_and_notifies_when_the_condition_clears(
 
 
 def test_cooldown_holds_back_a_new_alert_until_it_has_passed(
-    engine: Engine, clock: Clock, sent: list[tuple[int, str]]
+    engine: Engine, clock: FakeClock, sent: list[tuple[int, str]]
 ) -> None:
     breaker_rule(cooldown_seconds=300)
     breaker = CircuitBreaker("payments")
@@ -166,7 +156,7 @@ def test_each_breaker_matching_the_pattern_is_its_own_subject(engine: Engine) ->
 
 
 def test_a_breaker_that_opened_and_closed_between_two_looks_still_fires(
-    engine: Engine, clock: Clock
+    engine: Engine, clock: FakeClock
 ) -> None:
     breaker_rule()
     breaker = CircuitBreaker("payments")
@@ -181,7 +171,7 @@ def test_a_breaker_that_opened_and_closed_between_two_looks_still_fires(
     assert "opened" in alert.message
 
 
-def test_half_open_counts_as_still_open_unless_excluded(engine: Engine, clock: Clock) -> None:
+def test_half_open_counts_as_still_open_unless_excluded(engine: Engine, clock: FakeClock) -> None:
     breaker_rule(parameters={"breaker": "payments", "states": ["open"]})
     CircuitBreaker("payments").force_open()  # forced_open is not in the rule's states
 
@@ -190,7 +180,7 @@ def test_half_open_counts_as_still_open_unless_excluded(engine: Engine, clock: C
     assert not Alert.objects.exists()
 
 
-def test_alert_resolves_when_its_subject_disappears(engine: Engine, clock: Clock) -> None:
+def test_alert_resolves_when_its_subject_disappears(engine: Engine, clock: FakeClock) -> None:
     from resilience.circuit_breaker import circuit_breaker_registry
 
     breaker_rule()
@@ -261,7 +251,7 @@ def test_fixing_a_bad_rule_clears_its_error(engine: Engine) -> None:
     assert rule.last_error == ""
 
 
-def test_a_failing_notifier_does_not_stop_the_evaluation(clock: Clock) -> None:
+def test_a_failing_notifier_does_not_stop_the_evaluation(clock: FakeClock) -> None:
     def explode(alert: Alert, event: str) -> None:
         raise RuntimeError("mail server on fire")
 

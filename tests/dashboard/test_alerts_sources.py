@@ -14,6 +14,7 @@ from dashboard.traces.models import SpanRecord, SpanStatus
 from resilience import telemetry
 from resilience.errors import CheckpointCorruptedError
 from resilience.rate_limiter import RateLimitConfig, RateLimiter
+from tests.clock import FakeClock
 
 pytestmark = pytest.mark.django_db
 
@@ -21,21 +22,13 @@ T0 = 1_800_000_000.0
 _unique = itertools.count()
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def engine(clock: Clock) -> Engine:
+def engine(clock: FakeClock) -> Engine:
     return Engine(clock=clock)
 
 
@@ -50,9 +43,9 @@ def metric_name(prefix: str) -> str:
 
 
 def test_limiter_rejections_per_minute_fire_above_the_threshold(
-    engine: Engine, clock: Clock
+    engine: Engine, clock: FakeClock
 ) -> None:
-    limiter_clock = Clock(0.0)
+    limiter_clock = FakeClock(0.0)
     limiter = RateLimiter(
         RateLimitConfig(max_requests=1, time_window=3600), name="api", clock=limiter_clock
     )
@@ -81,7 +74,7 @@ def test_limiter_rejections_per_minute_fire_above_the_threshold(
     assert "27.0/min" in alert.message
 
 
-def test_gauge_threshold_fires_and_resolves(engine: Engine, clock: Clock) -> None:
+def test_gauge_threshold_fires_and_resolves(engine: Engine, clock: FakeClock) -> None:
     name = metric_name("queue_depth")
     telemetry.metrics.set_gauge(name, 50)
     rule(RuleKind.METRIC_THRESHOLD, metric=name, op=">=", threshold=100)
@@ -122,7 +115,7 @@ def test_histogram_mean_is_sum_over_count(engine: Engine) -> None:
     assert Alert.objects.get().value == pytest.approx(30.0)
 
 
-def test_counter_rate_is_per_second_over_the_window(engine: Engine, clock: Clock) -> None:
+def test_counter_rate_is_per_second_over_the_window(engine: Engine, clock: FakeClock) -> None:
     name = metric_name("errors")
     telemetry.metrics.increment_counter(name)
     rule(RuleKind.METRIC_THRESHOLD, metric=name, threshold=1.5, window=60)
@@ -205,7 +198,7 @@ def test_span_error_rate_ignores_spans_outside_the_window_and_too_few_spans(
 
 
 def test_span_drops_fire_when_the_processor_drops_spans(
-    engine: Engine, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dashboard.traces import tracing
 
@@ -230,7 +223,7 @@ def test_span_drops_fire_when_the_processor_drops_spans(
 
 
 def test_checkpoint_verification_failures_reported_by_the_checkpoint_code_fire(
-    engine: Engine, clock: Clock
+    engine: Engine, clock: FakeClock
 ) -> None:
     rule(RuleKind.CHECKPOINT_FAILURES, threshold=1)
     engine.evaluate_all()

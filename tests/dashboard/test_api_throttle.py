@@ -10,22 +10,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
 from dashboard.api import testing, throttle
+from tests.clock import FakeClock
 
 URL = "/api/observability/rate-limiters"
 pytestmark = pytest.mark.django_db
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(settings: Any) -> Iterator[Clock]:
-    fake = Clock()
+def clock(settings: Any) -> Iterator[FakeClock]:
+    fake = FakeClock(1000.0)
     settings.API_RATE_LIMIT = "3/60"
     throttle.reset(clock=fake)
     yield fake
@@ -38,7 +31,7 @@ def viewer() -> dict[str, str]:
 
 
 def test_success_carries_ratelimit_headers(
-    client: Client, clock: Clock, viewer: dict[str, str]
+    client: Client, clock: FakeClock, viewer: dict[str, str]
 ) -> None:
     response = client.get(URL, **viewer)
     assert response.status_code == 200
@@ -47,7 +40,7 @@ def test_success_carries_ratelimit_headers(
 
 
 def test_over_the_limit_is_429_with_retry_after(
-    client: Client, clock: Clock, viewer: dict[str, str]
+    client: Client, clock: FakeClock, viewer: dict[str, str]
 ) -> None:
     for _ in range(3):
         assert client.get(URL, **viewer).status_code == 200
@@ -59,7 +52,7 @@ def test_over_the_limit_is_429_with_retry_after(
     assert "rate limit" in refused.json()["detail"]
 
 
-def test_budget_refills_with_time(client: Client, clock: Clock, viewer: dict[str, str]) -> None:
+def test_budget_refills_with_time(client: Client, clock: FakeClock, viewer: dict[str, str]) -> None:
     for _ in range(3):
         client.get(URL, **viewer)
     assert client.get(URL, **viewer).status_code == 429
@@ -68,7 +61,7 @@ def test_budget_refills_with_time(client: Client, clock: Clock, viewer: dict[str
     assert client.get(URL, **viewer).status_code == 429
 
 
-def test_each_token_and_user_has_its_own_budget(client: Client, clock: Clock) -> None:
+def test_each_token_and_user_has_its_own_budget(client: Client, clock: FakeClock) -> None:
     user = testing.make_user("vera", "dashboard.view_dashboard")
     first, second = testing.bearer(testing.token_for(user)), testing.bearer(testing.token_for(user))
     for _ in range(3):
@@ -79,13 +72,13 @@ def test_each_token_and_user_has_its_own_budget(client: Client, clock: Clock) ->
     assert client.get(URL).status_code == 200
 
 
-def test_callers_without_permission_are_limited_too(client: Client, clock: Clock) -> None:
+def test_callers_without_permission_are_limited_too(client: Client, clock: FakeClock) -> None:
     nobody = testing.bearer(testing.token_for(testing.make_user("nobody")))
     statuses = [client.get(URL, **nobody).status_code for _ in range(4)]
     assert statuses == [403, 403, 403, 429]
 
 
-def test_anonymous_health_is_limited_per_address(client: Client, clock: Clock) -> None:
+def test_anonymous_health_is_limited_per_address(client: Client, clock: FakeClock) -> None:
     url = "/api/observability/health"
     statuses = [client.get(url, REMOTE_ADDR="10.0.0.1").status_code for _ in range(4)]
     assert statuses[-1] == 429

@@ -4,14 +4,7 @@ import asyncio
 
 from dashboard.live.broadcast import Broadcaster
 from resilience.events import BreakerStateChanged, CallRejected
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 def changed(name: str) -> BreakerStateChanged:
@@ -35,7 +28,7 @@ def test_events_are_ignored_while_no_page_is_connected() -> None:
 
 
 async def test_first_change_is_due_at_once_and_repeats_are_coalesced() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     broadcaster = attached(clock)
     for _ in range(50):
         broadcaster.on_event(changed("a"))
@@ -49,7 +42,7 @@ async def test_first_change_is_due_at_once_and_repeats_are_coalesced() -> None:
 
 
 async def test_a_breaker_is_pushed_at_most_once_per_interval() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     broadcaster = attached(clock)
     broadcaster.mark("a")
     assert broadcaster._take_due()[0] == ["a"]

@@ -7,19 +7,12 @@ from dashboard.live.sampler import Sampler
 from resilience import telemetry
 from resilience.circuit_breaker import CircuitBreakerConfig, circuit_breaker_registry
 from resilience.rate_limiter import RateLimitConfig, rate_limiter_registry
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture
