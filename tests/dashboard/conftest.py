@@ -85,3 +85,20 @@ def _background_writers(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def no_request_spans() -> Iterator[None]:
+    """For tests that count stored spans: start from empty tables, and keep the spans
+    of requests (this test's or stragglers of earlier ones) out of them."""
+    from dashboard.traces.models import SpanRecord, TraceSummary
+
+    installed = tracing.processor()
+    if installed is not None:
+        installed.enabled = False
+        installed.force_flush()
+    SpanRecord.objects.all().delete()
+    TraceSummary.objects.all().delete()
+    yield
+    if installed is not None:
+        installed.enabled = True

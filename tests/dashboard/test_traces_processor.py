@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,23 +23,7 @@ from dashboard.traces.models import SpanRecord, TraceSummary
 from dashboard.traces.processor import DatabaseSpanProcessor
 from dashboard.traces.services import write_spans
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _no_request_spans() -> Iterator[None]:
-    """Spans of other tests' requests must not land in this test's tables."""
-    installed, cleaner = tracing.processor(), tracing.retention()
-    if cleaner is not None:
-        cleaner.stop()  # its hourly age limit would delete this module's older spans
-    if installed is not None:
-        installed.enabled = False
-        installed.force_flush()
-    SpanRecord.objects.all().delete()
-    TraceSummary.objects.all().delete()
-    yield
-    if installed is not None:
-        installed.enabled = True
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_request_spans")]
 
 
 def _provider(*processors: Any, service: str = "shop") -> TracerProvider:

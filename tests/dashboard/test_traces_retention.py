@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -18,42 +17,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from dashboard.traces import tracing
 from dashboard.traces.masking import Masker
 from dashboard.traces.models import SpanRecord, TraceSummary
 from dashboard.traces.processor import DatabaseSpanProcessor
 from dashboard.traces.retention import RetentionWorker
 from dashboard.traces.services import write_spans
+from tests.clock import FakeClock
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_request_spans")]
 
 NOW = 1_800_000_000.0  # wall-clock seconds: span times are wall-clock
-
-
-class WallClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(autouse=True)
-def _no_request_spans() -> Iterator[None]:
-    installed, cleaner = tracing.processor(), tracing.retention()
-    if cleaner is not None:
-        cleaner.stop()  # its hourly age limit would delete this module's older spans
-    if installed is not None:
-        installed.enabled = False
-        installed.force_flush()
-    SpanRecord.objects.all().delete()
-    TraceSummary.objects.all().delete()
-    yield
-    if installed is not None:
-        installed.enabled = True
 
 
 def add_trace(name: str, start: float, spans: int = 3, step: float = 1.0) -> str:
@@ -76,7 +49,7 @@ def add_trace(name: str, start: float, spans: int = 3, step: float = 1.0) -> str
 
 
 def test_age_retention_removes_older_spans_and_fully_expired_traces() -> None:
-    clock = WallClock()
+    clock = FakeClock(NOW)
     old = add_trace("old", NOW - 7200)
     middle = add_trace("middle", NOW - 1800)
     recent = add_trace("recent", NOW - 60)
@@ -100,7 +73,9 @@ def test_row_retention_keeps_only_the_newest_spans_in_chunks() -> None:
     oldest = add_trace("a", NOW - 300, spans=4)
     middle = add_trace("b", NOW - 200, spans=4)
     newest = add_trace("c", NOW - 100, spans=4)
-    worker = RetentionWorker(max_age=None, max_rows=5, interval=60, clock=WallClock(), chunk_size=2)
+    worker = RetentionWorker(
+        max_age=None, max_rows=5, interval=60, clock=FakeClock(NOW), chunk_size=2
+    )
     with CaptureQueriesContext(connection) as queries:
         result = worker.run_once()
     assert result.spans == 7
@@ -117,7 +92,9 @@ def test_both_limits_apply_together() -> None:
     add_trace("expired", NOW - 4000, spans=2)
     add_trace("kept-a", NOW - 50, spans=2)
     add_trace("kept-b", NOW - 10, spans=2)
-    worker = RetentionWorker(max_age=timedelta(hours=1), max_rows=3, interval=60, clock=WallClock())
+    worker = RetentionWorker(
+        max_age=timedelta(hours=1), max_rows=3, interval=60, clock=FakeClock(NOW)
+    )
     assert worker.run_once().spans == 3
     assert list(SpanRecord.objects.order_by("start").values_list("name", flat=True)) == [
         "kept-a-1",
@@ -129,7 +106,7 @@ def test_both_limits_apply_together() -> None:
 def test_background_worker_runs_periodically_until_stopped() -> None:
     add_trace("expired", NOW - 7200)
     worker = RetentionWorker(
-        max_age=timedelta(hours=1), max_rows=None, interval=0.01, clock=WallClock()
+        max_age=timedelta(hours=1), max_rows=None, interval=0.01, clock=FakeClock(NOW)
     )
     assert not worker.running
     assert worker.start() is True

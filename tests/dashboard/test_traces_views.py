@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,29 +17,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Span, Status, StatusCode
 
-from dashboard.traces import selectors, tracing
+from dashboard.traces import selectors
 from dashboard.traces.conf import DEFAULT_MASKED_KEYS
 from dashboard.traces.masking import Masker
-from dashboard.traces.models import SpanRecord, TraceSummary
 from dashboard.traces.services import write_spans
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_request_spans() -> Iterator[None]:
-    """This module's own requests would otherwise add traces to what it searches."""
-    installed, cleaner = tracing.processor(), tracing.retention()
-    if cleaner is not None:
-        cleaner.stop()  # its hourly age limit would delete this module's older spans
-    if installed is not None:
-        installed.enabled = False
-        installed.force_flush()
-    SpanRecord.objects.all().delete()
-    TraceSummary.objects.all().delete()
-    yield
-    if installed is not None:
-        installed.enabled = True
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_request_spans")]
 
 
 class Builder:
