@@ -3,20 +3,42 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The application installs from a lock (exact versions, hashes) of the runtime and every
+# extra below; `make lock` regenerates it. The library itself keeps ranges in pyproject.toml.
 EXTRAS := dashboard,redis,postgres,dev,bench
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+LOCK := deploy/requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install system-deps run test test-postgres lint bench clean
+.PHONY: install lock check-lock system-deps run test test-library test-postgres lint bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the lock: pinned and hash-checked (pip and setuptools included), then pip-sync
+# removes whatever the lock does not list, then the project itself (editable, no deps).
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(VENV)/bin/pip-sync --quiet $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	$(PY) -m tests.lockfile installed
 	rm -f $(VENV)/.installed-* && touch $@
+
+# Resolve the newest versions pyproject.toml allows, with hashes, into the lock. Then run
+# `make test` and commit both files (README: "Upgrading dependencies").
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/pip-compile || $(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --upgrade --extra $(EXTRAS) --all-build-deps \
+	  --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file $(LOCK) pyproject.toml
+	$(PYTHON) -m tests.lockfile stamp
+
+# Fails, saying what to run, when pyproject.toml's dependencies changed after the last `make lock`.
+check-lock:
+	@$(PYTHON) -m tests.lockfile check
 
 # Debian packages the tests need (a real browser, Redis, PostgreSQL); installed with
 # apt-get when running as root. Tests that need one fail in CI (CI=true) when it is missing.
@@ -52,14 +74,31 @@ run: install
 	trap 'trap - INT TERM EXIT; kill $$first $$other 2>/dev/null; wait $$first $$other' INT TERM EXIT; \
 	wait -n $$first $$other
 
-lint: install
+lint: check-lock install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 test: lint system-deps
 	$(VENV)/bin/pytest
+	@$(MAKE) --no-print-directory test-library
 	@$(MAKE) --no-print-directory test-postgres
+
+# The library as someone else's dependency: a plain `pip install .` (ranges, resolved today)
+# into a clean venv imports `resilience` without Django; then its tests run against that
+# installed copy (from a scratch folder, so the source tree cannot shadow it).
+test-library:
+	@dir=$$(mktemp -d /tmp/resilience-lib.XXXXXX) && trap 'rm -rf $$dir' EXIT && \
+	echo "== The library from a plain pip install, in a clean venv ($$dir)" && \
+	$(PYTHON) -m venv $$dir/venv && \
+	$$dir/venv/bin/pip install --quiet . && \
+	$$dir/venv/bin/python -c 'import resilience, importlib.util as u, sys; \
+	  assert "site-packages" in resilience.__file__, resilience.__file__; \
+	  assert u.find_spec("django") is None, "django is installed"; \
+	  print("resilience from", resilience.__file__)' && \
+	$$dir/venv/bin/pip install --quiet '.[redis]' pytest pytest-asyncio hypothesis && \
+	cp -r tests pyproject.toml $$dir/ && rm -rf build && \
+	cd $$dir && venv/bin/python -m pytest -q -p no:django -p no:cacheprovider tests/resilience
 
 # The Django tests again, on a private PostgreSQL cluster on loopback (started and removed here).
 test-postgres: install

@@ -23,6 +23,8 @@ from redis.exceptions import RedisError
 from resilience.redis._client import Backend
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from redis.client import PubSub
 
 __all__ = ["Hub", "hub_for"]
@@ -116,8 +118,11 @@ class Hub:
             self._thread.start()
 
     def _run(self, stop: threading.Event) -> None:
+        # redis-py < 8 leaves ``pubsub()`` untyped, 8 types it: a declared callable
+        # type-checks on both without an ignore that one of them calls unused.
+        new_pubsub: Callable[..., PubSub] = self.client.pubsub
         while not stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = new_pubsub(ignore_subscribe_messages=True)
             try:
                 self._serve(pubsub, stop)
             except (RedisError, OSError) as exc:
