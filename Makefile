@@ -27,11 +27,13 @@ $(STAMP): $(LOCK) pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Resolve the newest versions pyproject.toml allows, with hashes, into the lock. Then run
-# `make test` and commit both files (README: "Upgrading dependencies").
+# `make test` and commit both files (README: "Upgrading dependencies"). `make lock
+# LOCK_UPGRADE=` keeps the current pins where pyproject.toml still allows them.
+LOCK_UPGRADE ?= --upgrade
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(VENV)/bin/pip-compile || $(PY) -m pip install --quiet pip-tools
-	$(VENV)/bin/pip-compile --quiet --upgrade --extra $(EXTRAS) --all-build-deps \
+	$(VENV)/bin/pip-compile --quiet $(LOCK_UPGRADE) --extra $(EXTRAS) --all-build-deps \
 	  --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
 	  --output-file $(LOCK) pyproject.toml
 	$(PYTHON) -m tests.lockfile stamp
@@ -91,14 +93,14 @@ test-library:
 	@dir=$$(mktemp -d /tmp/resilience-lib.XXXXXX) && trap 'rm -rf $$dir' EXIT && \
 	echo "== The library from a plain pip install, in a clean venv ($$dir)" && \
 	$(PYTHON) -m venv $$dir/venv && \
-	$$dir/venv/bin/pip install --quiet . && \
-	$$dir/venv/bin/python -c 'import resilience, importlib.util as u, sys; \
+	$$dir/venv/bin/pip install --quiet . && rm -rf build && \
+	cp -r tests pyproject.toml $$dir/ && cd $$dir && \
+	venv/bin/python -c 'import resilience, importlib.util as u; \
 	  assert "site-packages" in resilience.__file__, resilience.__file__; \
 	  assert u.find_spec("django") is None, "django is installed"; \
-	  print("resilience from", resilience.__file__)' && \
-	$$dir/venv/bin/pip install --quiet '.[redis]' pytest pytest-asyncio hypothesis && \
-	cp -r tests pyproject.toml $$dir/ && rm -rf build && \
-	cd $$dir && venv/bin/python -m pytest -q -p no:django -p no:cacheprovider tests/resilience
+	  print("resilience imports from", resilience.__file__, "without Django")' && \
+	venv/bin/pip install --quiet "$(CURDIR)[redis]" pytest pytest-asyncio hypothesis && \
+	venv/bin/python -m pytest -q -p no:django -p no:cacheprovider tests/resilience
 
 # The Django tests again, on a private PostgreSQL cluster on loopback (started and removed here).
 test-postgres: install

@@ -62,7 +62,12 @@ def pins(lock_text: str) -> dict[str, str]:
     return {canonical(name): version for name, version in _PIN.findall(lock_text)}
 
 
-def stamp(lock: Path = LOCK, pyproject: Path = PYPROJECT) -> None:
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def stamp(lock: Path | None = None, pyproject: Path | None = None) -> None:
+    lock, pyproject = lock or LOCK, pyproject or PYPROJECT
     text = lock.read_text()
     lines = [line for line in text.splitlines() if not line.startswith(DIGEST_PREFIX)]
     lines.append(
@@ -72,24 +77,25 @@ def stamp(lock: Path = LOCK, pyproject: Path = PYPROJECT) -> None:
     lock.write_text("\n".join(lines) + "\n")
 
 
-def check(lock: Path = LOCK, pyproject: Path = PYPROJECT) -> str | None:
+def check(lock: Path | None = None, pyproject: Path | None = None) -> str | None:
     """None when the lock matches `pyproject.toml`, else what is wrong and what to run."""
+    lock, pyproject = lock or LOCK, pyproject or PYPROJECT
     if not lock.exists():
-        return f"{lock.relative_to(ROOT)} is missing: run `make lock` and commit it."
+        return f"{_shown(lock)} is missing: run `make lock` and commit it."
     recorded = recorded_digest(lock.read_text())
     if recorded is None:
-        return f"{lock.relative_to(ROOT)} has no pyproject digest: run `make lock`."
+        return f"{_shown(lock)} has no pyproject digest: run `make lock`."
     if recorded != pyproject_digest(pyproject.read_text()):
         return (
-            "pyproject.toml's dependencies changed since deploy/requirements.lock was made: "
+            f"{_shown(pyproject)}'s dependencies changed since {_shown(lock)} was made: "
             "run `make lock`, then `make test`, and commit both files."
         )
     return None
 
 
-def installed_mismatches(lock: Path = LOCK) -> list[str]:
+def installed_mismatches(lock: Path | None = None) -> list[str]:
     """How the running environment differs from the lock (empty when it is exact)."""
-    locked = pins(lock.read_text())
+    locked = pins((lock or LOCK).read_text())
     present: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
