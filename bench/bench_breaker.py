@@ -1,7 +1,8 @@
 """Circuit breaker hot paths: a CLOSED successful call and an OPEN rejection.
 
-Rows: a bare function call, a minimal hand-written floor breaker (lock + state
-check + monotonic clock + counters), ours, and the peers pybreaker, circuitbreaker
+Rows: a bare function call, the honest floor (the least hand-written code with the
+same contract: thread-safe, counted, the same fields on the error; lock-free state
+reads like ours, see ``FloorBreaker``), ours, and the peers pybreaker, circuitbreaker
 and purgatory (its sync API). Each breaker is called through its own ``call`` API
 or decorator, the way an application would use it.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -33,34 +35,61 @@ CLOSED, OPEN = 0, 1
 
 
 class FloorOpenError(Exception):
-    """What the floor raises: carries the same fields as CircuitOpenError."""
+    """What the floor raises: the same fields as CircuitOpenError, and no ``__init__``."""
 
-    def __init__(self, name: str, remaining: float) -> None:
-        super().__init__(name, remaining)
-        self.name = name
-        self.remaining = remaining
+    name: str
+    remaining: float
+
+
+_new_floor_error = FloorOpenError.__new__
 
 
 class FloorBreaker:
-    """The least a thread-safe breaker must do: lock, state check, clock, counters."""
+    """The least code that meets the breaker's contract, written by hand.
 
-    __slots__ = ("failures", "lock", "name", "open_until", "state", "successes", "threshold")
+    Thread-safe, with the fields and counts ours keeps: consecutive failures open it for
+    ``timeout`` seconds, rejections and successes are counted, the error carries ``name``
+    and ``remaining``. As in ours, the CLOSED and OPEN paths read the state without the
+    lock (one attribute read is atomic); the lock guards only writes that must agree:
+    the failure count and the transition. Counters are ``itertools.count`` (one atomic C
+    call). A message is made once per open period, not per rejection.
+    """
+
+    __slots__ = (
+        "failures",
+        "lock",
+        "message",
+        "name",
+        "open_until",
+        "rejected",
+        "state",
+        "successes",
+        "threshold",
+        "timeout",
+    )
 
     def __init__(self, name: str, threshold: int = 5, timeout: float = 60.0) -> None:
         self.name = name
         self.lock = threading.Lock()
         self.state = CLOSED
         self.failures = 0
-        self.successes = 0
         self.threshold = threshold
+        self.timeout = timeout
         self.open_until = 0.0
+        self.message = ""
+        self.successes = itertools.count().__next__
+        self.rejected = itertools.count().__next__
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        with self.lock:
-            if self.state == OPEN:
-                remaining = self.open_until - time.monotonic()
-                if remaining > 0:
-                    raise FloorOpenError(self.name, remaining)
+        if self.state == OPEN:
+            remaining = self.open_until - time.monotonic()
+            if remaining > 0:
+                self.rejected()
+                error = _new_floor_error(FloorOpenError, self.message)  # no __init__ call
+                error.name = self.name
+                error.remaining = remaining
+                raise error
+            with self.lock:  # the timeout is over: let calls through again
                 self.state = CLOSED
         try:
             result = fn(*args, **kwargs)
@@ -68,12 +97,14 @@ class FloorBreaker:
             with self.lock:
                 self.failures += 1
                 if self.failures >= self.threshold:
+                    self.open_until = time.monotonic() + self.timeout
+                    self.message = f"circuit {self.name!r} is open"
                     self.state = OPEN
-                    self.open_until = time.monotonic() + 60.0
             raise
-        with self.lock:
-            self.failures = 0
-            self.successes += 1
+        self.successes()
+        if self.failures:
+            with self.lock:
+                self.failures = 0
         return result
 
 
@@ -116,7 +147,7 @@ def _purgatory_breaker(
 
 
 def closed_table() -> Table:
-    floor = FloorBreaker("floor")
+    floor = FloorBreaker("floor", timeout=600)
     ours = _ours("bench.closed")
     decorated = circuit_breaker(name="bench.closed")(work)
     pyb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=600)
@@ -136,7 +167,7 @@ def closed_table() -> Table:
 
 
 def open_table() -> Table:
-    floor = FloorBreaker("floor")
+    floor = FloorBreaker("floor", timeout=600)
     _trip(lambda: floor.call(fail))
     ours = _ours("bench.open")
     _trip(lambda: ours.call(fail))
