@@ -1,0 +1,191 @@
+"""The request path: requests per second through daphne, against Django's own floor.
+
+``python -m bench http`` starts, on loopback, two daphne servers in child processes:
+
+- the floor: ``bench._bare_site``, Django with one view returning ``{"status": "ok"}``
+  and nothing else (no middleware, database or apps);
+- the dashboard (``dashboard.asgi``) on a throw-away SQLite database, demo and API
+  throttle off, OTel request instrumentation and span storage on, as `make run` has them.
+
+A load client in this process holds 16 keep-alive connections (asyncio, raw HTTP/1.1)
+and counts responses for a fixed time after a warm-up. Every row runs against the same
+machine in the same run, so the ratio to the floor is what to read; the client shares
+the 2 cores with the server, which lowers every row alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench._harness import Row, Table, quick
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not start in {timeout}s")
+
+
+@contextlib.contextmanager
+def _daphne(app: str, env: dict[str, str]) -> Iterator[int]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(port, process)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _dashboard_env(directory: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"sqlite:///{directory}/bench.sqlite3",
+        SECRET_KEY="bench-http-only-secret-key-not-for-production-0123456789",
+        MEDIA_ROOT=f"{directory}/media",
+        RESILIENCE_DEMO="0",
+        API_RATE_LIMIT="",
+        ALERTS_ENABLED="false",
+        DEMO_ADMIN_USER="bench",
+        DEMO_ADMIN_PASSWORD="bench-password-123456",
+        DJANGO_SETTINGS_MODULE="dashboard.settings",
+    )
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """One HTTP/1.1 response (Content-Length or chunked); returns its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if b":" in line:
+            name, value = line.split(b":", 1)
+            headers[name.strip().lower()] = value.strip()
+    if b"content-length" in headers:
+        await reader.readexactly(int(headers[b"content-length"]))
+    elif headers.get(b"transfer-encoding") == b"chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+async def _load(port: int, path: str, headers: dict[str, str], seconds: float) -> float:
+    """Requests per second over ``seconds`` after a warm-up, 16 keep-alive connections."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+    counting = False
+    done = 0
+    stop = False
+
+    async def connection() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while not stop:
+                writer.write(request)
+                status = await _read_response(reader)
+                if status != 200:
+                    raise RuntimeError(f"GET {path} answered {status}")
+                if counting:
+                    done += 1
+        finally:
+            writer.close()
+
+    tasks = [asyncio.create_task(connection()) for _ in range(CONNECTIONS)]
+    await asyncio.sleep(1.0 if quick() else 2.0)  # warm-up: caches, connections, JIT-less
+    counting = True
+    start = time.perf_counter()
+    await asyncio.sleep(seconds)
+    counted, elapsed = done, time.perf_counter() - start
+    stop = True
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [
+        r for r in results if isinstance(r, Exception) and not isinstance(r, asyncio.CancelledError)
+    ]
+    if errors:
+        raise errors[0]
+    return counted / elapsed
+
+
+def tables() -> list[Table]:
+    seconds = 2.0 if quick() else 6.0
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as directory:
+        env = _dashboard_env(directory)
+        _manage(env, "migrate", "--noinput")
+        _manage(env, "ensure_demo_admin")
+        token = _manage(env, "create_api_token", "bench", "--name", "bench").strip().split()[-1]
+        auth = {"Authorization": f"Bearer {token}"}
+        with _daphne("bench._bare_site:application", dict(os.environ)) as port:
+            rate = asyncio.run(_load(port, "/", {}, seconds))
+            rows.append(Row("bare Django view", rate, "no middleware, no database"))
+        with _daphne("dashboard.asgi:application", env) as port:
+            for label, path, headers in [
+                ("health, anonymous", "/api/observability/health", {}),
+                ("circuit-breakers, token", "/api/observability/circuit-breakers", auth),
+                ("metrics, token", "/api/observability/metrics", auth),
+            ]:
+                rows.append(Row(label, asyncio.run(_load(port, path, headers, seconds)), path))
+    return [
+        Table(
+            f"HTTP request path, {CONNECTIONS} keep-alive connections (daphne, loopback)",
+            "req/s",
+            "bare Django view",
+            rows,
+            lower_is_better=False,
+        )
+    ]
