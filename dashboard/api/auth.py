@@ -66,14 +66,15 @@ class SessionAuth(APIKeyCookie):
     Unlike ninja's ``django_auth``, an anonymous caller gets 401 (not a CSRF 403).
     """
 
-    param_name = settings.SESSION_COOKIE_NAME
-
     def __init__(self, permission: str | None) -> None:
         self.permission = permission
+        # Read when the API is built, not when this module is imported: the schema
+        # names the cookie of the settings in force (override_settings included).
+        self.param_name = settings.SESSION_COOKIE_NAME
         super().__init__(csrf=True)
 
     def _get_key(self, request: HttpRequest) -> str | None:
-        return request.COOKIES.get(self.param_name)
+        return request.COOKIES.get(settings.SESSION_COOKIE_NAME)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
