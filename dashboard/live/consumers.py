@@ -93,11 +93,13 @@ class BreakersConsumer(LiveConsumer):
     async def initial(self) -> str:
         user = self.scope["user"]
         self.actions, cards = await database_sync_to_async(self._cards)(user)
-        self.known = {card["name"] for card in cards}
+        self.known = {card.name for card in cards}
         return fragments.breaker_cards(cards, actions=self.actions)
 
     @staticmethod
-    def _cards(user: Any, names: list[str] | None = None) -> tuple[dict[str, bool], list[Any]]:
+    def _cards(
+        user: Any, names: list[str] | None = None
+    ) -> tuple[dict[str, bool], list[selectors.BreakerCard]]:
         return fragments.actions_for(user.has_perm), selectors.breaker_cards(names=names)
 
     async def breaker_state(self, event: dict[str, Any]) -> None:

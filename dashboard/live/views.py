@@ -62,7 +62,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _result(message: str, *, status: int, card: dict[str, Any] | None = None) -> HttpResponse:
+def _result(
+    message: str, *, status: int, card: selectors.BreakerCard | None = None
+) -> HttpResponse:
     ok = status < 400
     return HttpResponse(fragments.action_result(ok=ok, message=message, card=card), status=status)
 
@@ -95,11 +97,9 @@ def breaker_action(request: HttpRequest, name: str, action: str) -> HttpResponse
     except ValueError as exc:
         return _result(str(exc), status=400)
     recorder.flush(2.0)
-    card = selectors.breaker_cards(history=10, names=[name])
-    state = card[0]["state"].replace("_", " ").upper() if card else "?"
+    cards = selectors.breaker_cards(history=10, names=[name])
+    card = cards[0] if cards else None
+    state = card.state.value.replace("_", " ").upper() if card else "?"
     who = request.user.get_username()
-    return _result(
-        f"{ACTION_WORDS[action]} by {who}: “{reason}”. Now {state}.",
-        status=200,
-        card=card[0] if card else None,
-    )
+    message = f"{ACTION_WORDS[action]} by {who}: “{reason}”. Now {state}."
+    return _result(message, status=200, card=card)
