@@ -22,6 +22,7 @@ from typing import Any
 
 from django.db.models import Count, Q
 
+from dashboard.selectors import BLOCKING_STATES
 from resilience import telemetry
 from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.events import BreakerStateChanged, CheckpointCorrupted, Event, bus
@@ -71,7 +72,7 @@ _lock = threading.Lock()
 _open_counts: dict[str, int] = {}
 _checkpoint_failures = 0
 _installed = False
-_OPEN_STATES = frozenset({"open", "forced_open"})
+_OPEN_STATES = BLOCKING_STATES
 
 
 def _on_event(event: Event) -> None:

@@ -16,14 +16,11 @@ from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
+from dashboard.permissions import VIEW_DASHBOARD
+
 from . import throttle
 from .models import ApiToken
 from .tokens import authenticate_token
-
-VIEW = "dashboard.view_dashboard"
-RESET_BREAKER = "breakers.reset_breaker"
-DELETE_CHECKPOINT = "checkpoints.delete_checkpoint"
-RESET_METRICS = "dashboard.reset_metrics"
 
 
 class InvalidToken(AuthenticationError):
@@ -87,7 +84,7 @@ class SessionAuth(APIKeyCookie):
         return _permit(request, user, f"user:{user.pk}", self.permission)
 
 
-def require(permission: str | None = VIEW) -> list[Any]:
+def require(permission: str | None = VIEW_DASHBOARD) -> list[Any]:
     """Auth for an operation: a token or a session, whose user has ``permission``."""
     return [TokenAuth(permission), SessionAuth(permission)]
 

@@ -15,10 +15,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from dashboard import selectors
+from dashboard.permissions import VIEW_DASHBOARD
 
 from . import broadcast, fragments, runtime
-
-VIEW = "dashboard.view_dashboard"
 
 
 class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -32,7 +31,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if user is None or not user.is_authenticated:
             await self.close()
             return
-        if not await database_sync_to_async(user.has_perm)(VIEW):
+        if not await database_sync_to_async(user.has_perm)(VIEW_DASHBOARD):
             await self.close()
             return
         runtime.ensure_started()
