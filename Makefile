@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml | cksum | cut -d'
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install lock check-lock system-deps run test test-library test-postgres lint bench clean
+.PHONY: install secret-key lock check-lock system-deps run test test-library test-postgres lint bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m pip check
 	$(PY) -m tests.lockfile installed
 	rm -f $(VENV)/.installed-* && touch $@
+
+# SECRET_KEY for this checkout: unless the SECRET_KEY variable is set, a random key written
+# once to SECRET_KEY_FILE (.secret_key, mode 0600). Importing the settings never writes it;
+# Django (and so mypy's Django plugin) does not start without a key.
+secret-key: install
+	@$(PY) -m dashboard.secret_key
 
 # Resolve the newest versions pyproject.toml allows, with hashes, into the lock. Then run
 # `make test` and commit both files (README: "Upgrading dependencies"). `make lock
@@ -59,7 +65,7 @@ system-deps:
 
 # With REDIS_URL set (cluster mode): two servers, on PORT and PORT+1, sharing breakers,
 # limiters and live updates through Redis (and the database); Ctrl-C stops both.
-run: install
+run: install secret-key
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_demo_admin
 	@export RESILIENCE_DEMO=$${RESILIENCE_DEMO:-1}; \
@@ -76,7 +82,7 @@ run: install
 	trap 'trap - INT TERM EXIT; kill $$first $$other 2>/dev/null; wait $$first $$other' INT TERM EXIT; \
 	wait -n $$first $$other
 
-lint: check-lock install
+lint: check-lock install secret-key
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

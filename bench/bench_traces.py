@@ -34,6 +34,7 @@ def _django(tmp: Path) -> Iterator[None]:
     if not apps.ready:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
         os.environ.setdefault("TRACES_ENABLED", "0")  # measure processors, not the global one
+        os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789")
         os.environ["DATABASE_URL"] = f"sqlite:///{path}"
         django.setup()
     from django.core.management import call_command

@@ -3,13 +3,12 @@
 Started from ``dashboard/asgi.py`` when ``RESILIENCE_DEMO`` is true (``make run`` sets
 it; ``RESILIENCE_DEMO=0 make run`` serves without it) and by ``manage.py demo``. It runs
 in the serving process because breakers, limiters and the fake services live in its
-memory. ``WORKFLOW_DEMO_RATE`` (setting or environment variable: workflows per second,
+memory. The ``WORKFLOW_DEMO_RATE`` setting (workflows per second,
 default 0.8) sets the load.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -23,9 +22,7 @@ def config(rate: float | None = None) -> LoadConfig:
     from dashboard.workflows.loadgen import LoadConfig
 
     if rate is None:
-        value = getattr(settings, "WORKFLOW_DEMO_RATE", None) or os.environ.get(
-            "WORKFLOW_DEMO_RATE"
-        )
+        value = getattr(settings, "WORKFLOW_DEMO_RATE", None)
         rate = None if value in (None, "") else float(value)
     return LoadConfig() if rate is None else LoadConfig(rate=rate)
 

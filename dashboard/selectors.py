@@ -1,17 +1,33 @@
-"""Read-side queries for pages and the API (keyword-only, no side effects)."""
+"""Read-side queries for pages and the API (keyword-only).
+
+They write nothing, with one effect to know about: reading a breaker (its ``snapshot()``)
+first applies a due OPEN → HALF_OPEN transition, exactly as a call through it would, and
+that transition is published on the event bus (so it is recorded and pushed like any
+other). A page never shows a breaker as OPEN after its open timeout has passed.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dashboard.breakers.models import BreakerEvent
 from dashboard.traces.models import SpanRecord, SpanStatus, TraceSummary
-from resilience.circuit_breaker import circuit_breaker_registry
+from resilience.circuit_breaker import CircuitBreaker, CircuitState, circuit_breaker_registry
 from resilience.rate_limiter import rate_limiter_registry
 
-BREAKER_STATES = ("closed", "half_open", "open", "forced_open", "disabled")
+BREAKER_STATES = (  # the overview's order
+    CircuitState.CLOSED,
+    CircuitState.HALF_OPEN,
+    CircuitState.OPEN,
+    CircuitState.FORCED_OPEN,
+    CircuitState.DISABLED,
+)
+# Breakers in these states reject every call.
+BLOCKING_STATES = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
 # A span "caused" a breaker failure when it ended within this long of the failure.
 _FAILURE_TRACE_SLACK = timedelta(milliseconds=250)
 
@@ -37,7 +53,7 @@ def breaker_history(*, name: str, limit: int = 10) -> list[BreakerEvent]:
     return list(BreakerEvent.objects.filter(breaker=name)[:limit])
 
 
-def failure_trace_id(*, last_failure: dict[str, Any] | None) -> str | None:
+def failure_trace_id(*, last_failure: Mapping[str, Any] | None) -> str | None:
     """The trace of the error span that ended at the breaker's last failure, if recorded."""
     if not last_failure or not isinstance(last_failure.get("time"), int | float):
         return None
@@ -55,23 +71,52 @@ def failure_trace_id(*, last_failure: dict[str, Any] | None) -> str | None:
     return span
 
 
-def breaker_cards(*, history: int = 10, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Everything a breaker card shows: snapshot, history, and the failing trace if known."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerCard:
+    """Everything a breaker's card shows; built by :func:`card_for` only, for the page, a
+    socket's first message, a pushed transition and an action's answer alike."""
+
+    name: str
+    state: CircuitState
+    failure_count: int
+    failure_rate: float | None
+    calls: Mapping[str, int]
+    config: Mapping[str, Any]
+    half_open_calls_in_flight: int
+    half_open_max_calls: int
+    seconds_until_half_open: float | None
+    last_failure: Mapping[str, Any] | None
+    trace_id: str | None  # the trace of the call behind last_failure, if recorded
+    history: tuple[BreakerEvent, ...]  # newest first; empty when not asked for
+
+
+def card_for(breaker: CircuitBreaker, *, history: int = 10) -> BreakerCard:
+    """The card of ``breaker``: its snapshot, the failing trace if known, and its latest
+    ``history`` transitions (queries the database; see the module doc for the one effect)."""
+    snap = breaker.snapshot()
+    return BreakerCard(
+        name=snap["name"],
+        state=CircuitState(snap["state"]),
+        failure_count=snap["failure_count"],
+        failure_rate=snap["failure_rate"],
+        calls=snap["calls"],
+        config=snap["config"],
+        half_open_calls_in_flight=snap["half_open_calls_in_flight"],
+        half_open_max_calls=snap["half_open_max_calls"],
+        seconds_until_half_open=snap["seconds_until_half_open"],
+        last_failure=snap["last_failure"],
+        trace_id=failure_trace_id(last_failure=snap["last_failure"]),
+        history=tuple(breaker_history(name=snap["name"], limit=history)) if history else (),
+    )
+
+
+def breaker_cards(*, history: int = 10, names: list[str] | None = None) -> list[BreakerCard]:
+    """The cards of every registered breaker (or of those in ``names``)."""
     breakers = circuit_breaker_registry.all()
     if names is not None:
         wanted = set(names)
         breakers = [b for b in breakers if b.name in wanted]
-    cards = []
-    for breaker in breakers:
-        snap = breaker.snapshot()
-        cards.append(
-            {
-                **snap,
-                "history": breaker_history(name=snap["name"], limit=history) if history else [],
-                "trace_id": failure_trace_id(last_failure=snap["last_failure"]),
-            }
-        )
-    return cards
+    return [card_for(breaker, history=history) for breaker in breakers]
 
 
 def state_counts(breakers: list[dict[str, Any]]) -> list[tuple[str, int]]:
@@ -83,7 +128,7 @@ def state_counts(breakers: list[dict[str, Any]]) -> list[tuple[str, int]]:
 def health(breakers: list[dict[str, Any]]) -> str:
     """``ok`` when every breaker lets calls through, ``degraded`` when some do not,
     ``down`` when none does."""
-    blocked = sum(1 for b in breakers if b["state"] in ("open", "forced_open"))
+    blocked = sum(1 for b in breakers if b["state"] in BLOCKING_STATES)
     if not blocked:
         return "ok"
     return "down" if blocked == len(breakers) else "degraded"

@@ -1,18 +1,23 @@
 """Settings for the resilience dashboard.
 
 Everything comes from environment variables with safe embedded defaults, so
-`make run` works on a fresh machine and a deployment only sets variables.
+`make run` works on a fresh machine and a deployment only sets variables. This is
+the only module that reads the environment (one parser per type below); apps read
+Django settings. Every variable read here is a row of the README's settings table,
+and tests/dashboard/test_settings_env.py proves each one changes its setting.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+
+from dashboard.durations import parse_timedelta
 
 # Generic admin/queryset classes (`admin.ModelAdmin[Model]`) work at run time too.
 django_stubs_ext.monkeypatch()
@@ -20,37 +25,74 @@ django_stubs_ext.monkeypatch()
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
 def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
+    value = os.environ.get(name, "").strip().lower()
+    if value == "":
         return default
-    if value.lower() in ("1", "true", "yes", "on"):
+    if value in ("1", "true", "yes", "on"):
         return True
-    if value.lower() in ("0", "false", "no", "off"):
+    if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be a boolean (1/0, true/false), got {value!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int = 1) -> int:
+    value = os.environ.get(name, "").strip()
+    if value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def env_float(name: str, default: float | None) -> float | None:
+    value = os.environ.get(name, "").strip()
+    if value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def env_duration(name: str, default: str) -> timedelta:
+    """``"90"`` (seconds), ``"250ms"``, ``"15m"``, ``"2h"``, ``"7d"``: a positive duration."""
+    value = os.environ.get(name, "").strip() or default
+    try:
+        duration = parse_timedelta(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    if duration <= timedelta(0):
+        raise ValueError(f"{name} must be a positive duration, got {value!r}")
+    return duration
 
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def _secret_key() -> str:
-    if key := os.environ.get("SECRET_KEY"):
+def _secret_key(path: Path) -> str:
+    if key := env_str("SECRET_KEY", ""):
         return key
-    # Generated once and kept in an untracked file, so sessions survive restarts.
-    path = Path(os.environ.get("SECRET_KEY_FILE", BASE_DIR / ".secret_key"))
+    # `make run` generates it once (`manage.py ensure_secret_key`) into an untracked file,
+    # so sessions survive restarts; importing settings never writes it. Without a key
+    # Django refuses to sign anything ("The SECRET_KEY setting must not be empty").
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        key = secrets.token_urlsafe(50)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key)
-        return key
+        return ""
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY_FILE = Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret_key")))
+SECRET_KEY = _secret_key(SECRET_KEY_FILE)
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -109,8 +151,8 @@ TEMPLATES = [
 
 # SQLite in WAL mode is the embedded default; DATABASE_URL selects PostgreSQL.
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", "") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -122,11 +164,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A named file (not in-memory) so a live server in a forked child can share it;
     # one per test process, so parallel runs never share a database.
     DATABASES["default"]["TEST"] = {
-        "NAME": os.environ.get("TEST_DB_NAME")
+        "NAME": env_str("TEST_DB_NAME", "")
         or str(Path(tempfile.gettempdir()) / f"resilience-test-{os.getpid()}.sqlite3")
     }
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -156,10 +198,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Only for `collectstatic` deployments; the ASGI app serves from the finders.
-STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
+STATIC_ROOT = env_str("STATIC_ROOT", "") or None
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
 MEDIA_URL = "media/"
-MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -170,29 +212,54 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # REST API: per user/token budget "requests/seconds" ("" turns it off).
-API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "120/60")
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/60")
 # Prometheus scrape endpoint /metrics: allowed client networks and/or a bearer token.
-METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
 METRICS_REQUIRE_BOTH = env_bool("METRICS_REQUIRE_BOTH", False)
-HEALTH_CHANNEL_TIMEOUT = float(os.environ.get("HEALTH_CHANNEL_TIMEOUT", "2.0"))
+HEALTH_CHANNEL_TIMEOUT = env_duration("HEALTH_CHANNEL_TIMEOUT", "2s").total_seconds()
 
 # Traces: spans stored as SpanRecord rows (and sent over OTLP when the standard
 # OTEL_EXPORTER_OTLP_ENDPOINT is set); kept for TRACES_MAX_AGE, at most TRACES_MAX_ROWS rows.
 TRACES_ENABLED = env_bool("TRACES_ENABLED", True)
-TRACES_MAX_AGE = os.environ.get("TRACES_MAX_AGE", "1h")  # "90m", "2h", "1d" or seconds
-TRACES_MAX_ROWS = int(os.environ.get("TRACES_MAX_ROWS", "1000000"))
+TRACES_MAX_AGE = env_duration("TRACES_MAX_AGE", "1h")
+TRACES_MAX_ROWS = env_int("TRACES_MAX_ROWS", 1_000_000)
+# The standard OpenTelemetry variables (the OTLP exporter reads its own headers, timeout
+# and compression): the endpoint spans are exported to, this service's name, and the
+# URL patterns not traced.
+TRACES_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip() or (
+    f"{base.rstrip('/')}/v1/traces"
+    if (base := env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
+    else ""
+)
+TRACES_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "")
+TRACES_EXCLUDED_URLS = (
+    env_str("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "")
+    or env_str("OTEL_PYTHON_EXCLUDED_URLS", "")
+    or "/static/,/ws/,/favicon.ico"
+)
 
 # Alert evaluation in the serving process (every ALERTS_INTERVAL seconds).
 ALERTS_ENABLED = env_bool("ALERTS_ENABLED", True)
-ALERTS_INTERVAL = float(os.environ.get("ALERTS_INTERVAL", "5"))
+ALERTS_INTERVAL = env_duration("ALERTS_INTERVAL", "5s").total_seconds()
 
 # Live demo workload (fake services driven through breakers and limiters).
 RESILIENCE_DEMO = env_bool("RESILIENCE_DEMO", False)
+WORKFLOW_DEMO_RATE = env_float("WORKFLOW_DEMO_RATE", None)  # workflows/s (None: 0.8)
+WORKFLOW_SERVICES_FILE = env_str("WORKFLOW_SERVICES_FILE", "")  # JSON: service -> pattern
+WORKFLOW_CHECKPOINT_INTERVAL = env_int("WORKFLOW_CHECKPOINT_INTERVAL", 3)  # steps
+# `manage.py ensure_demo_admin` (run by `make run`) creates this superuser if none exists.
+DEMO_ADMIN_USER = env_str("DEMO_ADMIN_USER", "admin")
+DEMO_ADMIN_PASSWORD = env_str("DEMO_ADMIN_PASSWORD", "")
+
+# Checkpoint blobs: compression of new blobs, and the HMAC key (derived from SECRET_KEY
+# when empty; set it before rotating SECRET_KEY, or existing checkpoints fail to verify).
+CHECKPOINT_COMPRESSION = env_str("CHECKPOINT_COMPRESSION", "zstd")
+CHECKPOINT_SIGNING_KEY = env_str("CHECKPOINT_SIGNING_KEY", "")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
 }

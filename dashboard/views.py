@@ -8,11 +8,12 @@ from dashboard import selectors
 from dashboard.breakers.models import BreakerEvent
 from dashboard.live.fragments import to_json
 from dashboard.live.runtime import sampler
+from dashboard.permissions import VIEW_DASHBOARD
 from dashboard.workflows.views import pattern_form_context
 
 
 @login_required
-@permission_required("dashboard.view_dashboard", raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def index(request: HttpRequest) -> HttpResponse:
     breakers = selectors.breaker_overview(history=0)
     limiters = selectors.limiter_overview()

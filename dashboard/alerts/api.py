@@ -14,6 +14,7 @@ from ninja import Field, Query, Router, Schema
 
 from dashboard.api.auth import require
 from dashboard.api.errors import READ_ERRORS, field_error
+from dashboard.permissions import VIEW_DASHBOARD
 
 from . import selectors
 
@@ -103,7 +104,7 @@ def _utc(field: str, value: datetime | None) -> datetime | None:
 @router.get(
     "",
     response={200: AlertPageOut, **READ_ERRORS},
-    auth=require("dashboard.view_dashboard"),
+    auth=require(VIEW_DASHBOARD),
     summary="List alerts",
 )
 def list_alerts(request: HttpRequest, filters: Query[AlertFilters]) -> dict[str, Any]:

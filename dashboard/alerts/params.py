@@ -28,6 +28,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from resilience._validate import duration, non_negative, positive
+from resilience.circuit_breaker import CircuitState
 from resilience.errors import ConfigTypeError, ConfigValueError
 
 from .models import RuleKind
@@ -50,7 +51,13 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
 }
-_BREAKER_STATES = frozenset({"open", "forced_open", "half_open"})
+# The states a breaker rule may fire on: any but CLOSED and DISABLED.
+_ALERT_STATES: tuple[str, ...] = (
+    CircuitState.OPEN.value,
+    CircuitState.FORCED_OPEN.value,
+    CircuitState.HALF_OPEN.value,
+)
+_BREAKER_STATES = frozenset(_ALERT_STATES)
 AGGREGATES: dict[str, tuple[str, ...]] = {
     "counter": ("rate", "value"),
     "gauge": ("value",),
@@ -77,7 +84,7 @@ def _choice(field: str, value: object, choices: tuple[str, ...] | frozenset[str]
 class BreakerParams:
     breaker: str = "*"
     exclude: str = ""
-    states: tuple[str, ...] = ("open", "forced_open", "half_open")
+    states: tuple[str, ...] = _ALERT_STATES
 
     def __post_init__(self) -> None:
         _text("breaker", self.breaker, allow_empty=False)

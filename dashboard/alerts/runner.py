@@ -2,13 +2,13 @@
 
 Breakers and limiters live in the serving process's memory, so that is where rules
 are evaluated. The thread is started from ``AppConfig.ready()`` only when the process
-serves requests (daphne, uvicorn, gunicorn, hypercorn, ``runserver``) and
-``ALERTS_ENABLED`` is on; never during ``migrate``, other commands, mypy or tests. A
-first request re-checks it, so a server that forks workers after loading Django still
-gets a thread in each worker.
+serves requests (daphne, uvicorn, gunicorn, hypercorn; under ``runserver`` by the first
+request) and ``ALERTS_ENABLED`` is on; never during ``migrate`` or other commands. The test settings
+(``tests/settings.py``) turn it off. A first request re-checks it, so a server that
+forks workers after loading Django still gets a thread in each worker.
 
-Settings (all optional; environment variables of the same name are the fallback):
-``ALERTS_ENABLED`` (default true), ``ALERTS_INTERVAL`` (seconds between passes, 5).
+Settings (read from the environment by ``dashboard.settings``): ``ALERTS_ENABLED``
+(default true), ``ALERTS_INTERVAL`` (seconds between passes, 5).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -33,45 +33,30 @@ __all__ = ["Runner", "ensure_demo_rules", "get_runner", "should_start", "start_i
 logger = logging.getLogger(__name__)
 
 _SERVERS = ("daphne", "uvicorn", "gunicorn", "hypercorn")
-
-
-def _setting(name: str, default: str) -> str:
-    value = getattr(settings, name, None)
-    if value is None:
-        return os.environ.get(name, default)
-    return str(value)
+DEFAULT_INTERVAL = 5.0
 
 
 def enabled() -> bool:
-    return _setting("ALERTS_ENABLED", "true").strip().lower() in ("1", "true", "yes", "on")
+    return bool(getattr(settings, "ALERTS_ENABLED", True))
 
 
 def interval() -> float:
+    """ALERTS_INTERVAL in seconds (a number, or text settings.py's parser accepts)."""
+    value = getattr(settings, "ALERTS_INTERVAL", DEFAULT_INTERVAL)
     try:
-        value = float(_setting("ALERTS_INTERVAL", "5"))
-    except ValueError:
-        return 5.0
-    return value if value > 0 else 5.0
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_INTERVAL
+    return seconds if seconds > 0 else DEFAULT_INTERVAL
 
 
-def should_start(
-    argv: Sequence[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-    modules: Mapping[str, Any] | None = None,
-) -> bool:
+def should_start(argv: Sequence[str] | None = None) -> bool:
     """True in a process that serves requests and has alerting enabled."""
     argv = sys.argv if argv is None else argv
-    environ = os.environ if environ is None else environ
-    modules = sys.modules if modules is None else modules
-    if not enabled() or "pytest" in modules or not argv:
+    if not enabled() or not argv:
         return False
     program = argv[0].replace("\\", "/")
-    if any(server in program for server in _SERVERS):
-        return True
-    if len(argv) > 1 and argv[1] == "runserver":
-        # The autoreloader's parent only watches files; its child (RUN_MAIN) serves.
-        return environ.get("RUN_MAIN") == "true" or "--noreload" in argv
-    return False
+    return any(server in program for server in _SERVERS) or argv[1:2] == ["runserver"]
 
 
 class Runner:
@@ -165,6 +150,10 @@ def start_if_serving() -> bool:
     if not should_start():
         return False
     request_started.connect(_on_request, dispatch_uid="alerts-runner")
+    if sys.argv[1:2] == ["runserver"]:
+        # The autoreloader's parent only watches files; the child that serves starts
+        # the thread on its first request.
+        return False
     return get_runner().start()
 
 

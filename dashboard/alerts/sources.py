@@ -22,6 +22,7 @@ from typing import Any
 
 from django.db.models import Count, Q
 
+from dashboard.selectors import BLOCKING_STATES
 from resilience import telemetry
 from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.events import BreakerStateChanged, CheckpointCorrupted, Event, bus
@@ -71,7 +72,7 @@ _lock = threading.Lock()
 _open_counts: dict[str, int] = {}
 _checkpoint_failures = 0
 _installed = False
-_OPEN_STATES = frozenset({"open", "forced_open"})
+_OPEN_STATES = BLOCKING_STATES
 
 
 def _on_event(event: Event) -> None:
@@ -80,7 +81,7 @@ def _on_event(event: Event) -> None:
         with _lock:
             _open_counts[event.name] = _open_counts.get(event.name, 0) + 1
     elif type(event) is CheckpointCorrupted:
-        report_checkpoint_verification_failure(checkpoint_id=event.name, reason=event.reason)
+        report_checkpoint_verification_failure()
 
 
 def install() -> None:
@@ -93,11 +94,11 @@ def install() -> None:
     bus.subscribe(_on_event)
 
 
-def report_checkpoint_verification_failure(*, checkpoint_id: str = "", reason: str = "") -> None:
+def report_checkpoint_verification_failure() -> None:
     """Count one checkpoint that failed verification (the manager's CheckpointCorrupted
-    events arrive here; other code that verifies blobs itself may call it too)."""
+    events arrive here; other code that verifies blobs itself may call it too). Only the
+    count alerts; which checkpoint and why are in the event and the checkpoint's log."""
     global _checkpoint_failures
-    del checkpoint_id, reason  # accepted for the caller's clarity; the count is what alerts
     with _lock:
         _checkpoint_failures += 1
 

@@ -4,6 +4,8 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from dashboard.permissions import VIEW_DASHBOARD
+
 from . import selectors
 from .models import Alert
 
@@ -11,7 +13,7 @@ RECENT = 50
 
 
 @login_required
-@permission_required("dashboard.view_dashboard", raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def index(request: HttpRequest) -> HttpResponse:
     """Rules with their status and last error, and the most recent alerts.
 

@@ -10,6 +10,7 @@ from ninja.parser import Parser
 from ninja.types import DictStrAny
 
 from dashboard.alerts.api import router as alerts_router
+from dashboard.permissions import VIEW_DASHBOARD
 
 from . import throttle
 from .errors import install_handlers
@@ -52,7 +53,7 @@ api = ObservabilityAPI(
         "Circuit breakers, rate limiters, metrics, traces, checkpoints and health. "
         "Authenticate with the browser session (CSRF token on mutations) or "
         "`Authorization: Bearer <API token>` (created in the admin or with "
-        "`manage.py create_api_token`). Reads need `dashboard.view_dashboard`; each "
+        f"`manage.py create_api_token`). Reads need `{VIEW_DASHBOARD}`; each "
         "mutation its own permission. Rate limited per user/token: see the "
         "`RateLimit-*` response headers."
     ),

@@ -16,14 +16,11 @@ from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
+from dashboard.permissions import VIEW_DASHBOARD
+
 from . import throttle
 from .models import ApiToken
 from .tokens import authenticate_token
-
-VIEW = "dashboard.view_dashboard"
-RESET_BREAKER = "breakers.reset_breaker"
-DELETE_CHECKPOINT = "checkpoints.delete_checkpoint"
-RESET_METRICS = "dashboard.reset_metrics"
 
 
 class InvalidToken(AuthenticationError):
@@ -66,14 +63,15 @@ class SessionAuth(APIKeyCookie):
     Unlike ninja's ``django_auth``, an anonymous caller gets 401 (not a CSRF 403).
     """
 
-    param_name = settings.SESSION_COOKIE_NAME
-
     def __init__(self, permission: str | None) -> None:
         self.permission = permission
+        # Read when the API is built, not when this module is imported: the schema
+        # names the cookie of the settings in force (override_settings included).
+        self.param_name = settings.SESSION_COOKIE_NAME
         super().__init__(csrf=True)
 
     def _get_key(self, request: HttpRequest) -> str | None:
-        return request.COOKIES.get(self.param_name)
+        return request.COOKIES.get(settings.SESSION_COOKIE_NAME)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
@@ -86,7 +84,7 @@ class SessionAuth(APIKeyCookie):
         return _permit(request, user, f"user:{user.pk}", self.permission)
 
 
-def require(permission: str | None = VIEW) -> list[Any]:
+def require(permission: str | None = VIEW_DASHBOARD) -> list[Any]:
     """Auth for an operation: a token or a session, whose user has ``permission``."""
     return [TokenAuth(permission), SessionAuth(permission)]
 

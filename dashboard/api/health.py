@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection
 
+from dashboard.selectors import BLOCKING_STATES
 from resilience.circuit_breaker import circuit_breaker_registry
 
 Status = Literal["ok", "degraded", "down"]
@@ -112,7 +113,7 @@ def check_span_queue() -> Check:
 
 def check_breakers() -> Check:
     states = {b.name: b.state.value for b in circuit_breaker_registry.all()}
-    opened = sorted(name for name, state in states.items() if state in ("open", "forced_open"))
+    opened = sorted(name for name, state in states.items() if state in BLOCKING_STATES)
     if opened:
         return _check("degraded", f"{len(opened)} circuit breaker(s) open", open=opened)
     return _check("ok", f"{len(states)} circuit breaker(s), none open", open=[])

@@ -7,13 +7,14 @@ from typing import Any, Literal
 
 from ninja import Field, Schema
 
+from dashboard.audit import MAX_REASON
+
 HealthStatus = Literal["ok", "degraded", "down"]
 BreakerStateName = Literal["closed", "open", "half_open", "forced_open", "disabled"]
 TraceSort = Literal["recent", "longest", "spans", "errors"]
 
 TRACE_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
 CHECKPOINT_ID_PATTERN = r"^ck_[0-9a-f]{14}_[0-9a-f]{12}$"
-MAX_REASON = 500
 
 
 # ---- errors ----------------------------------------------------------------------------

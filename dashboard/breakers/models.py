@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from django.db import models
 
+from resilience.circuit_breaker import CircuitState
+
 
 class BreakerState(models.TextChoices):
-    CLOSED = "closed", "Closed"
-    OPEN = "open", "Open"
-    HALF_OPEN = "half_open", "Half-open"
-    FORCED_OPEN = "forced_open", "Forced open"
-    DISABLED = "disabled", "Disabled"
+    CLOSED = CircuitState.CLOSED.value, "Closed"
+    OPEN = CircuitState.OPEN.value, "Open"
+    HALF_OPEN = CircuitState.HALF_OPEN.value, "Half-open"
+    FORCED_OPEN = CircuitState.FORCED_OPEN.value, "Forced open"
+    DISABLED = CircuitState.DISABLED.value, "Disabled"
 
 
 class BreakerEvent(models.Model):

@@ -12,17 +12,16 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
 from dashboard import audit
+from dashboard.permissions import OPERATE_BREAKER, RESET_BREAKER
 from resilience.circuit_breaker import circuit_breaker_registry
 
 Action = Literal["reset", "force_open", "disable"]
 
 PERMISSIONS: dict[Action, str] = {
-    "reset": "breakers.reset_breaker",
-    "force_open": "breakers.operate_breaker",
-    "disable": "breakers.operate_breaker",
+    "reset": RESET_BREAKER,
+    "force_open": OPERATE_BREAKER,
+    "disable": OPERATE_BREAKER,
 }
-
-MAX_REASON = 500
 
 
 class BreakerNotFound(LookupError):
@@ -46,8 +45,8 @@ def act_on_breaker(
     if action not in PERMISSIONS:
         raise ValueError(f"action must be one of {sorted(PERMISSIONS)}, got {action!r}")
     reason = reason.strip()
-    if len(reason) > MAX_REASON:
-        raise ValueError(f"reason must be at most {MAX_REASON} characters, got {len(reason)}")
+    if len(reason) > audit.MAX_REASON:
+        raise ValueError(f"reason must be at most {audit.MAX_REASON} characters, got {len(reason)}")
     breaker = circuit_breaker_registry.get(name)
     if breaker is None:
         raise BreakerNotFound(name)

@@ -37,13 +37,6 @@ def list_checkpoints(
     return rows[:limit] if limit is not None else rows
 
 
-def latest_checkpoint(
-    *, agent_id: str | None = None, workflow_id: str | None = None
-) -> Checkpoint | None:
-    """The newest checkpoint matching the filters, or None."""
-    return list_checkpoints(agent_id=agent_id, workflow_id=workflow_id).first()
-
-
 def get_checkpoint(*, checkpoint_id: str) -> Checkpoint | None:
     return Checkpoint.objects.filter(pk=checkpoint_id).first()
 

@@ -204,19 +204,15 @@ class Broadcaster:
         if layer is None:
             return
         pushed: list[str] = []
-        for name in names:
-            breaker = circuit_breaker_registry.get(name)
-            if breaker is None:
-                continue
-            snap = breaker.snapshot()
-            message = {"type": "breaker.state", "name": name, "state": snap["state"]}
+        for card in await _cards(list(names)):
+            message = {"type": "breaker.state", "name": card.name, "state": card.state.value}
             await layer.group_send(
-                BREAKERS, {**message, "html": fragments.breaker_state(snap, oob=True)}
+                BREAKERS, {**message, "html": fragments.breaker_state(card, oob=True)}
             )
             await layer.group_send(
-                OVERVIEW, {**message, "html": fragments.overview_chip(snap, oob=True)}
+                OVERVIEW, {**message, "html": fragments.overview_chip(card, oob=True)}
             )
-            pushed.append(name)
+            pushed.append(card.name)
             self.pushes += 1
         if pushed and self.history:
             observed = [name for name in pushed if name in self._observed]
@@ -269,6 +265,15 @@ def _render_histories_sync(names: list[str], limit: int) -> list[tuple[str, str]
 
 # Not thread-sensitive: the flush may wait, and must not hold up other consumers' queries.
 _render_histories = DatabaseSyncToAsync(_render_histories_sync, thread_sensitive=False)
+
+
+def _cards_sync(names: list[str]) -> list[selectors.BreakerCard]:
+    # The same card the page shows (trace link included); its history follows separately.
+    breakers = (circuit_breaker_registry.get(name) for name in names)
+    return [selectors.card_for(b, history=0) for b in breakers if b is not None]
+
+
+_cards = DatabaseSyncToAsync(_cards_sync, thread_sensitive=False)
 
 
 broadcaster = Broadcaster()

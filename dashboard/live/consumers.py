@@ -15,10 +15,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from dashboard import selectors
+from dashboard.permissions import VIEW_DASHBOARD
 
 from . import broadcast, fragments, runtime
-
-VIEW = "dashboard.view_dashboard"
 
 
 class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -32,7 +31,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if user is None or not user.is_authenticated:
             await self.close()
             return
-        if not await database_sync_to_async(user.has_perm)(VIEW):
+        if not await database_sync_to_async(user.has_perm)(VIEW_DASHBOARD):
             await self.close()
             return
         runtime.ensure_started()
@@ -93,11 +92,13 @@ class BreakersConsumer(LiveConsumer):
     async def initial(self) -> str:
         user = self.scope["user"]
         self.actions, cards = await database_sync_to_async(self._cards)(user)
-        self.known = {card["name"] for card in cards}
+        self.known = {card.name for card in cards}
         return fragments.breaker_cards(cards, actions=self.actions)
 
     @staticmethod
-    def _cards(user: Any, names: list[str] | None = None) -> tuple[dict[str, bool], list[Any]]:
+    def _cards(
+        user: Any, names: list[str] | None = None
+    ) -> tuple[dict[str, bool], list[selectors.BreakerCard]]:
         return fragments.actions_for(user.has_perm), selectors.breaker_cards(names=names)
 
     async def breaker_state(self, event: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from django.template.loader import render_to_string
 
 from dashboard.breakers.models import BreakerEvent
 from dashboard.breakers.services import PERMISSIONS
+from dashboard.selectors import BreakerCard
 
 PUSHED = (
     "_breaker_state.html",
@@ -44,8 +45,8 @@ def to_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def breaker_state(snap: Mapping[str, Any], *, oob: bool = False) -> str:
-    return _render("_breaker_state.html", {"b": snap, "oob": oob})
+def breaker_state(card: BreakerCard, *, oob: bool = False) -> str:
+    return _render("_breaker_state.html", {"b": card, "oob": oob})
 
 
 def breaker_history(name: str, events: Iterable[BreakerEvent], *, oob: bool = True) -> str:
@@ -57,28 +58,25 @@ def actions_for(has_perm: Any) -> dict[str, bool]:
     return {action: bool(has_perm(perm)) for action, perm in PERMISSIONS.items()}
 
 
-def breaker_card(card: Mapping[str, Any], *, actions: Mapping[str, bool]) -> str:
-    return _render("_breaker_card.html", {"b": card, "actions": actions})
-
-
-def breaker_added(card: Mapping[str, Any], *, actions: Mapping[str, bool]) -> str:
+def breaker_added(card: BreakerCard, *, actions: Mapping[str, bool]) -> str:
     """A card for a breaker registered after the page was rendered, appended to the list."""
     return _render("_breaker_added.html", {"b": card, "actions": actions})
 
 
-def action_result(*, ok: bool, message: str, card: Mapping[str, Any] | None = None) -> str:
+def action_result(*, ok: bool, message: str, card: BreakerCard | None = None) -> str:
     return _render("_action_result.html", {"ok": ok, "message": message, "b": card})
 
 
-def breaker_cards(cards: Iterable[Mapping[str, Any]], *, actions: Mapping[str, bool]) -> str:
+def breaker_cards(cards: Iterable[BreakerCard], *, actions: Mapping[str, bool]) -> str:
     """Every card, replacing the page's list (sent when a socket connects)."""
     return _render(
         "_breaker_cards.html", {"breakers": list(cards), "actions": actions, "oob": True}
     )
 
 
-def overview_chip(snap: Mapping[str, Any], *, oob: bool = False) -> str:
-    return _render("_overview_chip.html", {"b": snap, "oob": oob})
+def overview_chip(breaker: BreakerCard | Mapping[str, Any], *, oob: bool = False) -> str:
+    """A breaker's chip on the overview (a card, or a snapshot: it shows name and state)."""
+    return _render("_overview_chip.html", {"b": breaker, "oob": oob})
 
 
 def overview_summary(

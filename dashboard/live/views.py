@@ -11,11 +11,11 @@ from django.views.decorators.http import require_POST
 
 from dashboard import selectors
 from dashboard.breakers import recorder, services
+from dashboard.permissions import VIEW_DASHBOARD
 
 from . import fragments
 from .runtime import sampler
 
-VIEW = "dashboard.view_dashboard"
 ACTION_WORDS = {"reset": "Reset", "force_open": "Forced open", "disable": "Disabled"}
 ACTION_NOUNS = {"reset": "reset", "force_open": "force open", "disable": "disable"}
 
@@ -29,7 +29,7 @@ def _page(request: HttpRequest, template: str, nav: str, **context: Any) -> Http
 
 
 @login_required
-@permission_required(VIEW, raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def breakers(request: HttpRequest) -> HttpResponse:
     return _page(
         request,
@@ -41,7 +41,7 @@ def breakers(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@permission_required(VIEW, raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def limiters(request: HttpRequest) -> HttpResponse:
     rows = [
         {**lim, "allowed_rate": None, "rejected_rate": None} for lim in selectors.limiter_overview()
@@ -50,7 +50,7 @@ def limiters(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@permission_required(VIEW, raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def metrics(request: HttpRequest) -> HttpResponse:
     keep = sampler.samples.maxlen or 300
     return _page(
@@ -62,7 +62,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _result(message: str, *, status: int, card: dict[str, Any] | None = None) -> HttpResponse:
+def _result(
+    message: str, *, status: int, card: selectors.BreakerCard | None = None
+) -> HttpResponse:
     ok = status < 400
     return HttpResponse(fragments.action_result(ok=ok, message=message, card=card), status=status)
 
@@ -79,7 +81,9 @@ def breaker_action(request: HttpRequest, name: str, action: str) -> HttpResponse
     if not request.user.is_authenticated:
         # Not a redirect: htmx would swap the whole login page into the card.
         return _result("Your session has ended: reload the page and log in again.", status=403)
-    if not request.user.has_perm(VIEW) or not request.user.has_perm(services.PERMISSIONS[action]):
+    if not request.user.has_perm(VIEW_DASHBOARD) or not request.user.has_perm(
+        services.PERMISSIONS[action]
+    ):
         return _result(f"You do not have permission to {noun} circuit breakers.", status=403)
     reason = (request.headers.get("HX-Prompt") or request.POST.get("reason") or "").strip()
     if not reason:
@@ -95,11 +99,9 @@ def breaker_action(request: HttpRequest, name: str, action: str) -> HttpResponse
     except ValueError as exc:
         return _result(str(exc), status=400)
     recorder.flush(2.0)
-    card = selectors.breaker_cards(history=10, names=[name])
-    state = card[0]["state"].replace("_", " ").upper() if card else "?"
+    cards = selectors.breaker_cards(history=10, names=[name])
+    card = cards[0] if cards else None
+    state = card.state.value.replace("_", " ").upper() if card else "?"
     who = request.user.get_username()
-    return _result(
-        f"{ACTION_WORDS[action]} by {who}: “{reason}”. Now {state}.",
-        status=200,
-        card=card[0] if card else None,
-    )
+    message = f"{ACTION_WORDS[action]} by {who}: “{reason}”. Now {state}."
+    return _result(message, status=200, card=card)

@@ -1,8 +1,10 @@
-"""The traces app's settings, each with a default, validated when read."""
+"""The traces app's settings, each with a default, validated when read.
+
+The environment is read by ``dashboard.settings`` only; these read Django settings.
+"""
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,22 +21,9 @@ def _get(name: str, default: object) -> object:
     return getattr(settings, name, default)
 
 
-def _bool_env(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if value in ("", "default"):
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean, got {value!r}")
-
-
 def enabled() -> bool:
-    """TRACES_ENABLED (setting, else the environment variable), default True."""
-    value = _get("TRACES_ENABLED", None)
-    if value is None:
-        return _bool_env("TRACES_ENABLED", True)
+    """TRACES_ENABLED, default True."""
+    value = _get("TRACES_ENABLED", True)
     if not isinstance(value, bool):
         raise ImproperlyConfigured(f"TRACES_ENABLED must be a bool, got {value!r}")
     return value
@@ -101,15 +90,27 @@ def batch_size() -> int:
 
 
 def excluded_urls() -> str:
-    """Comma-separated URL regexes not traced (OTEL_PYTHON_DJANGO_EXCLUDED_URLS wins)."""
-    env = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS") or os.environ.get(
-        "OTEL_PYTHON_EXCLUDED_URLS"
-    )
-    if env:
-        return env
+    """TRACES_EXCLUDED_URLS: comma-separated URL regexes not traced (settings.py fills it
+    from OTEL_PYTHON_DJANGO_EXCLUDED_URLS or OTEL_PYTHON_EXCLUDED_URLS when set)."""
     value = _get("TRACES_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS)
     if isinstance(value, list | tuple):
         value = ",".join(value)
     if not isinstance(value, str):
         raise ImproperlyConfigured(f"TRACES_EXCLUDED_URLS must be text or a list, got {value!r}")
     return value
+
+
+def otlp_endpoint() -> str:
+    """TRACES_OTLP_ENDPOINT: where spans are also exported (OTLP http/protobuf), or ""."""
+    value = _get("TRACES_OTLP_ENDPOINT", "")
+    if not isinstance(value, str):
+        raise ImproperlyConfigured(f"TRACES_OTLP_ENDPOINT must be text, got {value!r}")
+    return value.strip()
+
+
+def service_name() -> str:
+    """TRACES_SERVICE_NAME (from OTEL_SERVICE_NAME), or "" for the SDK's resource detection."""
+    value = _get("TRACES_SERVICE_NAME", "")
+    if not isinstance(value, str):
+        raise ImproperlyConfigured(f"TRACES_SERVICE_NAME must be text, got {value!r}")
+    return value.strip()

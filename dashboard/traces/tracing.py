@@ -3,16 +3,15 @@
 ``install()`` (called by TracesConfig.ready unless TRACES_ENABLED is False) is
 idempotent. It attaches the database span processor to the global SDK
 TracerProvider, creating and setting one if the global is still the API's
-proxy; adds an OTLP http/protobuf exporter when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
-is set; and instruments Django. No thread or connection starts until the first span.
+proxy; adds an OTLP http/protobuf exporter when ``TRACES_OTLP_ENDPOINT`` is set (from
+OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, by ``dashboard.settings``); and instruments Django.
+No thread or connection starts until the first span.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Mapping
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -32,8 +31,10 @@ _otlp: SpanProcessor | None = None
 
 
 def default_resource() -> Resource:
-    """Resource from the OTEL_* environment, service.name defaulting to resilience-dashboard."""
-    resource = Resource.create()
+    """The SDK's resource (OTEL_RESOURCE_ATTRIBUTES), service.name from TRACES_SERVICE_NAME,
+    else resilience-dashboard."""
+    name = conf.service_name()
+    resource = Resource.create({SERVICE_NAME: name} if name else None)
     name = str(resource.attributes.get(SERVICE_NAME, ""))
     if not name or name.startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: conf.DEFAULT_SERVICE_NAME}))
@@ -49,25 +50,17 @@ def global_sdk_provider() -> TracerProvider | None:
     return current if isinstance(current, TracerProvider) else None
 
 
-def otlp_processor_from_env(environ: Mapping[str, str] | None = None) -> SpanProcessor | None:
-    """A BatchSpanProcessor exporting OTLP http/protobuf, if an endpoint is configured.
+def otlp_processor(endpoint: str) -> SpanProcessor | None:
+    """A BatchSpanProcessor exporting OTLP http/protobuf to ``endpoint`` (None if empty).
 
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as is; OTEL_EXPORTER_OTLP_ENDPOINT gets
-    ``/v1/traces`` appended (as the OTLP spec says). Headers, timeout and compression
-    come from the usual OTEL_EXPORTER_OTLP_* variables, read by the exporter.
+    ``dashboard.settings`` builds the endpoint: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is,
+    or OTEL_EXPORTER_OTLP_ENDPOINT with ``/v1/traces`` appended (as the OTLP spec says).
+    Headers, timeout and compression come from the usual OTEL_EXPORTER_OTLP_* variables,
+    read by the exporter itself.
     """
-    env = os.environ if environ is None else environ
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    endpoint = endpoint.strip()
     if not endpoint:
-        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-        if not base:
-            return None
-        endpoint = base.rstrip("/") + "/v1/traces"
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    ) or "http/protobuf"
-    if protocol != "http/protobuf":
-        logger.warning("OTLP protocol %r is not supported here; using http/protobuf", protocol)
+        return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
@@ -112,7 +105,7 @@ def install(*, django: bool = True) -> DatabaseSpanProcessor | None:
             on_first_span=retention.start,
         )
         provider.add_span_processor(processor)
-        otlp = otlp_processor_from_env()
+        otlp = otlp_processor(conf.otlp_endpoint())
         if otlp is not None:
             provider.add_span_processor(otlp)
         if django:

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.durations import format_us
+from dashboard.permissions import VIEW_SPANS
 
 from . import charts, selectors
 from .convert import to_us
@@ -17,7 +18,6 @@ from .forms import TraceSearchForm
 from .models import SpanRecord
 from .selectors import SORTS
 
-VIEW_PERMISSION = "traces.view_spanrecord"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}\Z")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}\Z")
 
@@ -34,7 +34,7 @@ def _url(request: HttpRequest, **changes: object) -> str:
 
 
 @login_required
-@permission_required(VIEW_PERMISSION, raise_exception=True)
+@permission_required(VIEW_SPANS, raise_exception=True)
 def search(request: HttpRequest) -> HttpResponse:
     form = TraceSearchForm(request.GET)
     context: dict[str, Any] = {"form": form, "page": None, "chart": None}
@@ -109,7 +109,7 @@ def _checked_trace_id(trace_id: str) -> str:
 
 
 @login_required
-@permission_required(VIEW_PERMISSION, raise_exception=True)
+@permission_required(VIEW_SPANS, raise_exception=True)
 def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
     detail = selectors.trace_detail(trace_id=_checked_trace_id(trace_id))
     if detail is None:
@@ -132,7 +132,7 @@ def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
 
 
 @login_required
-@permission_required(VIEW_PERMISSION, raise_exception=True)
+@permission_required(VIEW_SPANS, raise_exception=True)
 def span(request: HttpRequest, trace_id: str, span_id: str) -> HttpResponse:
     if not _SPAN_ID.match(span_id):
         raise Http404("a span id is 16 lowercase hex digits")

@@ -11,7 +11,6 @@ from dashboard import audit
 
 from . import services
 
-MAX_REASON = 500
 CHOICES = ("default", *services.PRESETS)
 
 
@@ -35,8 +34,8 @@ def change_service_pattern(
     """
     world = world or services.world()
     reason = reason.strip()
-    if len(reason) > MAX_REASON:
-        raise ValueError(f"reason must be at most {MAX_REASON} characters, got {len(reason)}")
+    if len(reason) > audit.MAX_REASON:
+        raise ValueError(f"reason must be at most {audit.MAX_REASON} characters, got {len(reason)}")
     if choice not in CHOICES:
         raise ValueError(f"pattern must be one of {', '.join(CHOICES)}, got {choice!r}")
     current = world.pattern(name)  # ValueError for an unknown service

@@ -20,6 +20,7 @@ from dashboard.api.auth import caller_key, require
 from dashboard.api.errors import LOOKUP_ERRORS, READ_ERRORS, install_handlers
 from dashboard.api.schemas import ErrorOut
 from dashboard.api.throttle import RateLimited
+from dashboard.permissions import EXECUTE_WORKFLOW, VIEW_DASHBOARD
 from resilience.checkpoint import checkpoint_manager
 
 from . import gate, selectors
@@ -27,7 +28,6 @@ from .definition import AGENT_ID
 from .engine import WorkflowBusy, engine
 from .models import RunStatus, WorkflowRun
 
-EXECUTE = "workflows.execute_workflow"
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 WorkflowId = PathEx[
     str,
@@ -148,7 +148,7 @@ def get_workflow(request: HttpRequest, workflow_id: WorkflowId) -> dict[str, Any
 @router.post(
     "/{workflow_id}/execute",
     response={200: RunOut, 409: ErrorOut, 503: RunOut, **READ_ERRORS},
-    auth=require(EXECUTE),
+    auth=require(EXECUTE_WORKFLOW),
     summary="Execute a workflow (resuming from its latest checkpoint)",
     description="Runs the planner, researcher, tool caller and writer agents, each external "
     "call behind a circuit breaker, traced as one trace and checkpointed every N steps. "
@@ -183,8 +183,8 @@ api = ObservabilityAPI(
     description=(
         "Execute the simulated multi-agent workflow and follow its progress. Same "
         "authentication as the observability API (session with CSRF, or "
-        f"`Authorization: Bearer <API token>`). Reads need `dashboard.view_dashboard`; "
-        f"executing needs `{EXECUTE}`."
+        f"`Authorization: Bearer <API token>`). Reads need `{VIEW_DASHBOARD}`; "
+        f"executing needs `{EXECUTE_WORKFLOW}`."
     ),
     urls_namespace="workflows-api",
     docs_url="/workflows/docs",

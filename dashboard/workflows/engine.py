@@ -15,7 +15,6 @@ step from which the next execution resumes.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -288,11 +287,8 @@ class WorkflowEngine:
 
 
 def configured_interval() -> int:
-    """WORKFLOW_CHECKPOINT_INTERVAL (setting, else environment variable), default 3."""
-    value = getattr(settings, "WORKFLOW_CHECKPOINT_INTERVAL", None)
-    if value is None:
-        value = int(os.environ.get("WORKFLOW_CHECKPOINT_INTERVAL") or 3)
-    return int(value)
+    """The WORKFLOW_CHECKPOINT_INTERVAL setting, default 3."""
+    return int(getattr(settings, "WORKFLOW_CHECKPOINT_INTERVAL", 3))
 
 
 _lock = threading.Lock()

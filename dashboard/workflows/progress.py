@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 
-from django.db import close_old_connections
 from django.utils import timezone
 
 from .definition import Run
@@ -71,8 +70,3 @@ class RunRecorder:
             updated_at=now,
             finished_at=now,
         )
-
-
-def close_connections() -> None:
-    """For worker threads between runs: drop connections Django would not reuse."""
-    close_old_connections()

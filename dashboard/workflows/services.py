@@ -11,7 +11,6 @@ serving process, like the breakers that guard these services.
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -298,9 +297,7 @@ def load_patterns() -> dict[str, Pattern]:
         ImproperlyConfigured: unreadable file, unknown service or invalid pattern.
     """
     patterns = dict(DEFAULT_PATTERNS)
-    path = getattr(settings, "WORKFLOW_SERVICES_FILE", None) or os.environ.get(
-        "WORKFLOW_SERVICES_FILE"
-    )
+    path = getattr(settings, "WORKFLOW_SERVICES_FILE", None)
     sources: list[tuple[str, object]] = []
     if path:
         try:

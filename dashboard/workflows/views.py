@@ -15,18 +15,17 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard import audit
+from dashboard.permissions import OPERATE_SIMULATION, VIEW_DASHBOARD
 from resilience.circuit_breaker import circuit_breaker_registry
 
 from . import actions, gate, loadgen, selectors, services
-
-VIEW = "dashboard.view_dashboard"
-OPERATE = "workflows.operate_simulation"
 
 
 class PatternForm(forms.Form):
     service = forms.ChoiceField(choices=())
     pattern = forms.ChoiceField(choices=[(c, c) for c in actions.CHOICES])
-    reason = forms.CharField(required=False, max_length=actions.MAX_REASON, strip=True)
+    reason = forms.CharField(required=False, max_length=audit.MAX_REASON, strip=True)
 
     def __init__(self, *args: Any, world: services.ServiceWorld, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -52,14 +51,14 @@ def pattern_form_context(request: HttpRequest) -> dict[str, Any]:
     """What ``_pattern_form.html`` needs (the simulation page and the overview use it)."""
     return {
         "form": PatternForm(world=services.world()),
-        "can_operate": request.user.has_perm(OPERATE),
+        "can_operate": request.user.has_perm(OPERATE_SIMULATION),
         "presets": {name: p.describe() for name, p in services.PRESETS.items()},
     }
 
 
 @require_GET
 @login_required
-@permission_required(VIEW, raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def simulation(request: HttpRequest) -> HttpResponse:
     context = {**_panel_context(), **pattern_form_context(request)}
     return render(request, "dashboard/workflows/simulation.html", context)
@@ -67,14 +66,14 @@ def simulation(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-@permission_required(VIEW, raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def panel(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/workflows/_panel.html", _panel_context())
 
 
 @require_POST
 @login_required
-@permission_required(OPERATE, raise_exception=True)
+@permission_required(OPERATE_SIMULATION, raise_exception=True)
 def set_pattern(request: HttpRequest) -> HttpResponse:
     form = PatternForm(request.POST, world=services.world())
     error = ""

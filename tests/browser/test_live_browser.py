@@ -5,7 +5,6 @@ Screenshots land in artifacts/screenshots/ (the README shows them).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -55,17 +54,14 @@ def test_operator_watches_a_breaker_open_then_resets_it(
     page.evaluate("window.__sameDocument = true")
 
     # The breaker trips inside the server process; the card must follow without a reload.
-    started = time.monotonic()
     assert daphne_server.command("fail", BREAKER, 3) == "open"
-    page.wait_for_selector(f'{state}[data-state="open"]', timeout=2_000)
-    elapsed = time.monotonic() - started
+    page.wait_for_selector(f'{state}[data-state="open"]')  # latency: bench/bench_live.py
     assert page.evaluate("window.__sameDocument") is True
     assert page.inner_text(f"{state} .badge") == "OPEN"
     assert "BadFailure" in page.inner_text(state)
     assert "Half-open in" in page.inner_text(state)
     page.wait_for_selector(f"{card}-history >> text=closed → open")
     screenshot(page, "breaker-open")
-    assert elapsed < 1.0, f"the card took {elapsed:.3f}s to turn OPEN"
 
     # Reset: a reason prompt and a confirmation, both answered.
     dialogs: list[str] = []

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 from django.test import override_settings
@@ -11,37 +10,34 @@ from dashboard.alerts.engine import EvaluationReport
 from dashboard.alerts.models import AlertRule, NotificationChannel
 
 DAPHNE = ["/venv/lib/python3.11/site-packages/daphne/__main__.py", "-b", "127.0.0.1"]
-NO_PYTEST: dict[str, Any] = {}
 
 
+@override_settings(ALERTS_ENABLED=True)
 @pytest.mark.parametrize(
-    ("argv", "environ", "expected"),
+    ("argv", "expected"),
     [
-        (DAPHNE, {}, True),
-        (["/venv/bin/uvicorn", "dashboard.asgi:application"], {}, True),
-        (["/venv/bin/gunicorn", "dashboard.wsgi"], {}, True),
-        (["manage.py", "runserver"], {"RUN_MAIN": "true"}, True),
-        (["manage.py", "runserver", "--noreload"], {}, True),
-        (["manage.py", "runserver"], {}, False),  # the autoreloader's watcher process
-        (["manage.py", "migrate"], {}, False),
-        (["manage.py", "ensure_demo_admin"], {}, False),
-        (["/venv/bin/mypy"], {}, False),
-        ([], {}, False),
+        (DAPHNE, True),
+        (["/venv/bin/uvicorn", "dashboard.asgi:application"], True),
+        (["/venv/bin/gunicorn", "dashboard.wsgi"], True),
+        (["manage.py", "runserver"], True),  # started by the serving child's first request
+        (["manage.py", "runserver", "--noreload"], True),
+        (["manage.py", "migrate"], False),
+        (["manage.py", "ensure_demo_admin"], False),
+        (["/venv/bin/mypy"], False),
+        ([], False),
     ],
 )
-def test_evaluator_starts_only_in_a_serving_process(
-    argv: list[str], environ: dict[str, str], expected: bool
-) -> None:
-    assert runner.should_start(argv, environ, NO_PYTEST) is expected
+def test_evaluator_starts_only_in_a_serving_process(argv: list[str], expected: bool) -> None:
+    assert runner.should_start(argv) is expected
 
 
-def test_evaluator_never_starts_under_pytest() -> None:
-    assert runner.should_start(DAPHNE, {}, {"pytest": object()}) is False
+def test_the_test_settings_keep_the_evaluator_off() -> None:
+    assert runner.should_start(DAPHNE) is False
 
 
 @override_settings(ALERTS_ENABLED=False)
 def test_alerts_enabled_false_keeps_the_evaluator_off() -> None:
-    assert runner.should_start(DAPHNE, {}, NO_PYTEST) is False
+    assert runner.should_start(DAPHNE) is False
 
 
 @override_settings(ALERTS_INTERVAL="0.5")

@@ -227,12 +227,12 @@ def test_checkpoint_verification_failures_reported_by_the_checkpoint_code_fire(
 ) -> None:
     rule(RuleKind.CHECKPOINT_FAILURES, threshold=1)
     engine.evaluate_all()
-    sources.report_checkpoint_verification_failure(checkpoint_id="ck_1", reason="sha256")
+    sources.report_checkpoint_verification_failure()
     clock.now += 5
     engine.evaluate_all()
     assert not Alert.objects.exists()  # 1 is not above 1
 
-    sources.report_checkpoint_verification_failure(checkpoint_id="ck_2", reason="sha256")
+    sources.report_checkpoint_verification_failure()
     clock.now += 5
     engine.evaluate_all()
 

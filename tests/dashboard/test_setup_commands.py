@@ -6,6 +6,7 @@ import subprocess
 import sys
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -15,11 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.django_db
-def test_demo_admin_is_created_once_with_a_printed_password(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("DEMO_ADMIN_PASSWORD", raising=False)
-    monkeypatch.setenv("DEMO_ADMIN_USER", "demo")
+def test_demo_admin_is_created_once_with_a_printed_password(settings: Any) -> None:
+    settings.DEMO_ADMIN_PASSWORD = ""
+    settings.DEMO_ADMIN_USER = "demo"
     out = StringIO()
     call_command("ensure_demo_admin", stdout=out)
     password = out.getvalue().split("with password ")[1].split("'")[1]
@@ -32,10 +31,8 @@ def test_demo_admin_is_created_once_with_a_printed_password(
 
 
 @pytest.mark.django_db
-def test_demo_admin_password_can_come_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "s3cret-from-env")
+def test_demo_admin_password_can_come_from_the_settings(settings: Any) -> None:
+    settings.DEMO_ADMIN_PASSWORD = "s3cret-from-env"
     out = StringIO()
     call_command("ensure_demo_admin", stdout=out)
     assert "s3cret-from-env" not in out.getvalue()
@@ -49,14 +46,25 @@ def _settings_value(env: dict[str, str], expr: str) -> subprocess.CompletedProce
     )
 
 
-def test_secret_key_is_generated_once_into_a_private_file(tmp_path: Path) -> None:
+def test_secret_key_is_generated_once_into_a_private_file_by_an_explicit_step(
+    tmp_path: Path,
+) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
     env["SECRET_KEY_FILE"] = str(tmp_path / "key")
-    first = _settings_value(env, "s.SECRET_KEY")
-    second = _settings_value(env, "s.SECRET_KEY")
-    assert first.returncode == 0, first.stderr
-    assert first.stdout == second.stdout and len(first.stdout.strip()) >= 50
+    before = _settings_value(env, "repr(s.SECRET_KEY)")
+    assert before.returncode == 0, before.stderr
+    assert before.stdout.strip() == "''" and not (tmp_path / "key").exists()
+
+    step = [sys.executable, "-m", "dashboard.secret_key"]
+    made = subprocess.run(step, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert "Wrote a new SECRET_KEY" in made.stdout
     assert stat.S_IMODE((tmp_path / "key").stat().st_mode) == 0o600
+    first = _settings_value(env, "s.SECRET_KEY")
+    again = subprocess.run(step, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "nothing to do" in again.stdout
+    second = _settings_value(env, "s.SECRET_KEY")
+    assert first.stdout == second.stdout and len(first.stdout.strip()) >= 50
 
 
 def test_settings_defaults_are_safe_and_env_overrides_apply(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from dashboard.traces.tracing import otlp_processor_from_env
+from dashboard.traces.tracing import otlp_processor
 
 
 class _Collector(ThreadingHTTPServer):
@@ -60,7 +60,7 @@ def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Collector]:
 
 def test_spans_arrive_over_otlp_with_attributes_and_parent_links(collector: _Collector) -> None:
     port = collector.server_address[1]
-    processor = otlp_processor_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"})
+    processor = otlp_processor(f"http://127.0.0.1:{port}/v1/traces")
     assert isinstance(processor, BatchSpanProcessor)
     provider = TracerProvider(
         resource=Resource.create({"service.name": "exporter-test"}), shutdown_on_exit=False
@@ -100,14 +100,10 @@ def test_spans_arrive_over_otlp_with_attributes_and_parent_links(collector: _Col
     assert {a.key: a.value.string_value for a in sent_child.attributes} == {"db.system": "sqlite"}
 
 
-def test_traces_endpoint_is_used_as_given(collector: _Collector) -> None:
+def test_the_endpoint_is_used_as_given(collector: _Collector) -> None:
+    # settings.py builds it from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (test_settings_env.py).
     port = collector.server_address[1]
-    processor = otlp_processor_from_env(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9/ignored",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}/custom/path",
-        }
-    )
+    processor = otlp_processor(f"http://127.0.0.1:{port}/custom/path")
     assert processor is not None
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor)
@@ -119,5 +115,5 @@ def test_traces_endpoint_is_used_as_given(collector: _Collector) -> None:
 
 
 def test_no_exporter_without_an_endpoint() -> None:
-    assert otlp_processor_from_env({}) is None
-    assert otlp_processor_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "  "}) is None
+    assert otlp_processor("") is None
+    assert otlp_processor("  ") is None

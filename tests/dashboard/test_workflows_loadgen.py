@@ -127,19 +127,16 @@ def test_the_demo_command_refuses_bad_options() -> None:
 
 
 def test_the_demo_load_comes_from_the_argument_the_setting_or_the_default(
-    settings: object, monkeypatch: pytest.MonkeyPatch
+    settings: object,
 ) -> None:
     from dashboard import demo
 
-    monkeypatch.delenv("WORKFLOW_DEMO_RATE", raising=False)
+    settings.WORKFLOW_DEMO_RATE = None  # type: ignore[attr-defined]
     assert demo.config().rate == LoadConfig().rate
-    monkeypatch.setenv("WORKFLOW_DEMO_RATE", "0.25")
-    assert demo.config().rate == 0.25
     settings.WORKFLOW_DEMO_RATE = 2  # type: ignore[attr-defined]
     assert demo.config().rate == 2.0
     assert demo.config(5.0).rate == 5.0
-    monkeypatch.setenv("WORKFLOW_DEMO_RATE", "-1")
-    settings.WORKFLOW_DEMO_RATE = None  # type: ignore[attr-defined]
+    settings.WORKFLOW_DEMO_RATE = -1  # type: ignore[attr-defined]
     with pytest.raises(ConfigValueError, match="rate must be > 0"):
         demo.config()
 

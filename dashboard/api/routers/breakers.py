@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from ninja import Query, Router
 from ninja.errors import HttpError
 
-from dashboard.api.auth import RESET_BREAKER, require
+from dashboard.api.auth import require
 from dashboard.api.errors import (
     BODY_LOOKUP_ERRORS,
     LOOKUP_ERRORS,
@@ -16,6 +16,7 @@ from dashboard.api.errors import (
 from dashboard.api.schemas import BreakerEventPageOut, BreakerListOut, BreakerOut, PageIn, ReasonIn
 from dashboard.breakers.models import BreakerEvent
 from dashboard.breakers.services import BreakerNotFound, act_on_breaker
+from dashboard.permissions import RESET_BREAKER
 from dashboard.selectors import breaker_overview
 from resilience.circuit_breaker import circuit_breaker_registry
 

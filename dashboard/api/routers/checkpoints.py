@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from ninja import P, PathEx, Query, QueryEx, Router
 from ninja.errors import HttpError
 
-from dashboard.api.auth import DELETE_CHECKPOINT, require
+from dashboard.api.auth import require
 from dashboard.api.errors import (
     BODY_ERRORS,
     LOOKUP_ERRORS,
@@ -16,7 +16,6 @@ from dashboard.api.errors import (
 )
 from dashboard.api.schemas import (
     CHECKPOINT_ID_PATTERN,
-    MAX_REASON,
     CheckpointFilters,
     CheckpointOut,
     CheckpointPageOut,
@@ -25,8 +24,10 @@ from dashboard.api.schemas import (
     DeletedOut,
     PageIn,
 )
+from dashboard.audit import MAX_REASON
 from dashboard.checkpoints import selectors, services
 from dashboard.checkpoints.models import Checkpoint
+from dashboard.permissions import DELETE_CHECKPOINT
 from resilience.errors import CheckpointNotFoundError
 
 router = Router(tags=["checkpoints"], auth=require())

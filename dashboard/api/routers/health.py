@@ -7,8 +7,9 @@ from ninja import Router
 from ninja.responses import Status
 
 from dashboard.api import health, throttle
-from dashboard.api.auth import VIEW, caller_key, optional_user
+from dashboard.api.auth import caller_key, optional_user
 from dashboard.api.schemas import ErrorOut, HealthOut
+from dashboard.permissions import VIEW_DASHBOARD
 
 router = Router(tags=["health"])
 
@@ -28,6 +29,6 @@ def get_health(request: HttpRequest) -> Status[dict[str, Any]]:
     throttle.check(request, caller_key(request, user))
     status, checks = health.run_checks()
     body: dict[str, Any] = {"status": status}
-    if user.is_authenticated and user.has_perm(VIEW):
+    if user.is_authenticated and user.has_perm(VIEW_DASHBOARD):
         body["checks"] = checks
     return Status(503 if status == "down" else 200, body)

@@ -6,9 +6,10 @@ from django.http import HttpRequest
 from ninja import Router
 
 from dashboard import audit
-from dashboard.api.auth import RESET_METRICS, require
+from dashboard.api.auth import require
 from dashboard.api.errors import BODY_ERRORS, READ_ERRORS
 from dashboard.api.schemas import MetricsOut, MutationOut, ReasonIn
+from dashboard.permissions import RESET_METRICS
 from resilience import telemetry
 
 router = Router(tags=["metrics"], auth=require())

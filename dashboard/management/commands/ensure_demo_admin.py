@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -18,8 +18,8 @@ class Command(BaseCommand):
         if User.objects.filter(is_superuser=True).exists():
             self.stdout.write("A superuser exists already; nothing to do.")
             return
-        username = os.environ.get("DEMO_ADMIN_USER", "admin")
-        password = os.environ.get("DEMO_ADMIN_PASSWORD", "")
+        username = settings.DEMO_ADMIN_USER
+        password = settings.DEMO_ADMIN_PASSWORD
         generated = not password
         if generated:
             password = secrets.token_urlsafe(12)
