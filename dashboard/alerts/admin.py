@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Model
+from django.db import transaction
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from dashboard import audit
@@ -38,6 +39,12 @@ class _Audited(_ModelAdmin):
             action=f"alerts.{self.audit_name}.delete",
             target=target,
         )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        # The changelist's "delete selected" bypasses delete_model: audit each row.
+        with transaction.atomic():
+            for obj in queryset:
+                self.delete_model(request, obj)
 
 
 @admin.register(AlertRule)
