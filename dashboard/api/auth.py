@@ -33,8 +33,13 @@ class InvalidToken(AuthenticationError):
 
 def _permit(request: HttpRequest, user: Any, key: str, permission: str | None) -> Any:
     throttle.check(request, key)
-    if permission is not None and not user.has_perm(permission):
-        raise AuthorizationError(message=f"permission {permission!r} required")
+    if permission is None:
+        return user
+    # Every operation needs the view permission, mutations their own on top: a user
+    # holding only `reset_metrics` must not act on a dashboard they may not see.
+    for needed in dict.fromkeys((VIEW, permission)):
+        if not user.has_perm(needed):
+            raise AuthorizationError(message=f"permission {needed!r} required")
     return user
 
 

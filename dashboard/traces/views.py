@@ -17,7 +17,8 @@ from .forms import TraceSearchForm
 from .models import SpanRecord
 from .selectors import SORTS
 
-VIEW_PERMISSION = "traces.view_spanrecord"
+# The same permission as every other page (view_spanrecord is for the admin only).
+VIEW_PERMISSION = "dashboard.view_dashboard"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}\Z")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}\Z")
 

@@ -74,6 +74,7 @@ def panel(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
+@permission_required(VIEW, raise_exception=True)
 @permission_required(OPERATE, raise_exception=True)
 def set_pattern(request: HttpRequest) -> HttpResponse:
     form = PatternForm(request.POST, world=services.world())
