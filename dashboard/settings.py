@@ -190,6 +190,13 @@ ALERTS_INTERVAL = float(os.environ.get("ALERTS_INTERVAL", "5"))
 # Live demo workload (fake services driven through breakers and limiters).
 RESILIENCE_DEMO = env_bool("RESILIENCE_DEMO", False)
 
+# --- Security (issue 14) -------------------------------------------------------------
+# Every setting below is described in the README's "Security" section.
+# Alert webhooks may reach loopback and private addresses only when this is set
+# (on-premises receivers); cloud metadata, link-local and multicast stay refused.
+ALERTS_WEBHOOK_ALLOW_PRIVATE = env_bool("ALERTS_WEBHOOK_ALLOW_PRIVATE", False)
+# --- end of the security block ---------------------------------------------------------
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
