@@ -195,6 +195,8 @@ RESILIENCE_DEMO = env_bool("RESILIENCE_DEMO", False)
 # Alert webhooks may reach loopback and private addresses only when this is set
 # (on-premises receivers); cloud metadata, link-local and multicast stay refused.
 ALERTS_WEBHOOK_ALLOW_PRIVATE = env_bool("ALERTS_WEBHOOK_ALLOW_PRIVATE", False)
+# Reverse proxies (CIDRs) whose X-Forwarded-For is believed (right-most untrusted hop).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
 # --- end of the security block ---------------------------------------------------------
 
 LOGGING = {

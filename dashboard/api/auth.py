@@ -16,6 +16,8 @@ from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
+from dashboard.client_ip import client_address
+
 from . import throttle
 from .models import ApiToken
 from .tokens import authenticate_token
@@ -118,4 +120,4 @@ def caller_key(request: HttpRequest, user: User | AnonymousUser) -> str:
         return f"token:{token.pk}"
     if user.is_authenticated:
         return f"user:{user.pk}"
-    return f"ip:{request.META.get('REMOTE_ADDR', '')}"
+    return f"ip:{client_address(request)}"
