@@ -197,6 +197,8 @@ RESILIENCE_DEMO = env_bool("RESILIENCE_DEMO", False)
 ALERTS_WEBHOOK_ALLOW_PRIVATE = env_bool("ALERTS_WEBHOOK_ALLOW_PRIVATE", False)
 # Reverse proxies (CIDRs) whose X-Forwarded-For is believed (right-most untrusted hop).
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+# OpenAPI schema and Swagger UI without a login (they need one by default).
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
 # --- end of the security block ---------------------------------------------------------
 
 LOGGING = {

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from . import selectors
 from .models import Alert
@@ -10,6 +11,7 @@ from .models import Alert
 RECENT = 50
 
 
+@require_safe
 @login_required
 @permission_required("dashboard.view_dashboard", raise_exception=True)
 def index(request: HttpRequest) -> HttpResponse:

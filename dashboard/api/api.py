@@ -12,6 +12,7 @@ from ninja.types import DictStrAny
 from dashboard.alerts.api import router as alerts_router
 
 from . import throttle
+from .auth import docs_guard
 from .errors import install_handlers
 from .routers import breakers, checkpoints, health, limiters, metrics, traces
 
@@ -28,6 +29,10 @@ class LenientParser(Parser):
 
 
 class ObservabilityAPI(NinjaAPI):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("docs_decorator", docs_guard)
+        super().__init__(**kwargs)
+
     def create_response(
         self,
         request: HttpRequest,

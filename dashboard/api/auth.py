@@ -7,11 +7,15 @@ order: who is calling (401 if nobody), their rate limit (429), then the permissi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.http import HttpRequest
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
@@ -121,3 +125,27 @@ def caller_key(request: HttpRequest, user: User | AnonymousUser) -> str:
     if user.is_authenticated:
         return f"user:{user.pk}"
     return f"ip:{client_address(request)}"
+
+
+def docs_guard(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The OpenAPI schema and Swagger UI need what a read needs (a login or a token, and
+    ``dashboard.view_dashboard``) unless ``API_DOCS_PUBLIC`` is set: the schema maps
+    every operation an attacker could try."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        if getattr(settings, "API_DOCS_PUBLIC", False):
+            return view(request, *args, **kwargs)
+        try:
+            user = optional_user(request)
+        except InvalidToken:
+            return JsonResponse({"detail": "invalid, expired or revoked API token"}, status=401)
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not user.has_perm(VIEW):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return guarded

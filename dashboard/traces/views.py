@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from dashboard.durations import format_us
 
@@ -34,6 +35,7 @@ def _url(request: HttpRequest, **changes: object) -> str:
     return f"{request.path}?{encoded}" if encoded else request.path
 
 
+@require_safe
 @login_required
 @permission_required(VIEW_PERMISSION, raise_exception=True)
 def search(request: HttpRequest) -> HttpResponse:
@@ -109,6 +111,7 @@ def _checked_trace_id(trace_id: str) -> str:
     return trace_id
 
 
+@require_safe
 @login_required
 @permission_required(VIEW_PERMISSION, raise_exception=True)
 def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
@@ -132,6 +135,7 @@ def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
     return render(request, "dashboard/traces/trace.html", context)
 
 
+@require_safe
 @login_required
 @permission_required(VIEW_PERMISSION, raise_exception=True)
 def span(request: HttpRequest, trace_id: str, span_id: str) -> HttpResponse:

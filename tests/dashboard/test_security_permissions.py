@@ -53,3 +53,14 @@ def test_set_pattern_needs_the_view_permission_too() -> None:
     assert response.status_code == 403
     assert services.world().pattern("payments").mode == before
     assert not AuditEntry.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/observability/docs", "/api/observability/openapi.json", "/api/workflows/docs"]
+)
+def test_api_docs_need_a_login_unless_made_public(url: str, settings: object) -> None:
+    anonymous = Client().get(url)
+    assert anonymous.status_code == 302 and "/accounts/login/" in anonymous["Location"]
+    assert _client(VIEW).get(url).status_code == 200
+    settings.API_DOCS_PUBLIC = True  # type: ignore[attr-defined]
+    assert Client().get(url).status_code == 200
