@@ -101,6 +101,7 @@ def test_api_conforms_to_its_schema(
     assert not failures, "\n\n".join(failures)
 
 
+@pytest.mark.django_db
 def test_schema_lists_every_endpoint(client: Any) -> None:
     client.force_login(testing.make_user("reader", "dashboard.view_dashboard"))
     paths = client.get(SCHEMA_URL).json()["paths"]
