@@ -199,6 +199,10 @@ ALERTS_WEBHOOK_ALLOW_PRIVATE = env_bool("ALERTS_WEBHOOK_ALLOW_PRIVATE", False)
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
 # OpenAPI schema and Swagger UI without a login (they need one by default).
 API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
+# Failed logins (password form, admin, API tokens) per username and per client address:
+# "<failures>/<seconds>" ("" turns it off); 429 + Retry-After once spent.
+LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10/300")
+MIDDLEWARE = [*MIDDLEWARE, "dashboard.login_throttle.LoginThrottleMiddleware"]
 # --- end of the security block ---------------------------------------------------------
 
 LOGGING = {

@@ -7,6 +7,7 @@ order: who is calling (401 if nobody), their rate limit (429), then the permissi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -20,11 +21,12 @@ from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
+from dashboard import login_throttle
 from dashboard.client_ip import client_address
 
 from . import throttle
 from .models import ApiToken
-from .tokens import authenticate_token
+from .tokens import TOKEN_PATTERN, authenticate_token
 
 VIEW = "dashboard.view_dashboard"
 RESET_BREAKER = "breakers.reset_breaker"
@@ -51,8 +53,17 @@ def _permit(request: HttpRequest, user: Any, key: str, permission: str | None) -
 
 def token_user(request: HttpRequest, token: str) -> User:
     """The user of bearer ``token`` (also set as ``request.user``); raises 401 if invalid."""
+    # Guessing tokens is throttled like guessing passwords: per address, and per token
+    # prefix (the public half) when the value looks like a token.
+    address = client_address(request)
+    match = TOKEN_PATTERN.fullmatch(token.strip())
+    prefix = f"token:{match[1]}" if match else None
+    wait = login_throttle.blocked(username=prefix, address=address, where="api_token")
+    if wait is not None:
+        raise throttle.RateLimited(wait, {"Retry-After": str(max(math.ceil(wait), 1))})
     found: ApiToken | None = authenticate_token(token)
     if found is None:
+        login_throttle.failed(username=prefix, address=address)
         raise InvalidToken()
     request.user = found.user
     request.api_token = found  # type: ignore[attr-defined]
@@ -142,6 +153,10 @@ def docs_guard(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
             user = optional_user(request)
         except InvalidToken:
             return JsonResponse({"detail": "invalid, expired or revoked API token"}, status=401)
+        except throttle.RateLimited as exc:
+            response = JsonResponse({"detail": str(exc)}, status=429)
+            response["Retry-After"] = exc.headers["Retry-After"]
+            return response
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         if not user.has_perm(VIEW):
