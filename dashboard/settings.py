@@ -203,6 +203,8 @@ API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
 # "<failures>/<seconds>" ("" turns it off); 429 + Retry-After once spent.
 LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10/300")
 MIDDLEWARE = [*MIDDLEWARE, "dashboard.login_throttle.LoginThrottleMiddleware"]
+# Open websockets are authorised again this often (seconds); logout closes them at once.
+LIVE_REAUTH_INTERVAL = float(os.environ.get("LIVE_REAUTH_INTERVAL", "30"))
 # --- end of the security block ---------------------------------------------------------
 
 LOGGING = {
