@@ -72,6 +72,12 @@
       .catch(function () { /* the server is down: keep retrying */ });
   }
 
+  // -- alert banners: the dismiss button (no inline handlers: CSP allows no inline script)
+  document.addEventListener('click', function (evt) {
+    var button = evt.target.closest && evt.target.closest('[data-dismiss-banner]');
+    if (button && button.parentElement) button.parentElement.remove();
+  });
+
   // -- countdowns to half-open -----------------------------------------------------
   var countdownStart = new WeakMap();
 
