@@ -125,6 +125,7 @@ def check_address(address: str, *, allow_private: bool) -> IPAddress:
 
 
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in practice
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # IPv4 addresses seen through NAT64
 
 
 def _getaddrinfo(host: str, port: int) -> list[str]:

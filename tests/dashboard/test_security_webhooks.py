@@ -46,6 +46,8 @@ def webhook(url: str, name: str = "ops") -> NotificationChannel:
         "::1",
         "fd12::1",
         "::ffff:127.0.0.1",
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
         "169.254.169.254",
         "fd00:ec2::254",
         "fe80::1",
@@ -287,3 +289,76 @@ def test_failure_detail_is_for_channel_editors_only(settings: Any) -> None:
     assert "refused" not in page.lower()
     page = client.get(f"/admin/alerts/notificationchannel/{channel.pk}/change/").content.decode()
     assert "refused" not in page.lower()
+
+
+def _self_signed(tmp_path: Any, name: str) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_name(tmp_path: Any) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path, "hooks.example")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    seen_sni: list[str | None] = []
+    server_context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)  # type: ignore[assignment,misc,func-returns-value]
+    with Receiver() as receiver:
+        receiver.server.socket = server_context.wrap_socket(
+            receiver.server.socket, server_side=True
+        )
+        port = receiver.server.server_address[1]
+        trusted = ssl.create_default_context(cafile=cert)
+        status = webhook_http.post(
+            f"https://hooks.example:{port}/hook",
+            b"{}",
+            {},
+            timeout=5,
+            allow_private=True,
+            resolver=lambda host, p: ["127.0.0.1"],
+            tls_context=trusted,
+        )
+        assert status == 200
+        assert seen_sni == ["hooks.example"]
+        # The certificate is checked against the name, not the address.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            webhook_http.post(
+                f"https://other.example:{port}/hook",
+                b"{}",
+                {},
+                timeout=5,
+                allow_private=True,
+                resolver=lambda host, p: ["127.0.0.1"],
+                tls_context=trusted,
+            )
