@@ -13,4 +13,3 @@ OPERATE_BREAKER = "breakers.operate_breaker"  # force open, disable
 DELETE_CHECKPOINT = "checkpoints.delete_checkpoint"
 EXECUTE_WORKFLOW = "workflows.execute_workflow"
 OPERATE_SIMULATION = "workflows.operate_simulation"
-VIEW_SPANS = "traces.view_spanrecord"  # the trace pages

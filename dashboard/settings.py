@@ -257,6 +257,54 @@ DEMO_ADMIN_PASSWORD = env_str("DEMO_ADMIN_PASSWORD", "")
 CHECKPOINT_COMPRESSION = env_str("CHECKPOINT_COMPRESSION", "zstd")
 CHECKPOINT_SIGNING_KEY = env_str("CHECKPOINT_SIGNING_KEY", "")
 
+# --- Security (issue 14) -------------------------------------------------------------
+# Every setting below is described in the README's "Security" section.
+# Alert webhooks may reach loopback and private addresses only when this is set
+# (on-premises receivers); cloud metadata, link-local and multicast stay refused.
+ALERTS_WEBHOOK_ALLOW_PRIVATE = env_bool("ALERTS_WEBHOOK_ALLOW_PRIVATE", False)
+# Reverse proxies (CIDRs) whose X-Forwarded-For is believed (right-most untrusted hop).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+# OpenAPI schema and Swagger UI without a login (they need one by default).
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
+# Failed logins (password form, admin, API tokens) per username and per client address:
+# "<failures>/<seconds>" ("" turns it off); 429 + Retry-After once spent.
+LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10/300")
+MIDDLEWARE = [*MIDDLEWARE, "dashboard.login_throttle.LoginThrottleMiddleware"]
+# Open websockets are authorised again this often (seconds); logout closes them at once.
+LIVE_REAUTH_INTERVAL = float(os.environ.get("LIVE_REAUTH_INTERVAL", "30"))
+# Production (README "Production"): Django's own names, off by default so `make run`
+# works over plain http on loopback.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or "0")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# "HTTP_X_FORWARDED_PROTO,https": the header a TLS-terminating proxy sets (and strips
+# from clients); only behind such a proxy.
+_proxy_ssl = env_list("SECURE_PROXY_SSL_HEADER", "")
+if _proxy_ssl and len(_proxy_ssl) != 2:
+    raise ValueError(f"SECURE_PROXY_SSL_HEADER must be 'HEADER,value', got {_proxy_ssl!r}")
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl[0], _proxy_ssl[1]) if _proxy_ssl else None
+# Content-Security-Policy (django-csp 4): scripts only from our own static files (no
+# inline scripts, no eval); inline styles stay allowed (htmx fragments, the admin).
+INSTALLED_APPS = [*INSTALLED_APPS, "csp"]
+MIDDLEWARE = [*MIDDLEWARE, "csp.middleware.CSPMiddleware"]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+# --- end of the security block ---------------------------------------------------------
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from dashboard import selectors
 from dashboard.breakers.models import BreakerEvent
@@ -12,6 +13,7 @@ from dashboard.permissions import VIEW_DASHBOARD
 from dashboard.workflows.views import pattern_form_context
 
 
+@require_safe
 @login_required
 @permission_required(VIEW_DASHBOARD, raise_exception=True)
 def index(request: HttpRequest) -> HttpResponse:

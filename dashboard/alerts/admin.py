@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.db.models import Model
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import Model, QuerySet, URLField
 from django.http import HttpRequest
+from django.utils.html import format_html_join
 
 from dashboard import audit
 
-from .models import Alert, AlertRule, Delivery, NotificationChannel
+from .models import Alert, AlertRule, Delivery, NotificationChannel, new_secret
 
 _ModelAdmin = admin.ModelAdmin[Any]
 _TabularInline = admin.TabularInline[Any, Any]
@@ -39,6 +41,12 @@ class _Audited(_ModelAdmin):
             target=target,
         )
 
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        # The changelist's "delete selected" bypasses delete_model: audit each row.
+        with transaction.atomic():
+            for obj in queryset:
+                self.delete_model(request, obj)
+
 
 @admin.register(AlertRule)
 class AlertRuleAdmin(_Audited):
@@ -65,12 +73,70 @@ class AlertRuleAdmin(_Audited):
     ]
 
 
+EDIT_CHANNELS = "alerts.change_notificationchannel"
+
+
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(_Audited):
+    """The signing secret is generated, shown once after creation (like API tokens) and
+    never again; "Rotate signing secret" makes and shows a new one."""
+
     audit_name = "channel"
     list_display = ["name", "kind", "enabled", "url", "created_at"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "url", "recipients"]
+    exclude = ["secret"]
+    formfield_overrides = {URLField: {"assume_scheme": "https"}}
+    readonly_fields = ["recent_failures"]
+    actions = ["rotate_secret"]
+
+    def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change and isinstance(obj, NotificationChannel) and obj.kind == obj.Kind.WEBHOOK:
+            _show_secret(request, obj)
+
+    @admin.action(description="Rotate signing secret (shown once)", permissions=["change"])
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for channel in queryset.filter(kind=NotificationChannel.Kind.WEBHOOK):
+            channel.secret = new_secret()
+            channel.save(update_fields=["secret"])
+            audit.record(
+                user=request.user,
+                source="admin",
+                action="alerts.channel.rotate_secret",
+                target=str(channel),
+            )
+            _show_secret(request, channel)
+
+    @admin.display(description="Recent failed deliveries (full detail)")
+    def recent_failures(self, obj: NotificationChannel) -> str:
+        rows = Delivery.objects.filter(channel=obj, outcome=Delivery.Outcome.FAILED)[:10]
+        return (
+            format_html_join(
+                "\n",
+                "<div>{}: {}</div>",
+                ((row.created_at, row.detail or row.error) for row in rows),
+            )
+            or "—"
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The detail of a failure (which port refused, which status) is for editors only.
+        return (
+            ["recent_failures"] if obj is not None and request.user.has_perm(EDIT_CHANNELS) else []
+        )
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+        fields = [str(f) for f in super().get_fields(request, obj) if f != "recent_failures"]
+        return [*fields, *self.get_readonly_fields(request, obj)]
+
+
+def _show_secret(request: HttpRequest, channel: NotificationChannel) -> None:
+    messages.warning(
+        request,
+        f"Signing secret of {channel.name!r}. Copy it now, it will not be shown again: "
+        f"{channel.secret}",
+    )
 
 
 class DeliveryInline(_TabularInline):
@@ -111,6 +177,9 @@ class AlertAdmin(_ModelAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(_ModelAdmin):
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if request.user.has_perm(EDIT_CHANNELS) else ["detail"]
+
     list_display = ["alert", "event", "channel_name", "outcome", "attempts", "created_at"]
     list_filter = ["outcome", "event", "channel_name"]
     search_fields = ["channel_name", "error"]

@@ -7,6 +7,12 @@ go through one of the project's own circuit breakers per channel
 and until it lets a trial through, deliveries to that receiver are skipped at once
 (recorded, no network, no retry sleeps), so a dead receiver cannot pile up work.
 
+Webhook URLs are checked at delivery time against server-side request forgery (see
+:mod:`dashboard.alerts.webhook_http`): no loopback/private/metadata address unless
+``ALERTS_WEBHOOK_ALLOW_PRIVATE``, no redirects, a total deadline per delivery. What went
+wrong is logged and kept in ``Delivery.detail`` (shown to channel editors in the admin);
+``Delivery.error``, which every dashboard viewer sees, only says which kind of failure.
+
 Webhook requests are POSTed JSON with a Slack-compatible ``text`` field and these
 headers, so a receiver can check who sent them and drop replays::
 
@@ -25,14 +31,13 @@ import hmac
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.mail import send_mail
 from django.db import close_old_connections
 from django.template.loader import render_to_string
@@ -48,6 +53,7 @@ from resilience.circuit_breaker import (
 from resilience.dispatch import BatchDispatcher
 from resilience.errors import CircuitOpenError
 
+from . import webhook_http
 from .models import Alert, Delivery, NotificationChannel
 
 __all__ = [
@@ -61,6 +67,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+GENERIC_FAILURE = "delivery failed (details: server log, or the channel's admin page)"
 SIGNATURE_HEADER = "X-Alert-Signature"
 TIMESTAMP_HEADER = "X-Alert-Timestamp"
 
@@ -78,8 +85,28 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest.hexdigest()}"
 
 
-def verify_signature(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
-    """True if ``signature`` is ``sign(secret, timestamp, body)`` (constant-time)."""
+SIGNATURE_TOLERANCE = 300.0
+
+
+def verify_signature(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    *,
+    tolerance: float = SIGNATURE_TOLERANCE,
+    now: float | None = None,
+) -> bool:
+    """True if ``signature`` is ``sign(secret, timestamp, body)`` (constant-time) and
+    ``timestamp`` (epoch seconds) is within ``tolerance`` seconds of ``now``, so a
+    captured request cannot be replayed later."""
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - sent) > tolerance:
+        return False
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
@@ -105,7 +132,8 @@ class DeliveryPolicy:
         attempts: tries per delivery (the first included).
         backoff: seconds before the second try; doubled for each later one.
         max_backoff: cap of one wait.
-        timeout: seconds one HTTP request may take.
+        timeout: seconds one HTTP request may take, from name resolution to the answer.
+        deadline: seconds all attempts of one delivery may take together, waits included.
         failure_threshold: consecutive failed attempts that open the receiver's breaker.
         reset_timeout: seconds the breaker stays open before a trial request.
     """
@@ -114,6 +142,7 @@ class DeliveryPolicy:
     backoff: float = 0.5
     max_backoff: float = 10.0
     timeout: float = 5.0
+    deadline: float = 30.0
     failure_threshold: int = 3
     reset_timeout: float = 60.0
 
@@ -122,6 +151,7 @@ class DeliveryPolicy:
         duration("backoff", self.backoff)
         duration("max_backoff", self.max_backoff)
         positive("timeout", self.timeout)
+        positive("deadline", self.deadline)
         positive_int("failure_threshold", self.failure_threshold)
         duration("reset_timeout", self.reset_timeout)
 
@@ -136,6 +166,7 @@ class Notifier:
     Args:
         policy: webhook retries and breaker settings.
         sleep: waits between retries (tests pass a fake).
+        clock: monotonic seconds, for the delivery deadline (tests pass a fake).
         background: send on a worker thread (a ``BatchDispatcher``); otherwise inline.
     """
 
@@ -144,10 +175,12 @@ class Notifier:
         *,
         policy: DeliveryPolicy | None = None,
         sleep: Callable[[float], object] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         background: bool = False,
     ) -> None:
         self.policy = policy or DeliveryPolicy()
         self._sleep = sleep
+        self._clock = clock
         self._dispatcher: BatchDispatcher[int] | None = None
         if background:
             self._dispatcher = BatchDispatcher(
@@ -208,7 +241,7 @@ class Notifier:
             return self._finish(delivery, Delivery.Outcome.FAILED, f"unknown kind {channel.kind!r}")
         except Exception as exc:
             logger.exception("alert delivery %s failed", delivery.pk)
-            return self._finish(delivery, Delivery.Outcome.FAILED, _describe(exc), attempts=1)
+            return self._fail(delivery, _describe(exc), attempts=1)
 
     def breaker_for(self, channel: NotificationChannel) -> CircuitBreaker:
         """The circuit breaker guarding ``channel``'s receiver (created on first use)."""
@@ -217,6 +250,8 @@ class Notifier:
             success_threshold=1,
             half_open_max_calls=1,
             timeout=self.policy.reset_timeout,
+            # A refused URL is the channel's configuration, not the receiver's health.
+            ignored_exceptions=(webhook_http.UnsafeWebhook,),
         )
         return circuit_breaker_registry.get_or_create(f"alerts.webhook:{channel.name}", config)
 
@@ -228,7 +263,13 @@ class Notifier:
         error = ""
         attempt = 0
         policy = self.policy
+        deadline = self._clock() + policy.deadline
+        allow_private = bool(getattr(settings, "ALERTS_WEBHOOK_ALLOW_PRIVATE", False))
         while attempt < policy.attempts:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                error = f"{error}; delivery deadline ({policy.deadline:g}s) passed".lstrip("; ")
+                break
             attempt += 1
             timestamp = str(int(time.time()))
             headers = {
@@ -240,21 +281,35 @@ class Notifier:
                 "X-Alert-Event": delivery.event,
             }
             try:
-                status = breaker.call(_post, channel.url, body, headers, policy.timeout)
+                status = breaker.call(
+                    webhook_http.post,
+                    channel.url,
+                    body,
+                    headers,
+                    timeout=min(policy.timeout, remaining),
+                    allow_private=allow_private,
+                )
             except CircuitOpenError as exc:
-                outcome = Delivery.Outcome.SKIPPED if attempt == 1 else Delivery.Outcome.FAILED
-                message = f"{error}; then {exc}" if error else str(exc)
-                return self._finish(delivery, outcome, message, attempts=attempt - 1)
+                if not error:
+                    return self._finish(
+                        delivery, Delivery.Outcome.SKIPPED, str(exc), attempts=attempt - 1
+                    )
+                return self._fail(delivery, f"{error}; then {exc}", attempts=attempt - 1)
+            except webhook_http.UnsafeWebhook as exc:
+                # Nothing was sent; retrying cannot change the answer.
+                return self._fail(delivery, f"refused: {exc}", attempts=attempt)
             except Exception as exc:
                 error = _describe(exc)
                 if attempt < policy.attempts:
-                    self._sleep(policy.wait(attempt))
+                    self._sleep(max(min(policy.wait(attempt), deadline - self._clock()), 0.0))
                 continue
             if 200 <= status < 300:
                 return self._finish(delivery, Delivery.Outcome.SENT, "", attempts=attempt)
-            message = f"receiver refused the request: HTTP {status}"
-            return self._finish(delivery, Delivery.Outcome.FAILED, message, attempts=attempt)
-        return self._finish(delivery, Delivery.Outcome.FAILED, error, attempts=attempt)
+            message = f"receiver answered HTTP {status}"
+            if 300 <= status < 400:
+                message += " (a redirect; webhooks never follow one)"
+            return self._fail(delivery, message, attempts=attempt)
+        return self._fail(delivery, error, attempts=attempt)
 
     def _email(self, delivery: Delivery, channel: NotificationChannel) -> Delivery:
         alert = delivery.alert
@@ -289,29 +344,29 @@ class Notifier:
         finally:
             close_old_connections()
 
+    @classmethod
+    def _fail(cls, delivery: Delivery, detail: str, *, attempts: int) -> Delivery:
+        # Every viewer reads `error` (API, alerts page): a connection error or a status
+        # there would let a channel editor map internal ports. Only the kind of failure
+        # goes there; the detail goes to the log and to `detail` (admin, channel editors).
+        logger.warning(
+            "alert delivery %s to channel %r failed: %s", delivery.pk, delivery.channel_name, detail
+        )
+        return cls._finish(
+            delivery, Delivery.Outcome.FAILED, GENERIC_FAILURE, attempts=attempts, detail=detail
+        )
+
     @staticmethod
-    def _finish(delivery: Delivery, outcome: str, error: str, *, attempts: int = 0) -> Delivery:
+    def _finish(
+        delivery: Delivery, outcome: str, error: str, *, attempts: int = 0, detail: str = ""
+    ) -> Delivery:
         delivery.outcome = outcome
         delivery.error = error[:2000]
+        delivery.detail = (detail or error)[:2000]
         delivery.attempts = attempts
         delivery.finished_at = timezone.now()
-        delivery.save(update_fields=["outcome", "error", "attempts", "finished_at"])
+        delivery.save(update_fields=["outcome", "error", "detail", "attempts", "finished_at"])
         return delivery
-
-
-def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    """POST and return the status; raises for what the receiver's breaker should count."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        # 429 and 5xx: the receiver is struggling (retry, and count it for the breaker);
-        # other 4xx: it is up and refuses this request. That is a success for the breaker
-        # (the receiver answered), and retrying would not help.
-        if exc.code == 429 or exc.code >= 500:
-            raise
-        return int(exc.code)
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, validate_email
 from django.db import models
+
+from . import webhook_http
 
 
 def new_secret() -> str:
@@ -71,6 +74,16 @@ class NotificationChannel(models.Model):
         if self.kind == self.Kind.WEBHOOK:
             if not self.url.startswith(("http://", "https://")):
                 errors["url"] = "A webhook needs an http:// or https:// URL."
+            else:
+                try:
+                    webhook_http.validate_url(
+                        self.url,
+                        allow_private=bool(
+                            getattr(settings, "ALERTS_WEBHOOK_ALLOW_PRIVATE", False)
+                        ),
+                    )
+                except webhook_http.UnsafeWebhook as exc:
+                    errors["url"] = f"This URL would be refused: {exc}."
             if not self.secret:
                 errors["secret"] = "A webhook needs a secret to sign its requests."
         elif self.kind == self.Kind.EMAIL:
@@ -200,7 +213,10 @@ class Delivery(models.Model):
         max_length=10, choices=Outcome.choices, default=Outcome.PENDING, db_index=True
     )
     attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="", help_text="what every viewer sees")
+    detail = models.TextField(
+        blank=True, default="", help_text="the failure in full: for channel editors only"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

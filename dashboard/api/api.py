@@ -13,6 +13,7 @@ from dashboard.alerts.api import router as alerts_router
 from dashboard.permissions import VIEW_DASHBOARD
 
 from . import throttle
+from .auth import docs_guard
 from .errors import install_handlers
 from .routers import breakers, checkpoints, health, limiters, metrics, traces
 
@@ -29,6 +30,10 @@ class LenientParser(Parser):
 
 
 class ObservabilityAPI(NinjaAPI):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("docs_decorator", docs_guard)
+        super().__init__(**kwargs)
+
     def create_response(
         self,
         request: HttpRequest,

@@ -7,20 +7,27 @@ order: who is calling (401 if nobody), their rate limit (429), then the permissi
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.http import HttpRequest
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
+from dashboard import login_throttle
+from dashboard.client_ip import client_address
 from dashboard.permissions import VIEW_DASHBOARD
 
 from . import throttle
 from .models import ApiToken
-from .tokens import authenticate_token
+from .tokens import TOKEN_PATTERN, authenticate_token
 
 
 class InvalidToken(AuthenticationError):
@@ -30,15 +37,29 @@ class InvalidToken(AuthenticationError):
 
 def _permit(request: HttpRequest, user: Any, key: str, permission: str | None) -> Any:
     throttle.check(request, key)
-    if permission is not None and not user.has_perm(permission):
-        raise AuthorizationError(message=f"permission {permission!r} required")
+    if permission is None:
+        return user
+    # Every operation needs the view permission, mutations their own on top: a user
+    # holding only `reset_metrics` must not act on a dashboard they may not see.
+    for needed in dict.fromkeys((VIEW_DASHBOARD, permission)):
+        if not user.has_perm(needed):
+            raise AuthorizationError(message=f"permission {needed!r} required")
     return user
 
 
 def token_user(request: HttpRequest, token: str) -> User:
     """The user of bearer ``token`` (also set as ``request.user``); raises 401 if invalid."""
+    # Guessing tokens is throttled like guessing passwords: per address, and per token
+    # prefix (the public half) when the value looks like a token.
+    address = client_address(request)
+    match = TOKEN_PATTERN.fullmatch(token.strip())
+    prefix = f"token:{match[1]}" if match else None
+    wait = login_throttle.blocked(username=prefix, address=address, where="api_token")
+    if wait is not None:
+        raise throttle.RateLimited(wait, {"Retry-After": str(max(math.ceil(wait), 1))})
     found: ApiToken | None = authenticate_token(token)
     if found is None:
+        login_throttle.failed(username=prefix, address=address)
         raise InvalidToken()
     request.user = found.user
     request.api_token = found  # type: ignore[attr-defined]
@@ -111,4 +132,32 @@ def caller_key(request: HttpRequest, user: User | AnonymousUser) -> str:
         return f"token:{token.pk}"
     if user.is_authenticated:
         return f"user:{user.pk}"
-    return f"ip:{request.META.get('REMOTE_ADDR', '')}"
+    return f"ip:{client_address(request)}"
+
+
+def docs_guard(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The OpenAPI schema and Swagger UI need what a read needs (a login or a token, and
+    ``dashboard.view_dashboard``) unless ``API_DOCS_PUBLIC`` is set: the schema maps
+    every operation an attacker could try."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        if getattr(settings, "API_DOCS_PUBLIC", False):
+            return view(request, *args, **kwargs)
+        try:
+            user = optional_user(request)
+        except InvalidToken:
+            return JsonResponse({"detail": "invalid, expired or revoked API token"}, status=401)
+        except throttle.RateLimited as exc:
+            response = JsonResponse({"detail": str(exc)}, status=429)
+            response["Retry-After"] = exc.headers["Retry-After"]
+            return response
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not user.has_perm(VIEW_DASHBOARD):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return guarded

@@ -11,13 +11,22 @@ Settings:
 ``METRICS_REQUIRE_BOTH``
     ``True``: a scrape needs the token *and* an allowed address. Default ``False``.
 
-The client address is ``REMOTE_ADDR``: behind a reverse proxy, restrict by token.
+``TRUSTED_PROXIES``
+    The client address is ``REMOTE_ADDR``, or, when that is a listed proxy, the
+    right-most untrusted ``X-Forwarded-For`` hop (:mod:`dashboard.client_ip`).
+
+Without ``METRICS_TOKEN`` (and with only loopback networks allowed), the network rule
+is trusted only where it can be: a request that arrived on a non-loopback local
+address, or that carries forwarding headers from a peer not in ``TRUSTED_PROXIES``
+(a reverse proxy on the same host makes every client look like 127.0.0.1), is refused
+with 403 and logged. Set ``METRICS_TOKEN`` for any scrape that crosses a network.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -26,7 +35,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from dashboard.client_ip import client_address, forwarded_by_untrusted_peer, is_loopback
 from resilience import telemetry
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_NETWORKS = ("127.0.0.0/8", "::1/128")
 
@@ -70,6 +82,20 @@ def _denied(status: int, detail: str) -> JsonResponse:
     return response
 
 
+def _exposure(request: HttpRequest) -> str:
+    """Why a loopback-only, token-less /metrics cannot trust this request ("" if it can)."""
+    local = str(request.META.get("SERVER_NAME", ""))
+    try:
+        ipaddress.ip_address(local.strip("[]"))
+    except ValueError:
+        local = ""  # not an address (WSGI's configured name): nothing to judge by
+    if local and not is_loopback(local.strip("[]")):
+        return f"the server is reachable on the non-loopback address {local}"
+    if forwarded_by_untrusted_peer(request):
+        return "forwarding headers from a peer not in TRUSTED_PROXIES"
+    return ""
+
+
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -78,7 +104,18 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     token = _token_state(request, expected)
     if token is False:
         return _denied(401, "invalid metrics token")
-    in_network = client_allowed(request.META.get("REMOTE_ADDR", ""), allowed_networks())
+    networks = allowed_networks()
+    address = client_address(request)
+    if not expected and all(net.is_loopback for net in networks):
+        exposed = _exposure(request)
+        if exposed:
+            logger.warning(
+                "/metrics refused to %s: %s; set METRICS_TOKEN (or TRUSTED_PROXIES)",
+                address,
+                exposed,
+            )
+            return _denied(403, "metrics need METRICS_TOKEN on this server")
+    in_network = client_allowed(address, networks)
     if getattr(settings, "METRICS_REQUIRE_BOTH", False):
         allowed = bool(token) and in_network
     else:

@@ -14,7 +14,13 @@ transition in :mod:`dashboard.breakers.recorder`.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+from urllib.parse import urlsplit
+
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 
 def enabled() -> bool:
@@ -28,5 +34,28 @@ def start() -> bool:
         return False
     from resilience.redis import install
 
+    warning = redis_url_warning(settings.REDIS_URL)
+    if warning:
+        logger.warning("%s", warning)
     install(settings.REDIS_URL)
     return True
+
+
+def redis_url_warning(url: str) -> str:
+    """Why ``url`` is risky ("" if it is not): live fragments (HTML), breaker state and
+    limiter buckets cross it, so anyone who can reach that Redis can change them."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return ""
+    host = parts.hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback or parts.password:
+        return ""
+    return (
+        f"REDIS_URL points at {host!r} without a password: every process that can reach it "
+        "can push HTML to the dashboard's pages and change breakers and limiters. Use "
+        "rediss://:PASSWORD@host:6380/0 (TLS and AUTH) or keep Redis on loopback."
+    )

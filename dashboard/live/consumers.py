@@ -5,19 +5,85 @@ A socket is refused (closed before the handshake completes, so the browser sees 
 done before, by ``AllowedHostsOriginValidator`` in ``dashboard.asgi``. On connect
 each consumer sends its page's current state, so a page that reconnects after a
 server restart is brought up to date without a reload.
+
+An open socket is authorised again every ``LIVE_REAUTH_INTERVAL`` seconds (default
+30): a user deactivated, stripped of the permission, or whose session was deleted or
+logged out is disconnected with close code 4401 (no session) or 4403 (no permission),
+and the page says "logged out". Logging out also closes that session's sockets at once:
+the ``user_logged_out`` signal sends ``auth.session_ended`` to the session's group
+(named by a hash of the session key, so no key travels through Redis).
+
+Concurrency: each consumer runs one re-authorisation task on the server's event loop,
+cancelled on disconnect; the database checks run in the sync thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import logging
+from importlib import import_module
 from typing import Any, ClassVar
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth.signals import user_logged_out
+from django.dispatch import receiver
+from django.http import HttpRequest
+from django.utils.crypto import constant_time_compare
 
 from dashboard import selectors
 from dashboard.permissions import VIEW_DASHBOARD
 
 from . import broadcast, fragments, runtime
+
+CLOSE_LOGGED_OUT = 4401
+CLOSE_FORBIDDEN = 4403
+DEFAULT_REAUTH_INTERVAL = 30.0
+
+logger = logging.getLogger(__name__)
+
+
+def session_group(session_key: str) -> str:
+    return "auth.session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
+
+
+@receiver(user_logged_out)
+def _close_sockets_of_the_session(
+    sender: Any, request: HttpRequest | None = None, **kwargs: Any
+) -> None:
+    session = getattr(request, "session", None)
+    key = getattr(session, "session_key", None)
+    layer = get_channel_layer()
+    if not key or layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(session_group(key), {"type": "auth.session_ended"})
+    except Exception:  # never fail a logout because the channel layer is down
+        logger.exception("could not close the websockets of a logged-out session")
+
+
+def _reason_to_close(user_pk: Any, session_key: str | None) -> int | None:
+    """Why a socket opened by ``user_pk`` in ``session_key`` must close now, else None."""
+    user = get_user_model().objects.filter(pk=user_pk).first()
+    if user is None or not user.is_active:
+        return CLOSE_LOGGED_OUT
+    if session_key is not None:
+        store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        data = store.load()  # {} when the session was deleted or has expired
+        if str(data.get(SESSION_KEY)) != str(user.pk):
+            return CLOSE_LOGGED_OUT
+        expected = user.get_session_auth_hash() if hasattr(user, "get_session_auth_hash") else ""
+        if expected and not constant_time_compare(str(data.get(HASH_SESSION_KEY, "")), expected):
+            return CLOSE_LOGGED_OUT  # the password changed: Django ends other sessions
+    if not user.has_perm(VIEW_DASHBOARD):
+        return CLOSE_FORBIDDEN
+    return None
 
 
 class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -25,6 +91,8 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     group: ClassVar[str]
 
     joined = False
+    session_joined: str | None = None
+    reauth: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -38,12 +106,38 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.joined = True
         runtime.sampler.watchers[self.page] += 1
+        session = self.scope.get("session")
+        session_key = getattr(session, "session_key", None)
+        if session_key:
+            self.session_joined = session_group(session_key)
+            await self.channel_layer.group_add(self.session_joined, self.channel_name)
         await self.accept()
+        self.reauth = asyncio.create_task(self._reauthorise(user.pk, session_key))
         html = await self.initial()
         if html:
             await self.send(text_data=html)
 
+    async def _reauthorise(self, user_pk: Any, session_key: str | None) -> None:
+        interval = float(getattr(settings, "LIVE_REAUTH_INTERVAL", DEFAULT_REAUTH_INTERVAL))
+        while True:
+            await asyncio.sleep(interval)
+            code = await database_sync_to_async(_reason_to_close)(user_pk, session_key)
+            if code is not None:
+                await self.close(code=code)
+                return
+
+    async def auth_session_ended(self, event: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_LOGGED_OUT)
+
     async def disconnect(self, code: int) -> None:
+        task, self.reauth = self.reauth, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.session_joined is not None:
+            await self.channel_layer.group_discard(self.session_joined, self.channel_name)
+            self.session_joined = None
         if self.joined:
             self.joined = False
             runtime.sampler.watchers[self.page] -= 1

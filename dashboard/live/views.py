@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from dashboard import selectors
 from dashboard.breakers import recorder, services
@@ -28,6 +28,7 @@ def _page(request: HttpRequest, template: str, nav: str, **context: Any) -> Http
     )
 
 
+@require_safe
 @login_required
 @permission_required(VIEW_DASHBOARD, raise_exception=True)
 def breakers(request: HttpRequest) -> HttpResponse:
@@ -40,6 +41,7 @@ def breakers(request: HttpRequest) -> HttpResponse:
     )
 
 
+@require_safe
 @login_required
 @permission_required(VIEW_DASHBOARD, raise_exception=True)
 def limiters(request: HttpRequest) -> HttpResponse:
@@ -49,6 +51,7 @@ def limiters(request: HttpRequest) -> HttpResponse:
     return _page(request, "limiters.html", "limiters", limiters=rows)
 
 
+@require_safe
 @login_required
 @permission_required(VIEW_DASHBOARD, raise_exception=True)
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -39,6 +39,28 @@ def masked_keys() -> tuple[str, ...]:
     )
 
 
+def masked_value_patterns() -> tuple[str, ...]:
+    """TRACES_MASKED_VALUE_PATTERNS: regular expressions of token shapes masked inside
+    string values (default: ``masking.DEFAULT_VALUE_PATTERNS``; ``[]`` turns it off)."""
+    import re
+
+    from .masking import DEFAULT_VALUE_PATTERNS
+
+    value = _get("TRACES_MASKED_VALUE_PATTERNS", DEFAULT_VALUE_PATTERNS)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ImproperlyConfigured(
+                    f"TRACES_MASKED_VALUE_PATTERNS: {pattern!r} is not a regular expression: {exc}"
+                ) from None
+        return tuple(value)
+    raise ImproperlyConfigured(
+        f"TRACES_MASKED_VALUE_PATTERNS must be a list of regular expressions, got {value!r}"
+    )
+
+
 def _duration(name: str, default: timedelta) -> timedelta:
     value = _get(name, default)
     try:

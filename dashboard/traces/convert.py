@@ -115,7 +115,7 @@ def span_rows(
                 start_us,
                 end_us,
                 code.name,
-                status.description or "",
+                masker.mask_text(status.description) if status.description else "",
                 mask(span.attributes),
                 [
                     {

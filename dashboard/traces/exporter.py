@@ -21,8 +21,19 @@ class DatabaseSpanExporter(SpanExporter):
     in bench/bench_traces.py); this exporter lets any OTel pipeline write here.
     """
 
-    def __init__(self, *, writer: Writer | None = None, masked_keys: Sequence[str] = ()) -> None:
-        self._writer = writer or database_writer(Masker(masked_keys))
+    def __init__(
+        self,
+        *,
+        writer: Writer | None = None,
+        masked_keys: Sequence[str] = (),
+        masked_value_patterns: Sequence[str] | None = None,
+    ) -> None:
+        masker = (
+            Masker(masked_keys)
+            if masked_value_patterns is None
+            else Masker(masked_keys, masked_value_patterns)
+        )
+        self._writer = writer or database_writer(masker)
         self.written = 0
         self.failed = 0
 

@@ -1,12 +1,44 @@
-"""Mask sensitive attribute values before a span is stored."""
+"""Mask secrets before a span is stored: by attribute key, and inside string values.
+
+Two rules, both applied to span and event attributes, resource attributes and the
+status message (exception messages and stack traces are event attributes):
+
+- keys: an attribute whose key contains a sensitive word (``TRACES_MASKED_KEYS``) is
+  stored as ``***``;
+- values: inside every string, ``name=value`` and ``name: value`` pairs whose name
+  contains one of those words (so URL query parameters such as ``?api_key=...`` and
+  ``password=...`` in an exception message), ``Bearer``/``Basic`` credentials, and
+  strings shaped like well-known tokens (``TRACES_MASKED_VALUE_PATTERNS``: OpenAI
+  ``sk-...``, GitHub ``ghp_...``, JWTs, this project's ``rdt_...``, AWS key ids, Slack
+  tokens) have the secret part replaced by ``***``.
+
+This is a safety net, not a guarantee: a secret with none of these names or shapes
+(a bare password in free text) is stored as it is.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 MASK = "***"
+
+DEFAULT_VALUE_PATTERNS: tuple[str, ...] = (
+    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}",
+    r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}",
+    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
+    r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+    r"\brdt_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}",
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
+)
+# "Authorization: Bearer abc", "Basic dXNlcjpwdw==": keep the scheme, hide the rest.
+_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[A-Za-z0-9._~+/=-]{6,}")
+# scheme://user:password@host
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
+# The characters a value stops at: separators of query strings, lists and quotes.
+_PAIR_VALUE = r"(\"[^\"]*\"|'[^']*'|[^\s&#,;\"'<>)\]}]+)"
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 _CACHE_LIMIT = 10_000
 
@@ -24,11 +56,37 @@ class Masker:
     key (attribute keys are few and repeat).
     """
 
-    __slots__ = ("_cache", "_needles")
+    __slots__ = ("_cache", "_needles", "_pairs", "_shapes")
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(
+        self, keys: Iterable[str], value_patterns: Sequence[str] = DEFAULT_VALUE_PATTERNS
+    ) -> None:
+        keys = list(keys)
         self._needles = tuple(n for n in (_normalise(k) for k in keys) if n)
         self._cache: dict[str, bool] = {}
+        self._pairs = _pair_pattern(keys)
+        self._shapes = (
+            re.compile("|".join(f"(?:{p})" for p in value_patterns)) if value_patterns else None
+        )
+
+    def mask_text(self, text: str) -> str:
+        """``text`` with the secrets inside it (see the module docstring) as ``***``."""
+        if len(text) > 6:
+            text = _CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
+        if "@" in text:
+            text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+        if self._pairs is not None and ("=" in text or ":" in text):
+            text = self._pairs.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
+        if self._shapes is not None:
+            text = self._shapes.sub(MASK, text)
+        return text
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.mask_text(value)
+        if isinstance(value, tuple | list):
+            return [self.mask_text(v) if isinstance(v, str) else v for v in value]
+        return value
 
     def is_sensitive(self, key: str) -> bool:
         hit = self._cache.get(key)
@@ -45,10 +103,21 @@ class Masker:
             return {}
         out: dict[str, Any] = {}
         for key, value in attributes.items():
-            if self.is_sensitive(key):
-                out[key] = MASK
-            elif isinstance(value, tuple | list):
-                out[key] = list(value)
-            else:
-                out[key] = value
+            out[key] = MASK if self.is_sensitive(key) else self._value(value)
         return out
+
+
+def _pair_pattern(keys: Iterable[str]) -> re.Pattern[str] | None:
+    """``<name containing a key>`` ``=`` or ``:`` ``<value>``; "api_key" also matches
+    "apiKey", "api-key" and "API.KEY" (any punctuation or none between the words)."""
+    words = []
+    for key in keys:
+        parts = [re.escape(p) for p in re.split(r"[^A-Za-z0-9]+", key) if p]
+        if parts:
+            words.append(r"[^A-Za-z0-9]?".join(parts))
+    if not words:
+        return None
+    name = rf"[A-Za-z0-9_.\-\[\]]*(?:{'|'.join(words)})[A-Za-z0-9_.\-\[\]]*"
+    return re.compile(
+        rf"(?i)(\b{name}\\?[\"']?)(\s*[=:]\s*)(?!\s)(?!//)(?!(?:bearer|basic|digest)\s){_PAIR_VALUE}"
+    )

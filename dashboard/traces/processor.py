@@ -79,6 +79,7 @@ class DatabaseSpanProcessor(SpanProcessor):
         *,
         writer: Writer | None = None,
         masked_keys: Sequence[str] = (),
+        masked_value_patterns: Sequence[str] | None = None,
         max_queue: int = 20_000,
         max_batch: int = 1_000,
         interval: float = 0.5,
@@ -86,7 +87,12 @@ class DatabaseSpanProcessor(SpanProcessor):
         name: str = "traces-db-writer",
         using: str | None = "default",
     ) -> None:
-        self._writer = writer or database_writer(Masker(masked_keys), using=using or "default")
+        masker = (
+            Masker(masked_keys)
+            if masked_value_patterns is None
+            else Masker(masked_keys, masked_value_patterns)
+        )
+        self._writer = writer or database_writer(masker, using=using or "default")
         # The alias's settings dict: test runners change its NAME in place.
         self._database: Mapping[str, Any] = settings.DATABASES[using] if using else {}
         # Checked now: the dispatcher is only built on the first span, inside on_end.

@@ -100,6 +100,7 @@ def install(*, django: bool = True) -> DatabaseSpanProcessor | None:
         )
         processor = DatabaseSpanProcessor(
             masked_keys=conf.masked_keys(),
+            masked_value_patterns=conf.masked_value_patterns(),
             max_queue=conf.queue_size(),
             max_batch=conf.batch_size(),
             on_first_span=retention.start,

@@ -8,9 +8,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from dashboard.durations import format_us
-from dashboard.permissions import VIEW_SPANS
+from dashboard.permissions import VIEW_DASHBOARD
 
 from . import charts, selectors
 from .convert import to_us
@@ -33,8 +34,9 @@ def _url(request: HttpRequest, **changes: object) -> str:
     return f"{request.path}?{encoded}" if encoded else request.path
 
 
+@require_safe
 @login_required
-@permission_required(VIEW_SPANS, raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def search(request: HttpRequest) -> HttpResponse:
     form = TraceSearchForm(request.GET)
     context: dict[str, Any] = {"form": form, "page": None, "chart": None}
@@ -108,8 +110,9 @@ def _checked_trace_id(trace_id: str) -> str:
     return trace_id
 
 
+@require_safe
 @login_required
-@permission_required(VIEW_SPANS, raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
     detail = selectors.trace_detail(trace_id=_checked_trace_id(trace_id))
     if detail is None:
@@ -131,8 +134,9 @@ def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
     return render(request, "dashboard/traces/trace.html", context)
 
 
+@require_safe
 @login_required
-@permission_required(VIEW_SPANS, raise_exception=True)
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 def span(request: HttpRequest, trace_id: str, span_id: str) -> HttpResponse:
     if not _SPAN_ID.match(span_id):
         raise Http404("a span id is 16 lowercase hex digits")

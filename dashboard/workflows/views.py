@@ -73,6 +73,7 @@ def panel(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
+@permission_required(VIEW_DASHBOARD, raise_exception=True)
 @permission_required(OPERATE_SIMULATION, raise_exception=True)
 def set_pattern(request: HttpRequest) -> HttpResponse:
     form = PatternForm(request.POST, world=services.world())

@@ -41,9 +41,17 @@
   document.addEventListener('htmx:wsClose', function (evt) {
     var socketElt = evt.target;
     if (!document.body.contains(socketElt)) return;
+    var code = evt.detail && evt.detail.event ? evt.detail.event.code : 1006;
+    // 4401/4403: the server ended this session (logout, deactivation, lost permission).
+    // Retrying cannot help: say so and stop.
+    if (code >= 4400 && code < 4500) {
+      setStatus('logged-out', 'logged out — reload the page to log in');
+      document.body.classList.add('live-disconnected');
+      return;  // the extension only retries 1006/1011/1012/1013 itself
+
+    }
     setStatus('disconnected', 'disconnected — reconnecting…');
     checkSignedIn();
-    var code = evt.detail && evt.detail.event ? evt.detail.event.code : 1006;
     // The extension retries abnormal closures itself; a server going away cleanly
     // (1000/1001 on shutdown) would otherwise leave the page disconnected for good.
     if (RETRYABLE.indexOf(code) < 0 && evt.detail && evt.detail.socketWrapper) {
@@ -63,6 +71,12 @@
       })
       .catch(function () { /* the server is down: keep retrying */ });
   }
+
+  // -- alert banners: the dismiss button (no inline handlers: CSP allows no inline script)
+  document.addEventListener('click', function (evt) {
+    var button = evt.target.closest && evt.target.closest('[data-dismiss-banner]');
+    if (button && button.parentElement) button.parentElement.remove();
+  });
 
   // -- countdowns to half-open -----------------------------------------------------
   var countdownStart = new WeakMap();

@@ -82,6 +82,16 @@ def _background_writers(request: pytest.FixtureRequest) -> Iterator[None]:
             spans.enabled = True
 
 
+@pytest.fixture(autouse=True)
+def _fresh_login_throttle() -> Iterator[None]:
+    """Failed logins of one test must not throttle the next one (same 127.0.0.1)."""
+    from dashboard import login_throttle
+
+    login_throttle.reset()
+    yield
+    login_throttle.reset()
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

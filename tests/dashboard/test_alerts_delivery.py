@@ -21,6 +21,12 @@ from resilience.circuit_breaker import CircuitState
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _loopback_receivers_allowed(settings: Any) -> None:
+    """These tests deliver to a receiver on 127.0.0.1, refused by default (SSRF guard)."""
+    settings.ALERTS_WEBHOOK_ALLOW_PRIVATE = True
+
+
 class Receiver:
     """A loopback HTTP server that records requests and answers with scripted statuses."""
 
@@ -151,7 +157,7 @@ def test_webhook_client_error_fails_at_once_without_tripping_the_breaker() -> No
         for index in range(4):
             [delivery] = notifier.notify(firing_alert(channel, subject=f"s{index}"), "firing")
             assert delivery.outcome == Delivery.Outcome.FAILED
-            assert "HTTP 404" in delivery.error
+            assert "HTTP 404" in delivery.detail
 
     assert sleep.waits == []
     assert len(receiver.requests) == 4
@@ -166,7 +172,7 @@ def test_dead_receiver_trips_the_breaker_and_later_deliveries_are_skipped_fast()
     [first] = notifier.notify(firing_alert(channel, subject="a"), "firing")
     assert first.outcome == Delivery.Outcome.FAILED
     assert first.attempts == 3
-    assert "refused" in first.error.lower()
+    assert "refused" in first.detail.lower()
     assert notifier.breaker_for(channel).state is CircuitState.OPEN
     waits_after_first = list(sleep.waits)
 

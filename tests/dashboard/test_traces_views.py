@@ -85,7 +85,7 @@ def sid(span: Span) -> str:
 @pytest.fixture
 def viewer(client: Client) -> Client:
     user = User.objects.create_user("viewer")
-    user.user_permissions.add(Permission.objects.get(codename="view_spanrecord"))
+    user.user_permissions.add(Permission.objects.get(codename="view_dashboard"))
     client.force_login(user)
     return client
 

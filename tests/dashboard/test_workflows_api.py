@@ -219,8 +219,8 @@ def test_invalid_workflow_ids_are_422_naming_the_path_field(
     assert response.json()["detail"][0]["loc"] == ["path", "workflow_id"]
 
 
-def test_the_openapi_schema_documents_the_three_operations(client: Client) -> None:
-    schema = client.get("/api/workflows/openapi.json").json()
+def test_the_openapi_schema_documents_the_three_operations(client: Client, token: str) -> None:
+    schema = client.get("/api/workflows/openapi.json", **bearer(token)).json()
     assert set(schema["paths"]) == {
         "/api/workflows",
         "/api/workflows/{workflow_id}",
