@@ -268,16 +268,16 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
 API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
 # Failed logins (password form, admin, API tokens) per username and per client address:
 # "<failures>/<seconds>" ("" turns it off); 429 + Retry-After once spent.
-LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10/300")
+LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "10/300")
 MIDDLEWARE = [*MIDDLEWARE, "dashboard.login_throttle.LoginThrottleMiddleware"]
 # Open websockets are authorised again this often (seconds); logout closes them at once.
-LIVE_REAUTH_INTERVAL = float(os.environ.get("LIVE_REAUTH_INTERVAL", "30"))
+LIVE_REAUTH_INTERVAL = env_duration("LIVE_REAUTH_INTERVAL", "30s").total_seconds()
 # Production (README "Production"): Django's own names, off by default so `make run`
 # works over plain http on loopback.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
-SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or "0")
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 # "HTTP_X_FORWARDED_PROTO,https": the header a TLS-terminating proxy sets (and strips

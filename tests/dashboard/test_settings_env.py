@@ -79,6 +79,22 @@ EXAMPLES: dict[str, Example] = {
     "CHECKPOINT_COMPRESSION": Example(("CHECKPOINT_COMPRESSION",), "gzip", "gzip"),
     "CHECKPOINT_SIGNING_KEY": Example(("CHECKPOINT_SIGNING_KEY",), "s" * 32, "s" * 32),
     "LOG_LEVEL": Example(("LOGGING", "root", "level"), "DEBUG", "DEBUG"),
+    "LOGIN_RATE_LIMIT": Example(("LOGIN_RATE_LIMIT",), "5/60", "5/60"),
+    "TRUSTED_PROXIES": Example(("TRUSTED_PROXIES",), "10.1.0.0/16", ["10.1.0.0/16"]),
+    "API_DOCS_PUBLIC": Example(("API_DOCS_PUBLIC",), "true", True),
+    "ALERTS_WEBHOOK_ALLOW_PRIVATE": Example(("ALERTS_WEBHOOK_ALLOW_PRIVATE",), "1", True),
+    "LIVE_REAUTH_INTERVAL": Example(("LIVE_REAUTH_INTERVAL",), "2m", 120.0),
+    "SECURE_SSL_REDIRECT": Example(("SECURE_SSL_REDIRECT",), "true", True),
+    "SESSION_COOKIE_SECURE": Example(("SESSION_COOKIE_SECURE",), "true", True),
+    "CSRF_COOKIE_SECURE": Example(("CSRF_COOKIE_SECURE",), "true", True),
+    "SECURE_HSTS_SECONDS": Example(("SECURE_HSTS_SECONDS",), "31536000", 31536000),
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": Example(("SECURE_HSTS_INCLUDE_SUBDOMAINS",), "on", True),
+    "SECURE_HSTS_PRELOAD": Example(("SECURE_HSTS_PRELOAD",), "yes", True),
+    "SECURE_PROXY_SSL_HEADER": Example(
+        ("SECURE_PROXY_SSL_HEADER",),
+        "HTTP_X_FORWARDED_PROTO,https",
+        ("HTTP_X_FORWARDED_PROTO", "https"),
+    ),
 }
 
 
