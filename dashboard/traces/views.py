@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.durations import format_us
+from resilience.checkpoint import NAME_PATTERN
 
 from . import charts, selectors
 from .convert import to_us
@@ -108,6 +109,17 @@ def _checked_trace_id(trace_id: str) -> str:
     return trace_id
 
 
+def _workflow_timelines(trace_id: str) -> list[tuple[str, str]]:
+    """(workflow id, checkpoint timeline URL) of the workflow.execute spans of a trace."""
+    found: dict[str, str] = {}
+    rows = SpanRecord.objects.filter(trace_id=trace_id, name="workflow.execute")
+    for attributes in rows.values_list("attributes", flat=True)[:10]:
+        workflow_id = (attributes or {}).get("workflow.id")
+        if isinstance(workflow_id, str) and NAME_PATTERN.fullmatch(workflow_id):
+            found[workflow_id] = reverse("checkpoints:timeline", args=[workflow_id])
+    return sorted(found.items())
+
+
 @login_required
 @permission_required(VIEW_PERMISSION, raise_exception=True)
 def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
@@ -127,6 +139,7 @@ def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
         "trace": detail,
         "panel": _span_panel(span) if span is not None else None,
         "span_url_prefix": reverse("traces:trace", args=[trace_id]) + "spans/",
+        "workflow_timelines": _workflow_timelines(trace_id),
     }
     return render(request, "dashboard/traces/trace.html", context)
 
