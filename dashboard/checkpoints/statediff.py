@@ -5,8 +5,9 @@ subtrees are pruned first with ``==`` confirmed by their JSON bytes (C speed, a 
 ``==`` alone says ``0 == False``): an equal dict member is dropped, and a list keeps only
 its differing positions, as a dict keyed by index. That is exact because deepdiff pairs
 list items by position, except when both lists hold only scalars (it aligns those with
-difflib): such lists keep their items, only an equal prefix replaced by placeholders in
-both. deepdiff then sees only what differs; its paths read the same (``[3]`` is both a
+difflib): such lists are passed whole (an equal prefix replaced by placeholders
+would change difflib's alignment, and repeated placeholders make difflib quadratic).
+deepdiff then sees only what differs; its paths read the same (``[3]`` is both a
 list index and an int key), so the result equals deepdiff's on the whole states (a
 property test checks it).
 """
@@ -100,27 +101,18 @@ def _prune(a: Any, b: Any) -> tuple[Any, Any]:
             if key not in a:
                 keep_b[key] = value
         return keep_a, keep_b
-    if isinstance(a, list) and isinstance(b, list):
-        if not (_scalars(a) and _scalars(b)):
-            # deepdiff pairs these items by position: keep the differing positions.
-            items_a: dict[int, Any] = {}
-            items_b: dict[int, Any] = {}
-            for index in range(max(len(a), len(b))):
-                if index >= len(b):
-                    items_a[index] = a[index]
-                elif index >= len(a):
-                    items_b[index] = b[index]
-                elif not _same(a[index], b[index]):
-                    items_a[index], items_b[index] = _prune(a[index], b[index])
-            return items_a, items_b
-        # Only scalars: deepdiff aligns them (difflib). An equal prefix aligns with
-        # itself either way, so it becomes placeholders (indices kept).
-        same = 0
-        for left, right in zip(a, b, strict=False):
-            if not _same(left, right):
-                break
-            same += 1
-        return [None] * same + a[same:], [None] * same + b[same:]
+    if isinstance(a, list) and isinstance(b, list) and not (_scalars(a) and _scalars(b)):
+        # deepdiff pairs these items by position: keep the differing positions.
+        items_a: dict[int, Any] = {}
+        items_b: dict[int, Any] = {}
+        for index in range(max(len(a), len(b))):
+            if index >= len(b):
+                items_a[index] = a[index]
+            elif index >= len(a):
+                items_b[index] = b[index]
+            elif not _same(a[index], b[index]):
+                items_a[index], items_b[index] = _prune(a[index], b[index])
+        return items_a, items_b
     return a, b
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import P, PathEx, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
 
-from dashboard.api.api import ObservabilityAPI
+from dashboard.api.api import LenientParser, ObservabilityAPI
 from dashboard.api.auth import caller_key, require
 from dashboard.api.errors import (
     BODY_LOOKUP_ERRORS,
@@ -183,8 +185,41 @@ def get_workflow(request: HttpRequest, workflow_id: WorkflowId) -> dict[str, Any
     }
 
 
+def _execute_body(request: HttpRequest) -> ExecuteIn:
+    # Read here rather than as a ninja body parameter: a session caller's CSRF check
+    # has already consumed a form-encoded stream, and an empty POST must keep working.
+    if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        data: Any = request.POST.dict()
+    else:
+        raw = request.body
+        try:
+            data = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError:
+            raise HttpError(400, "Cannot parse request body: send JSON") from None
+    if not isinstance(data, dict):
+        raise HttpError(400, "the request body must be a JSON object")
+    try:
+        return ExecuteIn.model_validate(data)
+    except PydanticValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "body"
+        raise field_error("body", field, error["msg"]) from None
+
+
+_EXECUTE_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {"schema": ExecuteIn.model_json_schema()},
+            "application/x-www-form-urlencoded": {"schema": ExecuteIn.model_json_schema()},
+        },
+    }
+}
+
+
 @router.post(
     "/{workflow_id}/execute",
+    openapi_extra=_EXECUTE_BODY,
     response={200: RunOut, 409: ErrorOut, 503: RunOut, **BODY_LOOKUP_ERRORS},
     auth=require(EXECUTE),
     summary="Execute a workflow (resuming from its latest checkpoint, or a chosen one)",
@@ -200,12 +235,10 @@ def get_workflow(request: HttpRequest, workflow_id: WorkflowId) -> dict[str, Any
     f"caller's execution budget ({gate.NAME}) is spent.",
 )
 def execute_workflow(
-    request: HttpRequest,
-    response: HttpResponse,
-    workflow_id: WorkflowId,
-    payload: ExecuteIn | None = None,
+    request: HttpRequest, response: HttpResponse, workflow_id: WorkflowId
 ) -> Status[dict[str, Any]]:
-    chosen = payload.from_checkpoint if payload is not None else None
+    payload = _execute_body(request)
+    chosen = payload.from_checkpoint
     if chosen is not None:
         if not request.user.has_perm(RESUME):
             raise HttpError(403, f"re-running from a checkpoint needs the {RESUME} permission")
@@ -221,7 +254,7 @@ def execute_workflow(
                 workflow_id=workflow_id,
                 checkpoint_id=chosen,
                 user=request.user,
-                reason=payload.reason if payload is not None else "",
+                reason=payload.reason,
                 source="api",
             )
         else:
@@ -253,6 +286,7 @@ api = ObservabilityAPI(
         f"executing needs `{EXECUTE}`."
     ),
     urls_namespace="workflows-api",
+    parser=LenientParser(),  # an empty POST (no body) executes as before
     docs_url="/workflows/docs",
     openapi_url="/workflows/openapi.json",
 )
