@@ -18,6 +18,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from dashboard.workflows import gate
 from dashboard.workflows.engine import NotResumable, WorkflowBusy
 from dashboard.workflows.resume import MAX_REASON, RESUME, resume_workflow
 from resilience.checkpoint import CHECKPOINT_ID_PATTERN, NAME_PATTERN
@@ -180,6 +181,10 @@ def resume_view(request: HttpRequest, checkpoint_id: str) -> HttpResponse:
     form = ResumeForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Give a reason to resume from this checkpoint.")
+        return redirect("checkpoints:state", row.checkpoint_id)
+    wait = gate.admit(f"user:{request.user.pk}")  # the same budget as the API's execute
+    if wait is not None:
+        messages.error(request, f"Execution budget spent ({gate.NAME}): retry in {wait:.0f} s.")
         return redirect("checkpoints:state", row.checkpoint_id)
     try:
         run = resume_workflow(

@@ -2,7 +2,8 @@
 
 The parent workflow runs in this process (healthy fake services, a fake clock) before
 the server starts; the fork runs in the server, through the page's "Resume from here".
-The screenshot of the fork's timeline is the README's (static/dashboard/screenshots/).
+Its screenshot of the fork's timeline (artifacts/screenshots/timeline.png) is the one
+the README shows, copied to static/dashboard/screenshots/.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def parent_workflow(operator: str) -> str:
     from tests.clock import FakeClock
 
     user = User.objects.get(username=operator)
-    for codename in ("execute_workflow", "resume_checkpoint", "fork_checkpoint"):
+    for codename in ("execute_workflow", "resume_checkpoint", "fork_checkpoint", "view_spanrecord"):
         user.user_permissions.add(Permission.objects.get(codename=codename))
     clock = FakeClock()
     patterns = {name: Pattern(latency_ms=1.0) for name in services.SERVICE_NAMES}
@@ -127,10 +128,7 @@ def test_timeline_diff_fork_with_an_edit_run_the_fork_and_follow_its_lineage(
     run_id = re.search(r"Run #(\d+)", message).group(1)  # type: ignore[union-attr]
     assert page.locator(f"#timeline >> text=run #{run_id}").count() >= 1
     page.wait_for_function("document.querySelectorAll('[data-verified=\"ok\"]').length >= 2")
-    path = screenshot(page, "timeline")
-    readme_copy = Path(__file__).resolve().parents[2] / "static/dashboard/screenshots/timeline.png"
-    if readme_copy.parent.is_dir():
-        readme_copy.write_bytes(path.read_bytes())
+    screenshot(page, "timeline")  # the README's static/dashboard/screenshots/timeline.png
     trace_href = page.locator("#timeline tbody tr").first.locator("a[href^='/traces/']")
     href = trace_href.get_attribute("href")
     assert href is not None

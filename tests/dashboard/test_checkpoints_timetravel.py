@@ -476,3 +476,16 @@ def test_a_trace_of_workflow_execute_links_to_the_timeline(client: Client) -> No
     login(client, make_user("tracer", VIEW, "traces.view_spanrecord"))
     html = client.get(reverse("traces:trace", args=["a" * 32])).content.decode()
     assert f'href="{timeline_url("wf-9")}"' in html
+
+
+def test_resume_spends_the_callers_execution_budget(
+    client: Client, world: ServiceWorld, operator: User, settings: Any
+) -> None:
+    settings.WORKFLOW_EXECUTE_RATE = "1/60"
+    first = ran()[0]
+    login(client, operator)
+    assert resume(client, first.checkpoint_id).status_code == 302
+    refused = resume(client, first.checkpoint_id)
+    page = client.get(refused["Location"]).content.decode()
+    assert "Execution budget spent" in page
+    assert WorkflowRun.objects.count() == 2  # the first run and one resume
