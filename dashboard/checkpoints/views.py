@@ -18,6 +18,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from dashboard.permissions import EXECUTE_WORKFLOW, FORK_CHECKPOINT, VIEW_DASHBOARD
 from dashboard.workflows import gate
 from dashboard.workflows.engine import NotResumable, WorkflowBusy
 from dashboard.workflows.resume import MAX_REASON, RESUME, resume_workflow
@@ -29,9 +30,9 @@ from .forks import ForkError, check_new_workflow_id, fork_checkpoint
 from .models import Checkpoint, CheckpointFork
 from .statediff import render_folded
 
-VIEW = "dashboard.view_dashboard"
-EXECUTE = "workflows.execute_workflow"
-FORK = "checkpoints.fork_checkpoint"
+VIEW = VIEW_DASHBOARD
+EXECUTE = EXECUTE_WORKFLOW
+FORK = FORK_CHECKPOINT
 EDIT_MAX_BYTES = 2 * 1024 * 1024
 """States up to this size (raw JSON) can be edited in the fork form."""
 

@@ -6,12 +6,14 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
 from dashboard import audit
+from dashboard.audit import MAX_REASON
+from dashboard.permissions import RESUME_CHECKPOINT
 
 from .engine import engine
 from .models import WorkflowRun
 
-RESUME = "checkpoints.resume_checkpoint"
-MAX_REASON = 500
+RESUME = RESUME_CHECKPOINT
+__all__ = ["MAX_REASON", "RESUME", "resume_workflow"]
 
 
 def resume_workflow(
