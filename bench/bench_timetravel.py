@@ -109,6 +109,8 @@ def _when(ts: float) -> Any:
 def _pages_table(tmp: Path) -> Table:
     from django.test.utils import override_settings
 
+    from dashboard.checkpoints.store import get_manager
+
     with override_settings(MEDIA_ROOT=tmp / "media"):
         newest = _fill("bench-wf", CHECKPOINTS)
         client = _client()
@@ -123,6 +125,19 @@ def _pages_table(tmp: Path) -> Table:
         def verify() -> None:
             assert client.get(f"/checkpoints/verify/?ids={ids}").content.count(b"ok</span>") == 50
 
+        big = make_agent_state(1_000_000, seed=0)
+        manager = get_manager()
+        big_a = manager.save_checkpoint(big, "orchestrator", "bench-big")
+        big_b = manager.save_checkpoint(_edited(big), "orchestrator", "bench-big")
+
+        def state_page() -> None:
+            response = client.get(f"/checkpoints/{big_b}/?q=rewritten")
+            assert response.status_code == 200 and b"$.scratchpad[0]" in response.content
+
+        def diff_page() -> None:
+            response = client.get(f"/checkpoints/diff/?a={big_a}&b={big_b}")
+            assert response.status_code == 200 and b'id="changes"' in response.content
+
         rows = []
         for label, run in (
             ("timeline, first page", lambda: page(base)),
@@ -132,12 +147,15 @@ def _pages_table(tmp: Path) -> Table:
                 lambda: page(base + "?agent=orchestrator&order=oldest"),
             ),
             ("verified column: 50 blobs verified", verify),
+            ("state page, ~1 MB state, with a search", state_page),
+            ("diff page, two ~1 MB states (verify, decode, diff)", diff_page),
         ):
             median, worst = _timed(run, repeats)
             rows.append(Row(label, median, f"max {worst:.0f} ms"))
     return Table(
-        title=f"Checkpoint timeline, {CHECKPOINTS:,} checkpoints in one workflow, 50 a page "
-        f"(test client, median of {repeats}; target <= 300 ms)",
+        title=f"Checkpoint pages: a timeline of {CHECKPOINTS:,} checkpoints in one workflow, "
+        f"50 a page (target <= 300 ms); a ~1 MB state and diff (test client, median of "
+        f"{repeats})",
         unit="ms",
         baseline="timeline, first page",
         rows=rows,
