@@ -13,3 +13,5 @@ OPERATE_BREAKER = "breakers.operate_breaker"  # force open, disable
 DELETE_CHECKPOINT = "checkpoints.delete_checkpoint"
 EXECUTE_WORKFLOW = "workflows.execute_workflow"
 OPERATE_SIMULATION = "workflows.operate_simulation"
+RESUME_CHECKPOINT = "checkpoints.resume_checkpoint"  # re-run a workflow from a checkpoint
+FORK_CHECKPOINT = "checkpoints.fork_checkpoint"  # copy a checkpoint into a new workflow

@@ -15,6 +15,7 @@ urlpatterns = [
     path("traces/", include("dashboard.traces.urls")),
     path("alerts/", include("dashboard.alerts.urls")),
     path("simulation/", include("dashboard.workflows.urls")),
+    path("checkpoints/", include("dashboard.checkpoints.urls")),
     # /api/workflows and /api/workflows/{id}[/execute] (no trailing slash on the list)
     path("api/", workflows_api.urls),
     # /api/observability/... and the Prometheus scrape endpoint /metrics

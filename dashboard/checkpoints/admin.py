@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from dashboard.durations import format_duration
+from resilience.checkpoint import NAME_PATTERN
 from resilience.errors import CheckpointError
 
 from . import selectors, services
@@ -53,6 +54,7 @@ class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
         "raw_size_display",
         "stored_size_display",
         "ratio_display",
+        "timeline_link",
     ]
     list_filter = ["agent_id", "workflow_id", "created_at", "codec"]
     search_fields = ["^checkpoint_id", "agent_id", "workflow_id"]
@@ -119,6 +121,15 @@ class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
     @admin.display(description="ratio")
     def ratio_display(self, obj: Checkpoint) -> str:
         return f"{obj.ratio:.2f}×"
+
+    @admin.display(description="time travel")
+    def timeline_link(self, obj: Checkpoint) -> SafeString:
+        return format_html(
+            '<a href="{}?agent={}">timeline</a> · <a href="{}">state</a>',
+            reverse("checkpoints:timeline", args=[obj.workflow_id]),
+            obj.agent_id,
+            reverse("checkpoints:state", args=[obj.checkpoint_id]),
+        )
 
     @admin.display(description="metadata")
     def metadata_display(self, obj: Checkpoint) -> SafeString:
@@ -274,6 +285,9 @@ class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         extra = {"can_cleanup": self.has_delete_permission(request), **(extra_context or {})}
+        workflow_id = request.GET.get("workflow_id__exact", "")
+        if NAME_PATTERN.fullmatch(workflow_id):
+            extra["timeline"] = (workflow_id, reverse("checkpoints:timeline", args=[workflow_id]))
         return super().changelist_view(request, extra)
 
     def cleanup_view(self, request: HttpRequest) -> HttpResponse:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -62,6 +63,12 @@ class Checkpoint(models.Model):
                 fields=["agent_id", "workflow_id", "-checkpoint_id"], name="checkpoint_group_recent"
             ),
             models.Index(fields=["workflow_id", "-checkpoint_id"], name="checkpoint_wf_recent"),
+            # The timeline's agent picker reads a workflow's agents from this index alone.
+            models.Index(fields=["workflow_id", "agent_id"], name="checkpoint_wf_agent"),
+        ]
+        permissions = [
+            ("resume_checkpoint", "Can re-run a workflow from a chosen checkpoint"),
+            ("fork_checkpoint", "Can fork a checkpoint into a new workflow"),
         ]
 
     def __str__(self) -> str:
@@ -104,3 +111,38 @@ class Checkpoint(models.Model):
             "metadata": record.metadata,
             "storage_path": storage_path,
         }
+
+
+class CheckpointFork(models.Model):
+    """Lineage of a forked workflow: which checkpoint of which workflow it was copied from.
+
+    Ids are kept as text, not foreign keys: the lineage outlives a cleanup of either
+    side's checkpoints (a page shows a removed checkpoint as gone).
+    """
+
+    workflow_id = models.CharField(
+        max_length=NAME_MAX_LENGTH, unique=True, validators=[validate_name], help_text="the fork"
+    )
+    agent_id = models.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_name])
+    checkpoint_id = models.CharField(
+        max_length=CHECKPOINT_ID_LENGTH, help_text="the fork's first checkpoint (a new blob)"
+    )
+    parent_workflow_id = models.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_name])
+    parent_checkpoint_id = models.CharField(max_length=CHECKPOINT_ID_LENGTH)
+    edited = models.BooleanField(default=False, help_text="the state was edited before saving")
+    edited_paths = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["parent_workflow_id", "-created_at"], name="fork_parent_workflow"),
+            models.Index(fields=["parent_checkpoint_id"], name="fork_parent_checkpoint"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} <- {self.parent_workflow_id}@{self.parent_checkpoint_id}"

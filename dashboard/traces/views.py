@@ -12,6 +12,7 @@ from django.views.decorators.http import require_safe
 
 from dashboard.durations import format_us
 from dashboard.permissions import VIEW_DASHBOARD
+from resilience.checkpoint import NAME_PATTERN
 
 from . import charts, selectors
 from .convert import to_us
@@ -110,6 +111,17 @@ def _checked_trace_id(trace_id: str) -> str:
     return trace_id
 
 
+def _workflow_timelines(trace_id: str) -> list[tuple[str, str]]:
+    """(workflow id, checkpoint timeline URL) of the workflow.execute spans of a trace."""
+    found: dict[str, str] = {}
+    rows = SpanRecord.objects.filter(trace_id=trace_id, name="workflow.execute")
+    for attributes in rows.values_list("attributes", flat=True)[:10]:
+        workflow_id = (attributes or {}).get("workflow.id")
+        if isinstance(workflow_id, str) and NAME_PATTERN.fullmatch(workflow_id):
+            found[workflow_id] = reverse("checkpoints:timeline", args=[workflow_id])
+    return sorted(found.items())
+
+
 @require_safe
 @login_required
 @permission_required(VIEW_DASHBOARD, raise_exception=True)
@@ -130,6 +142,7 @@ def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
         "trace": detail,
         "panel": _span_panel(span) if span is not None else None,
         "span_url_prefix": reverse("traces:trace", args=[trace_id]) + "spans/",
+        "workflow_timelines": _workflow_timelines(trace_id),
     }
     return render(request, "dashboard/traces/trace.html", context)
 

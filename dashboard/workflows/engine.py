@@ -65,6 +65,10 @@ class WorkflowBusy(Exception):
     """The workflow is already executing in this process."""
 
 
+class NotResumable(ValueError):
+    """The chosen checkpoint cannot be run from (another workflow's, or an unusable state)."""
+
+
 class StepFailed(Exception):
     """A critical step could not complete; the run stops (and can be resumed)."""
 
@@ -145,8 +149,58 @@ class WorkflowEngine:
             return new_state(workflow_id), None
         return state, checkpoint_id
 
-    def execute(self, workflow_id: str, *, caller: str = "api") -> Run:
+    def chosen_state(self, workflow_id: str, checkpoint_id: str) -> dict[str, Any]:
+        """The state of ``checkpoint_id`` to re-run ``workflow_id`` from (verified first).
+
+        Raises:
+            ConfigValueError: a malformed id.
+            CheckpointNotFoundError: no such checkpoint.
+            CheckpointCorruptedError: it failed verification.
+            NotResumable: it is another workflow's, or its state cannot be run from.
+        """
+        info = self.manager.get_checkpoint_info(checkpoint_id)
+        if info["workflow_id"] != workflow_id or info["agent_id"] != AGENT_ID:
+            raise NotResumable(
+                f"checkpoint {checkpoint_id} belongs to workflow {info['workflow_id']!r} "
+                f"(agent {info['agent_id']!r}), not to {workflow_id!r} ({AGENT_ID!r})"
+            )
+        state = self.manager.load_checkpoint(checkpoint_id)
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise NotResumable(
+                f"checkpoint {checkpoint_id} is not a version {STATE_VERSION} workflow state"
+            )
+        next_step = state.get("next_step")
+        if (
+            not isinstance(next_step, int)
+            or isinstance(next_step, bool)
+            or not (0 <= next_step <= len(STEPS))
+        ):
+            raise NotResumable(
+                f"checkpoint {checkpoint_id}: next_step must be an integer from 0 to "
+                f"{len(STEPS)}, got {next_step!r}"
+            )
+        if next_step == len(STEPS):
+            raise NotResumable(
+                f"checkpoint {checkpoint_id} is the end of a completed run (step "
+                f"{next_step} of {len(STEPS)}): nothing is left to run; fork it with an "
+                "earlier next_step to re-run steps"
+            )
+        for name, kind in (("results", dict), ("degraded", list)):
+            if not isinstance(state.get(name), kind):
+                raise NotResumable(
+                    f"checkpoint {checkpoint_id}: {name} must be a JSON "
+                    f"{'object' if kind is dict else 'array'}"
+                )
+        return state
+
+    def execute(
+        self, workflow_id: str, *, caller: str = "api", from_checkpoint: str | None = None
+    ) -> Run:
         """Run ``workflow_id`` to its end (or a clean failure), resuming if it can.
+
+        Args:
+            from_checkpoint: re-run from this checkpoint of the workflow instead of the
+                latest one (its state is verified and checked before anything runs).
 
         Returns:
             The finished :class:`Run`: ``status`` is ``succeeded``, ``degraded`` (some
@@ -155,16 +209,24 @@ class WorkflowEngine:
         Raises:
             ConfigValueError: an invalid ``workflow_id``.
             WorkflowBusy: the workflow is already executing in this process.
+            CheckpointError / NotResumable: ``from_checkpoint`` cannot be run from
+                (see :meth:`chosen_state`).
         """
         validate_workflow_id(workflow_id)
         with self._claim(workflow_id):
-            return self._execute(workflow_id, caller)
+            chosen = None
+            if from_checkpoint is not None:
+                chosen = (self.chosen_state(workflow_id, from_checkpoint), from_checkpoint)
+            return self._execute(workflow_id, caller, chosen)
 
-    def _execute(self, workflow_id: str, caller: str) -> Run:
+    def _execute(
+        self, workflow_id: str, caller: str, chosen: tuple[dict[str, Any], str] | None = None
+    ) -> Run:
         started = self.clock()
         attributes = {"workflow.id": workflow_id, "workflow.caller": caller}
         with telemetry.tracer.span("workflow.execute", attributes=attributes) as root:
-            state, resumed_from = self.load_state(workflow_id)
+            state, resumed_from = chosen or self.load_state(workflow_id)
+            state["workflow_id"] = workflow_id  # a fork runs under its own id
             state["executions"] = int(state.get("executions", 0)) + 1
             state["status"] = "running"
             first = state["next_step"]
@@ -222,7 +284,13 @@ class WorkflowEngine:
 
     @staticmethod
     def _meta(run: Run) -> dict[str, Any]:
-        return {"step": run.step, "agent": run.agent, "status": run.status}
+        # run_id and trace_id let the checkpoint timeline say which run wrote each one.
+        meta: dict[str, Any] = {"step": run.step, "agent": run.agent, "status": run.status}
+        if run.run_id is not None:
+            meta["run_id"] = run.run_id
+        if run.trace_id:
+            meta["trace_id"] = run.trace_id
+        return meta
 
     def _steps(self, state: dict[str, Any], run: Run, auto: AutoCheckpointer) -> None:
         for index in range(state["next_step"], len(STEPS)):
