@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from resilience._cb_core import open_error
 from resilience.circuit_breaker import (
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -21,6 +20,7 @@ from resilience.circuit_breaker import (
     circuit_breaker,
     circuit_breaker_registry,
 )
+from resilience.circuit_breaker._core import open_error
 from resilience.errors import (
     CircuitBreakerError,
     CircuitOpenError,

@@ -7,9 +7,9 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
-from resilience._cb_config import CircuitBreakerConfig
-from resilience._cb_core import CircuitState, open_error
-from resilience.circuit_breaker import CircuitBreaker, circuit_breaker_registry
+from resilience.circuit_breaker._breaker import CircuitBreaker, circuit_breaker_registry
+from resilience.circuit_breaker._config import CircuitBreakerConfig
+from resilience.circuit_breaker._core import CircuitState, open_error
 from resilience.errors import ConfigTypeError
 from resilience.events import bus
 

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from resilience._cb_config import CircuitBreakerConfig, qualified_name
-from resilience._cb_window import OutcomeWindow
+from resilience.circuit_breaker._config import CircuitBreakerConfig, qualified_name
+from resilience.circuit_breaker._window import OutcomeWindow
 from resilience.errors import CircuitOpenError
 from resilience.events import BreakerStateChanged, CallRejected, Event, Listener, bus
 

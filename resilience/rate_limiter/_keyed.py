@@ -16,7 +16,10 @@ from functools import partial
 from operator import itemgetter
 from typing import Any
 
-from resilience._rl_core import (
+from resilience._validate import non_negative_int, positive_int
+from resilience.errors import ConfigTypeError, RateLimitError
+from resilience.events import bus
+from resilience.rate_limiter._core import (
     ONE,
     RateLimitConfig,
     await_for,
@@ -28,9 +31,6 @@ from resilience._rl_core import (
     rejection,
     wait_for,
 )
-from resilience._validate import non_negative_int, positive_int
-from resilience.errors import ConfigTypeError, RateLimitError
-from resilience.events import bus
 
 __all__ = ["KeyedRateLimiter"]
 

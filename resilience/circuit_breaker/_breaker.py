@@ -13,20 +13,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from resilience._cb_config import CircuitBreakerConfig
-from resilience._cb_core import BreakerCore, CircuitState, open_error
+from resilience.circuit_breaker._config import CircuitBreakerConfig
+from resilience.circuit_breaker._core import BreakerCore, CircuitState, open_error
 from resilience.errors import ConfigTypeError, ConfigValueError
 from resilience.events import Listener, bus
 from resilience.registry import Registry
 
 __all__ = [
     "BreakerFactory",
-    "BreakerWrapped",
     "CircuitBreaker",
-    "CircuitBreakerConfig",
     "CircuitBreakerRegistry",
-    "CircuitState",
-    "circuit_breaker",
     "circuit_breaker_registry",
 ]
 
@@ -327,8 +323,3 @@ class CircuitBreakerRegistry(Registry[CircuitBreaker]):
 
 circuit_breaker_registry = CircuitBreakerRegistry("circuit breaker")
 """The process-wide registry every breaker joins on creation."""
-
-
-# The decorator lives in its own module and builds on everything above, so it is
-# imported last (resilience._cb_decorator imports this module).
-from resilience._cb_decorator import BreakerWrapped, circuit_breaker  # noqa: E402
