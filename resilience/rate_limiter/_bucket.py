@@ -5,6 +5,12 @@ A bucket holds up to ``capacity`` tokens, starts full and refills continuously a
 two floats (level and time of the last update) behind one lock held only for the
 arithmetic, never across a sleep or the protected call.
 
+Waiting callers are served in order: :meth:`RateLimiter.acquire` reserves its
+tokens at once, letting the level go below zero (a debt), and then sleeps until
+the debt is repaid. Every later request, waiting or not, sees the debt and queues
+behind it, so a large request cannot starve while small ones keep the bucket
+drained. A waiter that is cancelled or interrupted gives its tokens back.
+
 ``try_acquire()`` with the default single token takes an unvalidated fast path:
 it is the product, measured against a hand-written floor in
 ``bench/bench_limiter.py``.
@@ -18,11 +24,12 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from resilience.errors import ConfigTypeError, RateLimitError
 from resilience.events import bus
 from resilience.rate_limiter._core import (
+    MIN_SLEEP,
     ONE,
     RateLimitConfig,
     await_for,
@@ -75,6 +82,14 @@ class RateLimiter:
         "name",
         "rejected",
     )
+
+    # Whether acquire() reserves in this object's own bucket. A subclass whose bucket
+    # lives elsewhere (it overrides _take, e.g. in Redis) waits by retrying _take.
+    _reserves: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._reserves = cls._take is RateLimiter._take
 
     def __init__(
         self,
@@ -152,6 +167,9 @@ class RateLimiter:
     def acquire(self, tokens: int = 1, timeout: float | timedelta | None = None) -> None:
         """Take ``tokens``, sleeping (with the injected ``sleep``) until they refill.
 
+        Waiters are first come, first served: the tokens are reserved at once (the
+        bucket may go into debt) and nobody can take them during the sleep.
+
         Args:
             tokens: an int from 1 to the capacity.
             timeout: seconds (or ``timedelta``) to wait at most; ``None`` waits as
@@ -164,6 +182,15 @@ class RateLimiter:
         """
         count = check_tokens(tokens, self.config.capacity)
         limit = check_timeout(timeout)
+        if self._reserves:
+            wait = self._reserve(count, limit)
+            if wait:
+                try:
+                    self._sleep(max(wait, MIN_SLEEP))
+                except BaseException:
+                    self._give_back(count)
+                    raise
+            return
         wait_for(
             partial(self._take, count),
             self._clock,
@@ -182,6 +209,15 @@ class RateLimiter:
         """:meth:`acquire` for coroutines: waits with the injected ``async_sleep``."""
         count = check_tokens(tokens, self.config.capacity)
         limit = check_timeout(timeout)
+        if self._reserves:
+            wait = self._reserve(count, limit)
+            if wait:
+                try:
+                    await self._async_sleep(max(wait, MIN_SLEEP))
+                except BaseException:  # cancelled: the tokens go back to the bucket
+                    self._give_back(count)
+                    raise
+            return
         await await_for(
             partial(self._take, count),
             self._clock,
@@ -194,7 +230,7 @@ class RateLimiter:
         """Tokens in the bucket now (fractional while refilling)."""
         with self._lock:
             level = self._level + (self._clock() - self._last) * self._rate
-        return min(level, self._capacity)
+        return max(min(level, self._capacity), 0.0)
 
     def retry_after(self, tokens: int = 1) -> float:
         """Seconds until ``tokens`` are available; 0.0 if they are available now."""
@@ -226,6 +262,34 @@ class RateLimiter:
                 self.allowed += 1
                 return 0.0
         return (count - level) / self._rate
+
+    def _reserve(self, count: int, limit: float | None) -> float:
+        """Take ``count`` tokens now, into debt if needed; the seconds until it is repaid.
+
+        Raises:
+            RateLimitError: the wait would exceed ``limit``; nothing was taken.
+        """
+        with self._lock:
+            now = self._clock()
+            level = self._level + (now - self._last) * self._rate
+            if level > self._capacity:
+                level = self._capacity
+            wait = 0.0 if level >= count else (count - level) / self._rate
+            if limit is None or wait <= limit:
+                self._level = level - count
+                self._last = now
+                self.allowed += 1
+                return wait
+        raise self._refuse(count, wait)
+
+    def _give_back(self, count: int) -> None:
+        """Return the tokens of a waiter that gave up (cancelled or interrupted)."""
+        with self._lock:
+            now = self._clock()
+            level = self._level + (now - self._last) * self._rate + count
+            self._level = min(level, self._capacity)
+            self._last = now
+            self.allowed -= 1
 
     def _refuse(self, count: int, wait: float) -> RateLimitError:
         with self._lock:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from resilience.rate_limiter._keyed import KeyedRateLimiter
 
 __all__ = [
+    "MIN_SLEEP",
     "ONE",
     "AnyRateLimiter",
     "KeyedLimiterFactory",
