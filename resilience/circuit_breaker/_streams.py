@@ -48,20 +48,24 @@ def guard_generator(
         timed_out = False  # _timed_out records the failure itself
         step: Callable[[Any], Any] = gen.send
         value: Any = None
+        item: Any = None
+        result: Any = None
         try:
             while True:
                 start = clock()
+                done = False
                 try:
                     item = step(value)
                 except StopIteration as stop:
-                    result = stop.value
-                    break
+                    result, done = stop.value, True
                 elapsed = clock() - start
-                if limit is not None and elapsed >= limit:
+                if limit is not None and elapsed >= limit:  # the last step too
                     gen.close()
                     timed_out = True
                     raise breaker._timed_out(generation)
                 slowest = max(slowest, elapsed)
+                if done:
+                    break
                 try:
                     value = yield item
                     step = gen.send
@@ -115,6 +119,7 @@ def guard_async_generator(
                             timed_out = True
                             raise breaker._timed_out(generation or 0) from exc
                 except StopAsyncIteration:
+                    slowest = max(slowest, clock() - start)
                     break
                 slowest = max(slowest, clock() - start)
                 try:
