@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar, cast
 
+from resilience._kinds import CallableKind, callable_kind
 from resilience._validate import positive_int
 from resilience.errors import ConfigTypeError, RateLimitError
 from resilience.rate_limiter._core import (
@@ -52,8 +52,10 @@ def rate_limit(
     check_name(name)
 
     def decorate(fn: F) -> F:
-        label = name or f"{fn.__module__}.{fn.__qualname__}"
-        is_async = inspect.iscoroutinefunction(fn)
+        qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        label = name or f"{fn.__module__}.{qualname}"
+        # An object with `async def __call__` is async too (inspect alone misses it).
+        is_async = callable_kind(fn) is CallableKind.ASYNC
         wrapper: Any
         # Four small wrappers rather than one calling a shared "gate": a Python call
         # per wrapped call is a third of the decorator's own cost.
