@@ -38,8 +38,8 @@ def guard_generator(
     """A generator function running ``fn``'s generator as one breaker call."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        gen = fn(*args, **kwargs)  # runs none of its body; bad arguments raise here
         generation = breaker._enter()
-        gen = fn(*args, **kwargs)
         if generation is None:  # DISABLED: run it, record nothing
             return (yield from gen)
         clock = breaker._clock
@@ -93,8 +93,8 @@ def guard_async_generator(
     """An async generator function running ``fn``'s stream as one breaker call."""
 
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        agen = fn(*args, **kwargs)  # as above: before admission, so no slot leaks
         generation = breaker._enter()
-        agen = fn(*args, **kwargs)
         clock = breaker._clock
         limit = None if generation is None else breaker._call_timeout
         slowest = 0.0

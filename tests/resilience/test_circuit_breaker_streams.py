@@ -257,3 +257,25 @@ async def test_async_callable_object_without_name_is_named_after_its_class() -> 
     guarded = circuit_breaker()(client)
     assert await guarded("hi") == "HI"
     assert guarded.breaker.name == f"{__name__}.Client"
+
+
+def test_a_stream_called_with_bad_arguments_takes_no_trial_slot() -> None:
+    clock = FakeClock()
+    limits = {"failure_threshold": 1, "success_threshold": 1, "half_open_max_calls": 1}
+    install("gen-args", clock, timeout=1, **limits)
+
+    @circuit_breaker(name="gen-args")
+    def stream(item: int) -> Iterator[int]:
+        yield item
+
+    with pytest.raises(ConnectionError):
+        stream.breaker.call(_refused)
+    clock.advance(1)
+    with pytest.raises(TypeError):
+        next(stream())  # type: ignore[call-arg]
+    assert list(stream(7)) == [7]  # the only trial slot is still free
+    assert stream.breaker.state is CircuitState.CLOSED
+
+
+def _refused() -> None:
+    raise ConnectionError("refused")
