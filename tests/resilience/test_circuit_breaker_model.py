@@ -220,6 +220,12 @@ class BreakerMachine(RuleBasedStateMachine):
         self.model.calls.append(expected)
         return (gen, expected)
 
+    # The same rule again, enabled only around half-open, so trials pile up there.
+    @precondition(lambda self: self.model.state in ("open", "half_open"))
+    @rule(target=streams)
+    def start_trial(self) -> Any:
+        return self.start_stream()
+
     # Streams end only while two or more are running, so calls overlap, and trials
     # outlive the half-open period that admitted them.
     @precondition(lambda self: len(self.model.calls) >= 2)
@@ -244,6 +250,11 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([1.0, OPEN_SECONDS]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
+
+    @precondition(lambda self: self.model.state == "open")
+    @rule()
+    def wait_out_the_open_timeout(self) -> None:
+        self.clock.now = max(self.clock.now, self.model.open_until)
 
     @precondition(lambda self: self.model.state != "closed" or self.model.failures > 0)
     @rule()
