@@ -36,6 +36,7 @@ from resilience.circuit_breaker import (
     circuit_breaker_registry,
 )
 from resilience.errors import (
+    CallTimeoutError,
     CheckpointCorruptedError,
     CheckpointError,
     CheckpointNotFoundError,
@@ -61,6 +62,7 @@ __all__ = [
     "AutoCheckpointer",
     "BlobStore",
     "BreakerFactory",
+    "CallTimeoutError",
     "CheckpointCorruptedError",
     "CheckpointError",
     "CheckpointNotFoundError",

@@ -8,6 +8,7 @@ All of them pickle (they cross process boundaries in worker pools).
 from __future__ import annotations
 
 __all__ = [
+    "CallTimeoutError",
     "CheckpointCorruptedError",
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -79,6 +80,29 @@ class CircuitOpenError(CircuitBreakerError):
         super().__init__(message)
         self.name = name
         self.remaining = remaining
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+class CallTimeoutError(CircuitBreakerError, TimeoutError):
+    """The call ran past the breaker's ``call_timeout``; the breaker counted a failure.
+
+    Also a :class:`TimeoutError`, so code catching timeouts catches it. An async call
+    was cancelled at the deadline; a sync call ran to completion and its result was
+    discarded (see ``CircuitBreakerConfig.call_timeout``).
+
+    Attributes:
+        name: the breaker's name.
+        timeout: the ``call_timeout`` in seconds.
+    """
+
+    def __init__(self, name: str, timeout: float, message: str | None = None) -> None:
+        if message is None:
+            message = f"call through circuit breaker {name!r} timed out after {timeout:g}s"
+        super().__init__(message)
+        self.name = name
+        self.timeout = timeout
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.args, self.__dict__))

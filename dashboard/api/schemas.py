@@ -78,6 +78,7 @@ class BreakerConfigOut(Schema):
     minimum_calls: int | None
     failure_rate_threshold: float | None
     slow_call_duration: float | None
+    call_timeout: float | None = None
 
 
 class BreakerOut(Schema):

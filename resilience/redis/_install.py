@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import redis
 
-from resilience._cb_config import CircuitBreakerConfig
-from resilience._rl_core import RateLimitConfig, rate_limiter_registry
-from resilience._rl_keyed import KeyedRateLimiter
 from resilience.circuit_breaker import CircuitBreaker, circuit_breaker_registry
+from resilience.circuit_breaker._config import CircuitBreakerConfig
 from resilience.rate_limiter import RateLimiter
+from resilience.rate_limiter._core import RateLimitConfig, rate_limiter_registry
+from resilience.rate_limiter._keyed import KeyedRateLimiter
 from resilience.redis._client import check_client, from_url
 from resilience.redis.breaker import RedisCircuitBreaker
 from resilience.redis.limiter import RedisKeyedRateLimiter, RedisRateLimiter

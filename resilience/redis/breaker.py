@@ -46,9 +46,9 @@ from typing import Any
 
 import redis
 
-from resilience._cb_config import CircuitBreakerConfig
-from resilience._cb_core import CircuitState, _iso
 from resilience.circuit_breaker import CircuitBreaker
+from resilience.circuit_breaker._config import CircuitBreakerConfig
+from resilience.circuit_breaker._core import CircuitState, _iso
 from resilience.events import BreakerStateChanged
 from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
 from resilience.redis._hub import Hub, hub_for

@@ -27,7 +27,9 @@ from typing import Any
 
 import redis
 
-from resilience._rl_core import (
+from resilience.errors import ConfigTypeError, RateLimitError
+from resilience.rate_limiter import RateLimiter
+from resilience.rate_limiter._core import (
     MIN_SLEEP,
     ONE,
     RateLimitConfig,
@@ -35,9 +37,7 @@ from resilience._rl_core import (
     check_tokens,
     rate_limiter_registry,
 )
-from resilience._rl_keyed import KeyedRateLimiter
-from resilience.errors import ConfigTypeError, RateLimitError
-from resilience.rate_limiter import RateLimiter
+from resilience.rate_limiter._keyed import KeyedRateLimiter
 from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
 from resilience.redis.scripts import TOKEN_BUCKET
 
@@ -146,7 +146,7 @@ async def _await_tokens(
     timeout: float | None,  # noqa: ASYNC109 (a deadline checked before sleeping)
     refuse: Callable[[float], RateLimitError],
 ) -> None:
-    """``resilience._rl_core.await_for`` with ``take`` run in a worker thread."""
+    """``resilience.rate_limiter._core.await_for`` with ``take`` run in a worker thread."""
     deadline = None if timeout is None else clock() + timeout
     while True:
         wait = await asyncio.to_thread(take)

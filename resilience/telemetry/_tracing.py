@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import Executor, Future
 from types import TracebackType
@@ -17,9 +16,12 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
+from resilience._kinds import CallableKind, callable_kind
 from resilience.errors import ConfigTypeError, ConfigValueError
 from resilience.telemetry._provider import otel_tracer, state
-from resilience.telemetry._span import Span, error_status
+from resilience.telemetry._span import Span
+from resilience.telemetry._trace_streams import fail as _fail
+from resilience.telemetry._trace_streams import trace_async_generator, trace_generator
 
 __all__ = [
     "Tracer",
@@ -60,12 +62,6 @@ def _check_attributes(attributes: object) -> dict[str, AttributeValue] | None:
         if not isinstance(key, str) or not key:
             raise ConfigValueError(f"attribute keys must be non-empty str, got {key!r}")
     return dict(attributes) or None
-
-
-def _fail(span: otel_trace.Span, exc: Exception) -> None:
-    if span.is_recording():
-        span.record_exception(exc, escaped=True)
-        span.set_status(error_status(exc))
 
 
 class _SpanScope:
@@ -202,13 +198,16 @@ def trace(
     *,
     kind: SpanKind = SpanKind.INTERNAL,
 ) -> Any:
-    """Decorate a sync or async function so each call runs in its own current span.
+    """Decorate a function so each call runs in its own current span.
 
     ``@trace``, ``@trace()`` and ``@trace("name", attributes={...})`` all work. An
     exception (``Exception`` subclasses) is recorded on the span, the status set to
     ERROR, and re-raised; success leaves the status UNSET, as OpenTelemetry asks of
-    instrumentation. Coroutine functions get an async wrapper, so the span covers the
-    whole ``await`` and spans started inside (across awaits) are its children.
+    instrumentation. Coroutine functions (and objects with ``async def __call__``)
+    get an async wrapper, so the span covers the whole ``await`` and spans started
+    inside (across awaits) are its children. Generator and async generator functions
+    get one span per iteration, from the first ``next``/``anext`` to exhaustion,
+    error or close (see :mod:`resilience.telemetry._trace_streams`).
 
     Args:
         name: the span name; default ``module.qualname`` of the function.
@@ -219,8 +218,7 @@ def trace(
         The decorator (or the wrapped function for bare ``@trace``).
 
     Raises:
-        ConfigTypeError: bad name/attributes, or a generator function (its body would
-            run after the span ended).
+        ConfigTypeError: bad name/attributes, or ``fn`` is not callable.
     """
     if callable(name):
         return _decorate(name, None, None, kind)
@@ -238,11 +236,14 @@ def _decorate(
 ) -> F:
     if not callable(fn):
         raise ConfigTypeError(f"trace decorates callables, got {fn!r}")
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        raise ConfigTypeError(f"trace cannot decorate generator function {fn!r}")
-    span_name = name or f"{fn.__module__}.{fn.__qualname__}"
-
-    if inspect.iscoroutinefunction(fn):
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    span_name = name or f"{fn.__module__}.{qualname}"
+    kind_of = callable_kind(fn)
+    if kind_of is CallableKind.GENERATOR:
+        return cast(F, functools.wraps(fn)(trace_generator(fn, span_name, attrs, kind)))
+    if kind_of is CallableKind.ASYNC_GENERATOR:
+        return cast(F, functools.wraps(fn)(trace_async_generator(fn, span_name, attrs, kind)))
+    if kind_of is CallableKind.ASYNC:
         afn = cast(Callable[..., Awaitable[Any]], fn)
 
         @functools.wraps(fn)

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from resilience._cb_core import open_error
 from resilience.circuit_breaker import (
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -21,6 +20,7 @@ from resilience.circuit_breaker import (
     circuit_breaker,
     circuit_breaker_registry,
 )
+from resilience.circuit_breaker._core import open_error
 from resilience.errors import (
     CircuitBreakerError,
     CircuitOpenError,
@@ -121,6 +121,9 @@ BAD_CONFIGS = [
     ({"slow_call_duration": 0}, ConfigValueError, "slow_call_duration", "0"),
     ({"slow_call_duration": -2.0}, ConfigValueError, "slow_call_duration", "-2.0"),
     ({"slow_call_duration": "1s"}, ConfigTypeError, "slow_call_duration", "'1s'"),
+    ({"call_timeout": 0}, ConfigValueError, "call_timeout", "0"),
+    ({"call_timeout": -1}, ConfigValueError, "call_timeout", "-1"),
+    ({"call_timeout": "5s"}, ConfigTypeError, "call_timeout", "'5s'"),
 ]
 
 
@@ -344,6 +347,7 @@ def test_snapshot_of_a_fresh_breaker(clock: FakeClock) -> None:
             "minimum_calls": 10,
             "failure_rate_threshold": 50.0,
             "slow_call_duration": None,
+            "call_timeout": None,
         },
     }
 

@@ -166,3 +166,20 @@ def test_decorator_builds_its_limiters_with_the_registry_factories() -> None:
         rate_limiter_registry.factory = None
         rate_limiter_registry.keyed_factory = None
     assert rate_limiter_registry.factory is RateLimiter
+
+
+async def test_rate_limit_on_an_async_callable_object_limits_when_awaited() -> None:
+    class Client:
+        calls = 0
+
+        async def __call__(self) -> str:
+            Client.calls += 1
+            return "ok"
+
+    limited = rate_limit(
+        RateLimitConfig(max_requests=1, time_window=60), name="async-callable-object"
+    )(Client())
+    assert await limited() == "ok"
+    with pytest.raises(RateLimitError):
+        await limited()
+    assert Client.calls == 1

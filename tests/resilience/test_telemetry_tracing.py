@@ -192,17 +192,9 @@ async def test_trace_async_exception_is_recorded_and_reraised(
     assert [event.name for event in span.events] == ["exception"]
 
 
-def test_trace_rejects_generator_functions_and_bad_arguments() -> None:
-    def gen() -> Iterator[int]:
-        yield 1
-
-    async def agen():  # type: ignore[no-untyped-def]
-        yield 1
-
-    with pytest.raises(TypeError):
-        telemetry.trace(gen)
+def test_trace_rejects_bad_arguments() -> None:
     with pytest.raises(ConfigTypeError):
-        telemetry.trace("x")(agen)
+        telemetry.trace("x")(42)  # type: ignore[type-var]
     with pytest.raises(ConfigValueError):
         telemetry.trace("")
     with pytest.raises(ConfigTypeError):

@@ -9,24 +9,21 @@ force it open or disable it. No lock is ever held while the protected call runs.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from resilience._cb_config import CircuitBreakerConfig
-from resilience._cb_core import BreakerCore, CircuitState, open_error
+from resilience.circuit_breaker._config import CircuitBreakerConfig
+from resilience.circuit_breaker._core import BreakerCore, CircuitState, open_error
 from resilience.errors import ConfigTypeError, ConfigValueError
 from resilience.events import Listener, bus
 from resilience.registry import Registry
 
 __all__ = [
     "BreakerFactory",
-    "BreakerWrapped",
     "CircuitBreaker",
-    "CircuitBreakerConfig",
     "CircuitBreakerRegistry",
-    "CircuitState",
-    "circuit_breaker",
     "circuit_breaker_registry",
 ]
 
@@ -43,19 +40,24 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 class CircuitBreaker(BreakerCore):
     """Stop calling a failing dependency for a while, then probe it with trial calls.
 
-    Every breaker registers itself in :data:`circuit_breaker_registry` under ``name``.
+    A breaker registers itself in :data:`circuit_breaker_registry` under ``name``
+    unless ``register`` is False.
 
     Args:
         name: unique, non-empty name (shown in errors, events and the dashboard).
         config: the rules; defaults to ``CircuitBreakerConfig()``.
         clock: monotonic seconds, used for timeouts and slow-call durations.
         wall_clock: epoch seconds, used for event times and ``opened_at``.
+        register: set False to keep the breaker out of the registry (a private
+            breaker: not shown by the API, dashboard or ``/metrics``, and its name
+            may repeat).
 
     Raises:
         ConfigTypeError: ``name`` is not a str, ``config`` not a CircuitBreakerConfig,
             or a clock is not callable.
         ConfigValueError: ``name`` is empty.
-        ValueError: a breaker named ``name`` is already registered; use
+        ValueError: ``register`` is True and a breaker named ``name`` is already
+            registered; use
             ``circuit_breaker_registry.get_or_create(name)`` to share it, or
             ``circuit_breaker_registry.remove(name)`` first to replace it.
     """
@@ -69,6 +71,7 @@ class CircuitBreaker(BreakerCore):
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        register: bool = True,
     ) -> None:
         if not isinstance(name, str):
             raise ConfigTypeError(f"name must be a str, got {name!r}")
@@ -82,7 +85,7 @@ class CircuitBreaker(BreakerCore):
             if not callable(value):
                 raise ConfigTypeError(f"{field} must be callable, got {value!r}")
         self._setup(name, config, clock, wall_clock)
-        if circuit_breaker_registry.register(name, self) is not self:
+        if register and circuit_breaker_registry.register(name, self) is not self:
             raise ValueError(
                 f"a circuit breaker named {name!r} already exists; use "
                 f"circuit_breaker_registry.get_or_create({name!r}) to share it"
@@ -112,6 +115,8 @@ class CircuitBreaker(BreakerCore):
         Raises:
             CircuitOpenError: the breaker is open, forced open, or half-open with every
                 trial slot taken; ``fn`` was not called.
+            CallTimeoutError: ``fn`` returned after ``call_timeout``; it counts as a
+                failure and its result is discarded (a sync call cannot be interrupted).
             Exception: whatever ``fn`` raised, unchanged.
         """
         # The CLOSED and OPEN fast paths are repeated in acall and _sync_wrapper: a
@@ -139,26 +144,31 @@ class CircuitBreaker(BreakerCore):
         elif state is _DISABLED:
             return fn(*args, **kwargs)
         generation = self._admit()
-        start = None if self._slow_limit is None else self._clock()
+        start = self._clock() if self._timed else None
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             self._on_error(exc, generation, start)
             raise
+        limit = self._call_timeout
+        if limit is not None and start is not None and self._clock() - start >= limit:
+            raise self._timed_out(generation)
         self._on_success(generation, start)
         return result
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` under the breaker's rules, like :meth:`call`.
 
-        Cancellation (``asyncio.CancelledError``) is not a failure; it frees the trial
-        slot of a half-open call.
+        Cancellation from outside (``asyncio.CancelledError``, e.g. the caller's own
+        ``asyncio.timeout``) is not a failure; it frees the trial slot of a half-open
+        call. The breaker's own ``call_timeout`` cancels ``fn`` and is a failure.
 
         Returns:
             What the awaited ``fn`` returned.
 
         Raises:
             CircuitOpenError: the call was rejected; ``fn`` was not called.
+            CallTimeoutError: ``fn`` ran past ``call_timeout`` and was cancelled.
             BaseException: whatever ``fn`` raised, unchanged.
         """
         generation = self._generation
@@ -174,6 +184,8 @@ class CircuitBreaker(BreakerCore):
             return await fn(*args, **kwargs)
         if state is not _CLOSED or not self._plain:
             generation = self._admit()
+            if self._call_timeout is not None:
+                return await self._await_limited(generation, fn, args, kwargs)
         start = None if self._slow_limit is None else self._clock()
         try:
             result = await fn(*args, **kwargs)
@@ -182,6 +194,36 @@ class CircuitBreaker(BreakerCore):
             raise
         self._on_success(generation, start)
         return result
+
+    async def _await_limited(
+        self,
+        generation: int,
+        fn: Callable[..., Awaitable[R]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        """Await an admitted call under ``call_timeout``, cancelling it at the deadline."""
+        start = self._clock()
+        scope = asyncio.timeout(self._call_timeout)
+        try:
+            async with scope:
+                result = await fn(*args, **kwargs)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise self._timed_out(generation) from exc
+            self._on_error(exc, generation, start)
+            raise
+        except BaseException as exc:
+            self._on_error(exc, generation, start)
+            raise
+        self._on_success(generation, start)
+        return result
+
+    def _enter(self) -> int | None:
+        """Admission of a stream at its first step; None: DISABLED, record nothing."""
+        if self._state is _DISABLED:
+            return None
+        return self._admit()
 
     # -- operator actions ----------------------------------------------------------------
 
@@ -251,8 +293,10 @@ class CircuitBreaker(BreakerCore):
             when the rule is off or too few calls are recorded), ``opened_at`` (epoch
             seconds or None), ``seconds_until_half_open`` (OPEN only, else None),
             ``last_failure`` (``{"type", "message", "time"}`` or None),
-            ``half_open_calls_in_flight``, ``half_open_max_calls``, ``calls`` (lifetime
-            totals: ``successful``, ``failed`` (slow calls included), ``rejected``,
+            ``half_open_calls_in_flight`` (trial slots held, by trials of this period
+            and earlier ones still running), ``half_open_max_calls``, ``calls``
+            (lifetime totals: ``successful``, ``failed`` (slow calls and timeouts
+            included), ``rejected``,
             ``ignored`` (ignored exceptions and BaseExceptions), ``slow``) and
             ``config``. Calls are not counted while DISABLED.
         """
@@ -272,7 +316,9 @@ class CircuitBreaker(BreakerCore):
                 "opened_at": self._opened_at,
                 "seconds_until_half_open": until,
                 "last_failure": None if self._last_failure is None else dict(self._last_failure),
-                "half_open_calls_in_flight": self._in_flight if state is _HALF_OPEN else 0,
+                "half_open_calls_in_flight": (
+                    self._in_flight + self._stale_total if state is _HALF_OPEN else 0
+                ),
                 "half_open_max_calls": self._max_trials,
             }
         view["calls"] = {
@@ -327,8 +373,3 @@ class CircuitBreakerRegistry(Registry[CircuitBreaker]):
 
 circuit_breaker_registry = CircuitBreakerRegistry("circuit breaker")
 """The process-wide registry every breaker joins on creation."""
-
-
-# The decorator lives in its own module and builds on everything above, so it is
-# imported last (resilience._cb_decorator imports this module).
-from resilience._cb_decorator import BreakerWrapped, circuit_breaker  # noqa: E402

@@ -1,9 +1,15 @@
-"""Token-bucket rate limiting: one bucket, one bucket per key, and a decorator.
+"""The single token bucket, :class:`RateLimiter` (re-exported by :mod:`resilience.rate_limiter`).
 
 A bucket holds up to ``capacity`` tokens, starts full and refills continuously at
 ``rate`` tokens per second; each request spends tokens or is refused. The state is
 two floats (level and time of the last update) behind one lock held only for the
 arithmetic, never across a sleep or the protected call.
+
+Waiting callers are served in order: :meth:`RateLimiter.acquire` reserves its
+tokens at once, letting the level go below zero (a debt), and then sleeps until
+the debt is repaid. Every later request, waiting or not, sees the debt and queues
+behind it, so a large request cannot starve while small ones keep the bucket
+drained. A waiter that is cancelled or interrupted gives its tokens back.
 
 ``try_acquire()`` with the default single token takes an unvalidated fast path:
 it is the product, measured against a hand-written floor in
@@ -13,22 +19,19 @@ it is the product, measured against a hand-written floor in
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar
 
-from resilience._rl_core import (
+from resilience.errors import ConfigTypeError, RateLimitError
+from resilience.events import bus
+from resilience.rate_limiter._core import (
+    MIN_SLEEP,
     ONE,
-    AnyRateLimiter,
-    KeyedLimiterFactory,
-    LimiterFactory,
     RateLimitConfig,
-    RateLimiterRegistry,
     await_for,
     check_name,
     check_timeout,
@@ -38,25 +41,8 @@ from resilience._rl_core import (
     rejection,
     wait_for,
 )
-from resilience._rl_keyed import KeyedRateLimiter
-from resilience._validate import positive_int
-from resilience.errors import ConfigTypeError, RateLimitError
-from resilience.events import bus
 
-__all__ = [
-    "AnyRateLimiter",
-    "KeyedLimiterFactory",
-    "KeyedRateLimiter",
-    "LimiterFactory",
-    "RateLimitConfig",
-    "RateLimitError",
-    "RateLimiter",
-    "RateLimiterRegistry",
-    "rate_limit",
-    "rate_limiter_registry",
-]
-
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["RateLimiter"]
 
 
 class RateLimiter:
@@ -96,6 +82,14 @@ class RateLimiter:
         "name",
         "rejected",
     )
+
+    # Whether acquire() reserves in this object's own bucket. A subclass whose bucket
+    # lives elsewhere (it overrides _take, e.g. in Redis) waits by retrying _take.
+    _reserves: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._reserves = cls._take is RateLimiter._take
 
     def __init__(
         self,
@@ -173,6 +167,9 @@ class RateLimiter:
     def acquire(self, tokens: int = 1, timeout: float | timedelta | None = None) -> None:
         """Take ``tokens``, sleeping (with the injected ``sleep``) until they refill.
 
+        Waiters are first come, first served: the tokens are reserved at once (the
+        bucket may go into debt) and nobody can take them during the sleep.
+
         Args:
             tokens: an int from 1 to the capacity.
             timeout: seconds (or ``timedelta``) to wait at most; ``None`` waits as
@@ -185,6 +182,15 @@ class RateLimiter:
         """
         count = check_tokens(tokens, self.config.capacity)
         limit = check_timeout(timeout)
+        if self._reserves:
+            wait = self._reserve(count, limit)
+            if wait:
+                try:
+                    self._sleep(max(wait, MIN_SLEEP))
+                except BaseException:
+                    self._give_back(count)
+                    raise
+            return
         wait_for(
             partial(self._take, count),
             self._clock,
@@ -203,6 +209,15 @@ class RateLimiter:
         """:meth:`acquire` for coroutines: waits with the injected ``async_sleep``."""
         count = check_tokens(tokens, self.config.capacity)
         limit = check_timeout(timeout)
+        if self._reserves:
+            wait = self._reserve(count, limit)
+            if wait:
+                try:
+                    await self._async_sleep(max(wait, MIN_SLEEP))
+                except BaseException:  # cancelled: the tokens go back to the bucket
+                    self._give_back(count)
+                    raise
+            return
         await await_for(
             partial(self._take, count),
             self._clock,
@@ -215,7 +230,7 @@ class RateLimiter:
         """Tokens in the bucket now (fractional while refilling)."""
         with self._lock:
             level = self._level + (self._clock() - self._last) * self._rate
-        return min(level, self._capacity)
+        return max(min(level, self._capacity), 0.0)
 
     def retry_after(self, tokens: int = 1) -> float:
         """Seconds until ``tokens`` are available; 0.0 if they are available now."""
@@ -248,98 +263,37 @@ class RateLimiter:
                 return 0.0
         return (count - level) / self._rate
 
+    def _reserve(self, count: int, limit: float | None) -> float:
+        """Take ``count`` tokens now, into debt if needed; the seconds until it is repaid.
+
+        Raises:
+            RateLimitError: the wait would exceed ``limit``; nothing was taken.
+        """
+        with self._lock:
+            now = self._clock()
+            level = self._level + (now - self._last) * self._rate
+            if level > self._capacity:
+                level = self._capacity
+            wait = 0.0 if level >= count else (count - level) / self._rate
+            if limit is None or wait <= limit:
+                self._level = level - count
+                self._last = now
+                self.allowed += 1
+                return wait
+        raise self._refuse(count, wait)
+
+    def _give_back(self, count: int) -> None:
+        """Return the tokens of a waiter that gave up (cancelled or interrupted)."""
+        with self._lock:
+            now = self._clock()
+            level = self._level + (now - self._last) * self._rate + count
+            self._level = min(level, self._capacity)
+            self._last = now
+            self.allowed -= 1
+
     def _refuse(self, count: int, wait: float) -> RateLimitError:
         with self._lock:
             self.rejected += 1
         if bus._listeners:
             publish_rejection(self.name, count, wait)
         return rejection(self.name, count, wait)
-
-
-def rate_limit(
-    config: RateLimitConfig,
-    *,
-    key: Callable[..., Hashable] | None = None,
-    name: str | None = None,
-    max_keys: int = 10_000,
-    clock: Callable[[], float] = time.monotonic,
-) -> Callable[[F], F]:
-    """Refuse calls beyond ``config`` with :class:`RateLimitError`; sync or async.
-
-    Without ``key`` every call spends from one :class:`RateLimiter`; with ``key``,
-    ``key(*args, **kwargs)`` picks a bucket of a :class:`KeyedRateLimiter` (per user,
-    per endpoint...) holding at most ``max_keys`` buckets. The limiter is registered
-    under ``name`` (default ``module.qualname`` of the function) and exposed as
-    ``wrapped.limiter``. Decorating two functions under one name raises
-    ``ConfigValueError``: pass distinct names to functions made by a factory.
-
-    Raises:
-        ConfigTypeError: ``config`` is not a RateLimitConfig or ``key`` is not callable.
-        ConfigValueError: bad ``max_keys``, or the name is already registered.
-    """
-    if not isinstance(config, RateLimitConfig):
-        raise ConfigTypeError(f"config must be a RateLimitConfig, got {config!r}")
-    if key is not None and not callable(key):
-        raise ConfigTypeError(f"key must be a callable or None, got {key!r}")
-    positive_int("max_keys", max_keys)
-    check_name(name)
-
-    def decorate(fn: F) -> F:
-        label = name or f"{fn.__module__}.{fn.__qualname__}"
-        is_async = inspect.iscoroutinefunction(fn)
-        wrapper: Any
-        # Four small wrappers rather than one calling a shared "gate": a Python call
-        # per wrapped call is a third of the decorator's own cost.
-        if key is None:
-            single = rate_limiter_registry.factory(config, name=label, clock=clock)
-            admit = single.try_acquire
-
-            def refused() -> RateLimitError:
-                return rejection(label, 1, single.retry_after())
-
-            if is_async:
-
-                async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                    if not admit():
-                        raise refused()
-                    return await fn(*args, **kwargs)
-            else:
-
-                def wrapper(*args: Any, **kwargs: Any) -> Any:
-                    if not admit():
-                        raise refused()
-                    return fn(*args, **kwargs)
-
-            limiter: AnyRateLimiter = single
-        else:
-            pick = key
-            keyed = rate_limiter_registry.keyed_factory(
-                config, name=label, max_keys=max_keys, clock=clock
-            )
-            admit_key = keyed.try_acquire
-
-            def refused_key(bucket: Hashable) -> RateLimitError:
-                return rejection(label, 1, keyed.retry_after(bucket), bucket)
-
-            if is_async:
-
-                async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                    bucket = pick(*args, **kwargs)
-                    if not admit_key(bucket):
-                        raise refused_key(bucket)
-                    return await fn(*args, **kwargs)
-            else:
-
-                def wrapper(*args: Any, **kwargs: Any) -> Any:
-                    bucket = pick(*args, **kwargs)
-                    if not admit_key(bucket):
-                        raise refused_key(bucket)
-                    return fn(*args, **kwargs)
-
-            limiter = keyed
-        wrapped: Any = functools.wraps(fn)(wrapper)
-        # After wraps(), which copies fn.__dict__: a stacked inner limiter must not win.
-        wrapped.limiter = limiter
-        return cast(F, wrapped)
-
-    return decorate

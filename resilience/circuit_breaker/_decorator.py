@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
-from resilience._cb_config import CircuitBreakerConfig
-from resilience._cb_core import CircuitState, open_error
-from resilience.circuit_breaker import CircuitBreaker, circuit_breaker_registry
+from resilience._kinds import CallableKind, callable_kind
+from resilience.circuit_breaker._breaker import CircuitBreaker, circuit_breaker_registry
+from resilience.circuit_breaker._config import CircuitBreakerConfig
+from resilience.circuit_breaker._core import CircuitState, open_error
+from resilience.circuit_breaker._streams import guard_async_generator, guard_generator
 from resilience.errors import ConfigTypeError
 from resilience.events import bus
 
@@ -39,7 +40,14 @@ class BreakerWrapped(Protocol[P, R_co]):
 def circuit_breaker(
     config: CircuitBreakerConfig | None = None, *, name: str | None = None
 ) -> Callable[[Callable[P, R]], BreakerWrapped[P, R]]:
-    """Decorate a sync or async function so every call goes through a breaker.
+    """Decorate a callable so every call goes through a breaker.
+
+    Functions, coroutine functions and objects with an ``async def __call__`` are
+    guarded call by call. Generator and async generator functions (streams, such as
+    streamed LLM completions) are guarded as a whole: admitted at the first
+    ``next``/``anext``, recorded when the stream is exhausted, raises, or is closed
+    early (which counts as a success); ``call_timeout`` bounds each step. See
+    :mod:`resilience.circuit_breaker._streams`.
 
     Without ``name`` the breaker is named ``module.qualname`` of the function; with a
     name, it is the registry's breaker of that name, shared by everything using it.
@@ -65,16 +73,23 @@ def circuit_breaker(
 
     def decorate(fn: Callable[P, R]) -> BreakerWrapped[P, R]:
         breaker = circuit_breaker_registry.get_or_create(
-            name if name is not None else f"{fn.__module__}.{fn.__qualname__}", config
+            name if name is not None else _default_name(fn), config
         )
         wrapper: Any
-        if inspect.iscoroutinefunction(fn):
+        kind = callable_kind(fn)
+        if kind is CallableKind.ASYNC:
             async_fn = cast(Callable[P, Awaitable[Any]], fn)
 
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 return await breaker.acall(async_fn, *args, **kwargs)
 
+        elif kind is CallableKind.GENERATOR:
+            wrapper = functools.wraps(fn)(guard_generator(breaker, cast(Any, fn)))
+        elif kind is CallableKind.ASYNC_GENERATOR:
+            wrapper = functools.wraps(fn)(
+                guard_async_generator(breaker, cast(Callable[..., Any], fn))
+            )
         else:
             wrapper = functools.wraps(fn)(_sync_wrapper(breaker, fn))
         wrapper.breaker = breaker
@@ -110,3 +125,9 @@ def _sync_wrapper(breaker: CircuitBreaker, fn: Callable[P, R]) -> Callable[P, R]
         return breaker.call(fn, *args, **kwargs)
 
     return wrapper
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    # A callable object has no __qualname__ of its own: name it after its class.
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{fn.__module__}.{qualname}"

@@ -74,6 +74,14 @@ class CircuitBreakerConfig:
         slow_call_duration: seconds (number or ``timedelta``, > 0); a successful call
             taking this long or longer counts as a failure (its result is still
             returned). ``None`` turns the rule off. Stored as float seconds.
+        call_timeout: seconds (number or ``timedelta``, > 0) a call may take; a call
+            that runs longer counts as a failure and raises
+            :class:`~resilience.errors.CallTimeoutError` (a ``TimeoutError``). Async
+            calls are cancelled at the deadline (``asyncio.timeout``). Sync calls
+            cannot be interrupted safely in Python, so they run to completion and are
+            then failed if they took too long (the result is discarded). For streams
+            it bounds each step (each ``next``/``anext``), not the whole iteration.
+            ``None`` (default) turns it off. Stored as float seconds.
 
     Raises:
         ConfigTypeError: a value has the wrong type.
@@ -91,6 +99,7 @@ class CircuitBreakerConfig:
     minimum_calls: int | None = None
     failure_rate_threshold: float | None = None
     slow_call_duration: float | timedelta | None = None
+    call_timeout: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         positive_int("failure_threshold", self.failure_threshold)
@@ -113,6 +122,12 @@ class CircuitBreakerConfig:
                 self,
                 "slow_call_duration",
                 duration("slow_call_duration", self.slow_call_duration, allow_zero=False),
+            )
+        if self.call_timeout is not None:
+            set_(
+                self,
+                "call_timeout",
+                duration("call_timeout", self.call_timeout, allow_zero=False),
             )
         self._check_rate_rule()
 
@@ -158,6 +173,12 @@ class CircuitBreakerConfig:
         value = self.slow_call_duration
         return None if value is None else _seconds(value)
 
+    @property
+    def call_timeout_seconds(self) -> float | None:
+        """``call_timeout`` as float seconds, or None when it is off."""
+        value = self.call_timeout
+        return None if value is None else _seconds(value)
+
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-ready values; exception types by qualified name."""
         return {
@@ -171,6 +192,7 @@ class CircuitBreakerConfig:
             "minimum_calls": self.minimum_calls,
             "failure_rate_threshold": self.failure_rate_threshold,
             "slow_call_duration": self.slow_call_seconds,
+            "call_timeout": self.call_timeout_seconds,
         }
 
 

@@ -17,10 +17,11 @@ from resilience.events import RateLimitRejected, bus
 from resilience.registry import Registry
 
 if TYPE_CHECKING:
-    from resilience._rl_keyed import KeyedRateLimiter
-    from resilience.rate_limiter import RateLimiter
+    from resilience.rate_limiter._bucket import RateLimiter
+    from resilience.rate_limiter._keyed import KeyedRateLimiter
 
 __all__ = [
+    "MIN_SLEEP",
     "ONE",
     "AnyRateLimiter",
     "KeyedLimiterFactory",
@@ -269,8 +270,9 @@ class RateLimiterRegistry(Registry[AnyRateLimiter]):
         """Builds single-bucket limiters (default ``RateLimiter``)."""
         if self._factory is not None:
             return self._factory
-        # Imported here: rate_limiter imports this module.
-        from resilience.rate_limiter import RateLimiter
+        # Imported when first used, not at import time: _bucket imports this module
+        # (the one deliberate back-reference of the package, resolved lazily).
+        from resilience.rate_limiter._bucket import RateLimiter
 
         return RateLimiter
 
@@ -285,7 +287,7 @@ class RateLimiterRegistry(Registry[AnyRateLimiter]):
         """Builds keyed limiters (default ``KeyedRateLimiter``)."""
         if self._keyed_factory is not None:
             return self._keyed_factory
-        from resilience._rl_keyed import KeyedRateLimiter
+        from resilience.rate_limiter._keyed import KeyedRateLimiter
 
         return KeyedRateLimiter
 

@@ -12,37 +12,33 @@ affect the new state (a late success cannot close a breaker that has reopened).
 Events are queued under the lock and delivered after it is released, in order.
 Whether anyone listens is checked with ``self._listeners or bus._listeners`` (two
 slot reads) rather than the ``bus.active`` property, which costs a call.
+
+Half-open trials hold a slot until they end, even past the period that admitted
+them: when a half-open period ends with trials this object admitted still running,
+their count is kept per generation in ``_stale`` (``_stale_total`` in all) and still
+counts against ``half_open_max_calls``; an outcome carrying that old generation
+gives the slot back and changes nothing else. Only an operator action forgets them.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-from resilience._cb_config import CircuitBreakerConfig, qualified_name
-from resilience._cb_window import OutcomeWindow
-from resilience.errors import CircuitOpenError
+from resilience.circuit_breaker._config import CircuitBreakerConfig
+from resilience.circuit_breaker._support import CircuitState, Tally, describe, iso, open_error
+from resilience.circuit_breaker._window import OutcomeWindow
+from resilience.errors import CallTimeoutError, CircuitOpenError
 from resilience.events import BreakerStateChanged, CallRejected, Event, Listener, bus
 
 __all__ = ["BreakerCore", "CircuitState", "open_error"]
 
+_iso = iso  # the name resilience.redis.breaker imports
+
 logger = logging.getLogger("resilience.circuit_breaker")
-
-
-class CircuitState(StrEnum):
-    """Where a breaker is. The last two are only entered by an operator."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-    FORCED_OPEN = "forced_open"
-    DISABLED = "disabled"
 
 
 _CLOSED = CircuitState.CLOSED
@@ -52,61 +48,12 @@ _FORCED_OPEN = CircuitState.FORCED_OPEN
 _DISABLED = CircuitState.DISABLED
 
 
-class _Tally:
-    """A counter whose increment is a single C call, so the hot path needs no lock.
-
-    ``itertools.count.__next__`` is atomic under the GIL. Reading consumes one tick,
-    which is subtracted again (reads are serialised by a lock).
-    """
-
-    __slots__ = ("_count", "_lock", "_reads", "add")
-
-    def __init__(self) -> None:
-        self._count = itertools.count()
-        self.add = self._count.__next__
-        self._lock = threading.Lock()
-        self._reads = 0
-
-    def value(self) -> int:
-        with self._lock:
-            value = next(self._count) - self._reads
-            self._reads += 1
-            return value
-
-
-def _describe(exc: BaseException, when: float) -> dict[str, Any]:
-    try:
-        message = str(exc)
-    except Exception:  # a broken __str__ must not turn a failure into another error
-        message = f"<unprintable {type(exc).__name__}>"
-    return {"type": qualified_name(type(exc)), "message": message[:500], "time": when}
-
-
-_new_error = CircuitOpenError.__new__
-
-
-def open_error(name: str, remaining: float, message: str) -> CircuitOpenError:
-    """``CircuitOpenError(name, remaining, message)`` without running its Python ``__init__``.
-
-    Same ``args``, fields and pickling as the constructor (a test compares them); it
-    saves about a third of the rejection hot path. The message is precomputed per open
-    period, because formatting one per rejection would cost as much again.
-    """
-    exc = _new_error(CircuitOpenError, message)
-    exc.name = name
-    exc.remaining = remaining
-    return exc
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-
-
 class BreakerCore:
     """State and bookkeeping of a breaker; see the module docstring."""
 
     __slots__ = (
         "__weakref__",
+        "_call_timeout",
         "_clock",
         "_config",
         "_failed",
@@ -119,6 +66,7 @@ class BreakerCore:
         "_in_flight",
         "_last_failure",
         "_listeners",
+        "_local_trials",
         "_lock",
         "_max_trials",
         "_minimum_calls",
@@ -133,10 +81,13 @@ class BreakerCore:
         "_rejected",
         "_slow",
         "_slow_limit",
+        "_stale",
+        "_stale_total",
         "_state",
         "_success_count",
         "_success_threshold",
         "_successful",
+        "_timed",
         "_timeout",
         "_wall_clock",
         "_window",
@@ -166,7 +117,9 @@ class BreakerCore:
         self._window = None if size is None else OutcomeWindow(size)
         self._minimum_calls = config.minimum_calls or 0
         self._rate_threshold = config.failure_rate_threshold or 0.0
-        self._plain = self._window is None and self._slow_limit is None
+        self._call_timeout = config.call_timeout_seconds
+        self._timed = self._slow_limit is not None or self._call_timeout is not None
+        self._plain = self._window is None and not self._timed
 
         self._lock = threading.Lock()
         self._generation = 0
@@ -174,6 +127,9 @@ class BreakerCore:
         self._failure_count = 0
         self._success_count = 0
         self._in_flight = 0
+        self._local_trials = 0  # trials this object admitted in this period
+        self._stale: dict[int, int] = {}
+        self._stale_total = 0
         self._open_until = 0.0
         self._opened_at: float | None = None
         self._open_message = ""
@@ -182,11 +138,11 @@ class BreakerCore:
         self._pending: deque[Event] = deque()
         self._publish_lock = threading.Lock()
         self.listener_errors = 0
-        self._successful = _Tally()
-        self._failed = _Tally()
-        self._rejected = _Tally()
-        self._ignored = _Tally()
-        self._slow = _Tally()
+        self._successful = Tally()
+        self._failed = Tally()
+        self._rejected = Tally()
+        self._ignored = Tally()
+        self._slow = Tally()
 
     def _admit(self) -> int:
         """Take the lock, do the lazy OPEN -> HALF_OPEN step, take a trial slot."""
@@ -202,10 +158,11 @@ class BreakerCore:
                     self._to_half_open()
                     state = _HALF_OPEN
             if state is _HALF_OPEN:
-                if self._in_flight >= self._max_trials:
+                if self._in_flight + self._stale_total >= self._max_trials:
                     rejected, remaining = True, 0.0
                 else:
                     self._in_flight += 1
+                    self._local_trials += 1
             elif state is _FORCED_OPEN:
                 rejected, remaining = True, None
             generation = self._generation
@@ -232,13 +189,15 @@ class BreakerCore:
     def _on_error(self, exc: BaseException, generation: int, start: float | None) -> None:
         if not isinstance(exc, Exception) or isinstance(exc, self._ignored_types):
             self._ignored.add()
-            if self._state is _HALF_OPEN:
+            if self._state is _HALF_OPEN or self._stale:
                 with self._lock:
-                    if generation == self._generation and self._state is _HALF_OPEN:
-                        self._in_flight -= 1
+                    if generation != self._generation:
+                        self._release_stale(generation)
+                    elif self._state is _HALF_OPEN:
+                        self._end_trial()
         elif isinstance(exc, self._failure_types):
             self._failed.add()
-            self._record(generation, _describe(exc, self._wall_clock()))
+            self._record(generation, describe(exc, self._wall_clock()))
         else:
             # Not a failure type: the dependency answered, so it counts as a success.
             self._on_success(generation, start)
@@ -248,30 +207,68 @@ class BreakerCore:
         if start is not None and limit is not None:
             elapsed = self._clock() - start
             if elapsed >= limit:
-                self._slow.add()
-                self._failed.add()
-                failure = {
-                    "type": "SlowCall",
-                    "message": f"call took {elapsed:.3f}s (slow_call_duration {limit:g}s)",
-                    "time": self._wall_clock(),
-                }
-                self._record(generation, failure)
+                self._slow_call(generation, elapsed, limit)
                 return
         self._successful.add()
         if self._window is not None or self._failure_count or self._state is _HALF_OPEN:
             self._record(generation, None)
+
+    def _slow_call(self, generation: int, elapsed: float, limit: float) -> None:
+        self._slow.add()
+        self._failed.add()
+        failure = {
+            "type": "SlowCall",
+            "message": f"call took {elapsed:.3f}s (slow_call_duration {limit:g}s)",
+            "time": self._wall_clock(),
+        }
+        self._record(generation, failure)
+
+    def _on_stream_end(self, generation: int, slowest: float) -> None:
+        """A stream ended well (exhausted or abandoned); ``slowest`` is its longest step."""
+        limit = self._slow_limit
+        if limit is not None and slowest >= limit:
+            self._slow_call(generation, slowest, limit)
+        else:
+            self._on_success(generation, None)
+
+    def _timed_out(self, generation: int) -> CallTimeoutError:
+        """Record a call that overran ``call_timeout`` (always a failure); the error."""
+        limit = self._call_timeout or 0.0
+        exc = CallTimeoutError(self._name, limit)
+        self._failed.add()
+        self._record(generation, describe(exc, self._wall_clock()))
+        return exc
+
+    def _end_trial(self) -> None:
+        """A trial of the current half-open period ended; the lock is held."""
+        self._in_flight -= 1
+        if self._local_trials:
+            self._local_trials -= 1
+
+    def _release_stale(self, generation: int) -> None:
+        """A trial from an earlier half-open period ended; the lock is held."""
+        left = self._stale.get(generation)
+        if left is not None:
+            self._stale_total -= 1
+            if left > 1:
+                self._stale[generation] = left - 1
+            else:
+                del self._stale[generation]
 
     def _record(self, generation: int, failure: dict[str, Any] | None) -> None:
         """Apply one outcome (``failure`` None means success) to the state machine."""
         with self._lock:
             if failure is not None:
                 self._last_failure = failure
-            if generation == self._generation:
+            if generation != self._generation:
+                if self._stale:
+                    self._release_stale(generation)
+            else:
                 state = self._state
                 if state is _CLOSED:
                     self._record_closed(failure is not None)
                 elif state is _HALF_OPEN:
-                    self._in_flight -= 1
+                    self._end_trial()
                     if failure is not None:
                         self._transition(_OPEN, f"trial call failed ({failure['type']})")
                     else:
@@ -330,6 +327,10 @@ class BreakerCore:
         now = self._wall_clock()
         # Lock-free readers load the generation before the state, so the generation
         # must change first: a reader then sees a stale generation, never a stale state.
+        if self._local_trials:
+            self._stale[self._generation] = self._local_trials
+            self._stale_total += self._local_trials
+            self._local_trials = 0
         self._generation += 1
         self._failure_count = 0
         self._success_count = 0
@@ -340,7 +341,7 @@ class BreakerCore:
             self._opened_at = now
             self._open_until = self._clock() + self._timeout
             self._open_message = (
-                f"circuit breaker {self._name!r} is open until {_iso(now + self._timeout)}"
+                f"circuit breaker {self._name!r} is open until {iso(now + self._timeout)}"
             )
         elif to is _FORCED_OPEN:
             self._opened_at = now
@@ -388,6 +389,9 @@ class BreakerCore:
     def _operator(self, to: CircuitState, reason: str, actor: str | None, note: str | None) -> None:
         with self._lock:
             self._transition(to, reason, actor=actor, note=note)
+            # An operator starts afresh: trials of earlier periods stop holding slots.
+            self._stale.clear()
+            self._stale_total = 0
         self._drain()
 
     def _refresh(self) -> None:

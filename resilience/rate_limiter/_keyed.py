@@ -14,9 +14,13 @@ from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
 from functools import partial
 from operator import itemgetter
-from typing import Any
+from typing import Any, ClassVar
 
-from resilience._rl_core import (
+from resilience._validate import non_negative_int, positive_int
+from resilience.errors import ConfigTypeError, RateLimitError
+from resilience.events import bus
+from resilience.rate_limiter._core import (
+    MIN_SLEEP,
     ONE,
     RateLimitConfig,
     await_for,
@@ -28,9 +32,6 @@ from resilience._rl_core import (
     rejection,
     wait_for,
 )
-from resilience._validate import non_negative_int, positive_int
-from resilience.errors import ConfigTypeError, RateLimitError
-from resilience.events import bus
 
 __all__ = ["KeyedRateLimiter"]
 
@@ -76,6 +77,14 @@ class KeyedRateLimiter:
         "name",
         "rejected",
     )
+
+    # As RateLimiter._reserves: waiters reserve in this object's buckets, unless a
+    # subclass keeps them elsewhere (overrides _take).
+    _reserves: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._reserves = cls._take is KeyedRateLimiter._take
 
     def __init__(
         self,
@@ -164,12 +173,23 @@ class KeyedRateLimiter:
     ) -> None:
         """Take ``tokens`` from ``key``'s bucket, sleeping until they refill.
 
+        Waiters on one key are first come, first served (see ``RateLimiter.acquire``).
+
         Raises:
             RateLimitError: not possible within ``timeout`` (``None``: no limit,
                 ``0``: do not wait); carries ``retry_after`` and ``name``.
         """
         count = check_tokens(tokens, self.config.capacity)
         limit = check_timeout(timeout)
+        if self._reserves:
+            wait = self._reserve(key, count, limit)
+            if wait:
+                try:
+                    self._sleep(max(wait, MIN_SLEEP))
+                except BaseException:
+                    self._give_back(key, count)
+                    raise
+            return
         wait_for(
             partial(self._take, key, count),
             self._clock,
@@ -189,6 +209,15 @@ class KeyedRateLimiter:
         """:meth:`acquire` for coroutines: waits with the injected ``async_sleep``."""
         count = check_tokens(tokens, self.config.capacity)
         limit = check_timeout(timeout)
+        if self._reserves:
+            wait = self._reserve(key, count, limit)
+            if wait:
+                try:
+                    await self._async_sleep(max(wait, MIN_SLEEP))
+                except BaseException:
+                    self._give_back(key, count)
+                    raise
+            return
         await await_for(
             partial(self._take, key, count),
             self._clock,
@@ -204,7 +233,7 @@ class KeyedRateLimiter:
             if bucket is None:
                 return self._capacity
             level = bucket[2] + (self._clock() - bucket[3]) * self._rate
-        return min(level, self._capacity)
+        return max(min(level, self._capacity), 0.0)
 
     def retry_after(self, key: Hashable, tokens: int = 1) -> float:
         """Seconds until ``key`` has ``tokens``; 0.0 if it has them now."""
@@ -279,6 +308,37 @@ class KeyedRateLimiter:
                 self.allowed += 1
                 return 0.0
         return (count - level) / self._rate
+
+    def _reserve(self, key: Hashable, count: int, limit: float | None) -> float:
+        """``RateLimiter._reserve`` for ``key``'s bucket."""
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._new_bucket(key, now)
+            else:
+                self._buckets.move_to_end(key)
+            level = min(bucket[2] + (now - bucket[3]) * self._rate, self._capacity)
+            wait = 0.0 if level >= count else (count - level) / self._rate
+            if limit is None or wait <= limit:
+                bucket[2] = level - count
+                bucket[3] = now
+                bucket[1] += 1
+                self.allowed += 1
+                return wait
+        raise self._refuse(key, count, wait)
+
+    def _give_back(self, key: Hashable, count: int) -> None:
+        with self._lock:
+            self.allowed -= 1
+            bucket = self._buckets.get(key)
+            if bucket is None:  # evicted meanwhile: the key starts full anyway
+                return
+            now = self._clock()
+            level = bucket[2] + (now - bucket[3]) * self._rate + count
+            bucket[2] = min(level, self._capacity)
+            bucket[3] = now
+            bucket[1] -= 1
 
     def _refuse(self, key: Hashable, count: int, wait: float) -> RateLimitError:
         with self._lock:
