@@ -15,12 +15,18 @@ import orjson
 from resilience._validate import duration, positive_int
 from resilience.checkpoint import blob, serialize
 from resilience.checkpoint._ids import new_checkpoint_id, validate_checkpoint_id, validate_name
-from resilience.checkpoint.compression import compress, decompress, resolve_codec
+from resilience.checkpoint.compression import (
+    DEFAULT_MAX_STATE_SIZE,
+    compress,
+    decompress,
+    resolve_codec,
+)
 from resilience.checkpoint.local import LocalCheckpointStore
 from resilience.checkpoint.results import CleanupResult, RebuildResult
 from resilience.checkpoint.store import CheckpointRecord, CheckpointStore
 from resilience.errors import (
     CheckpointCorruptedError,
+    CheckpointError,
     CheckpointNotFoundError,
     ConfigTypeError,
     ConfigValueError,
@@ -60,6 +66,9 @@ class StateCheckpointManager:
             reject blobs without a valid one.
         store: any :class:`CheckpointStore` (e.g. a Django-backed one).
         clock: wall-clock seconds since the epoch, for ``created_at`` and ``older_than``.
+        max_state_size: bytes of serialized state a checkpoint may hold (default 256
+            MiB). A save above it raises ``CheckpointError``; a blob whose header
+            claims more is refused as corrupted before anything is decompressed.
 
     Raises:
         ConfigValueError: invalid ``compression`` or an empty ``signing_key``.
@@ -74,8 +83,10 @@ class StateCheckpointManager:
         signing_key: bytes | str | None = None,
         store: CheckpointStore | None = None,
         clock: Callable[[], float] = time.time,
+        max_state_size: int = DEFAULT_MAX_STATE_SIZE,
     ) -> None:
         self.codec = resolve_codec(compression)
+        self.max_state_size = positive_int("max_state_size", max_state_size)
         self._key = _signing_key(signing_key)
         if store is None:
             store = LocalCheckpointStore(checkpoint_dir)
@@ -121,6 +132,7 @@ class StateCheckpointManager:
         Raises:
             TypeError: a value in ``state`` or ``metadata`` cannot be stored; the
                 message names its path, e.g. ``state["tools"][3]["fn"]``.
+            CheckpointError: the serialized state is above ``max_state_size``.
             ConfigValueError / ConfigTypeError: invalid ``agent_id`` or ``workflow_id``.
             OSError / store errors: the write failed; nothing was indexed.
 
@@ -136,6 +148,11 @@ class StateCheckpointManager:
         else:
             raise ConfigTypeError(f"metadata must be a mapping or None, got {type(metadata)!r}")
         raw = serialize.dumps(state)
+        if len(raw) > self.max_state_size:
+            raise CheckpointError(
+                f"state is {len(raw)} bytes serialized, above max_state_size "
+                f"({self.max_state_size})"
+            )
         payload = compress(self.codec, raw)
         created_at = float(self.clock())
         record = CheckpointRecord(
@@ -205,7 +222,7 @@ class StateCheckpointManager:
         try:
             record, payload = blob.unpack(data, checkpoint_id=checkpoint_id, key=self._key)
             try:
-                raw = decompress(record.codec, payload, record.raw_size)
+                raw = decompress(record.codec, payload, record.raw_size, self.max_state_size)
             except ValueError as exc:
                 raise CheckpointCorruptedError(f"checkpoint {checkpoint_id}: {exc}") from exc
         except CheckpointCorruptedError as error:
