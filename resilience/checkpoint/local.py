@@ -148,7 +148,7 @@ class FileBlobStore:
         return removed
 
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _COLUMNS = (
     "checkpoint_id, agent_id, workflow_id, created_at, raw_size, stored_size, sha256, codec, "
     "metadata"
@@ -169,6 +169,27 @@ _SCHEMA = (
     "ON checkpoints (agent_id, workflow_id, checkpoint_id)",
     "CREATE INDEX IF NOT EXISTS checkpoints_by_workflow "
     "ON checkpoints (workflow_id, checkpoint_id)",
+)
+# Version 2: ``seq``, assigned by the index on insert, orders records (newest = highest).
+# Ids follow each writer's wall clock, which may step back or differ between hosts.
+# Existing records are numbered in id order.
+_UPGRADE_2 = (
+    "ALTER TABLE checkpoints ADD COLUMN seq INTEGER",
+    """UPDATE checkpoints SET seq = ranked.n FROM (
+        SELECT checkpoint_id, ROW_NUMBER() OVER (ORDER BY checkpoint_id) AS n FROM checkpoints
+    ) AS ranked WHERE ranked.checkpoint_id = checkpoints.checkpoint_id""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS checkpoints_by_seq ON checkpoints (seq)",
+    "CREATE INDEX IF NOT EXISTS checkpoints_by_group_seq "
+    "ON checkpoints (agent_id, workflow_id, seq)",
+    "CREATE INDEX IF NOT EXISTS checkpoints_by_workflow_seq ON checkpoints (workflow_id, seq)",
+)
+_UPSERT = (
+    f"INSERT INTO checkpoints ({_COLUMNS}, seq) VALUES (?,?,?,?,?,?,?,?,?,"
+    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints)) "
+    "ON CONFLICT (checkpoint_id) DO UPDATE SET agent_id = excluded.agent_id, "
+    "workflow_id = excluded.workflow_id, created_at = excluded.created_at, "
+    "raw_size = excluded.raw_size, stored_size = excluded.stored_size, "
+    "sha256 = excluded.sha256, codec = excluded.codec, metadata = excluded.metadata"
 )
 
 
@@ -222,8 +243,14 @@ class SqliteMetadataIndex:
             if version < _SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
+                    # Read again under the write lock: another process may have upgraded.
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    if version < 1:
+                        for statement in _SCHEMA:
+                            conn.execute(statement)
+                    if version < 2:
+                        for statement in _UPGRADE_2:
+                            conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
                     conn.execute("COMMIT")
                 except BaseException:
@@ -252,7 +279,8 @@ class SqliteMetadataIndex:
             delay = min(delay * 2, 0.05)
 
     def add_record(self, record: CheckpointRecord) -> None:
-        """Insert the record, or replace the one with the same id."""
+        """Insert the record with the next sequence number, or replace the one with the
+        same id (keeping its sequence number)."""
         row = (
             record.checkpoint_id,
             record.agent_id,
@@ -265,9 +293,7 @@ class SqliteMetadataIndex:
             orjson.dumps(record.metadata).decode(),
         )
         with self._lock:
-            self._connection().execute(
-                f"INSERT OR REPLACE INTO checkpoints ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row
-            )
+            self._connection().execute(_UPSERT, row)
 
     def get_record(self, checkpoint_id: str) -> CheckpointRecord | None:
         """The record with this id, or None."""
@@ -288,7 +314,7 @@ class SqliteMetadataIndex:
         workflow_id: str | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        """Matching records, newest (highest id) first."""
+        """Matching records, newest (highest sequence number) first."""
         where: list[str] = []
         params: list[Any] = []
         if agent_id is not None:
@@ -300,7 +326,7 @@ class SqliteMetadataIndex:
         sql = f"SELECT {_COLUMNS} FROM checkpoints"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY checkpoint_id DESC"
+        sql += " ORDER BY seq DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

@@ -137,7 +137,8 @@ class StateCheckpointManager:
             OSError / store errors: the write failed; nothing was indexed.
 
         Returns:
-            The new checkpoint id; ids from one process increase in save order.
+            The new checkpoint id. It is now the latest of its group (the store's
+            order), whatever the clock says.
         """
         validate_name("agent_id", agent_id)
         validate_name("workflow_id", workflow_id)
@@ -335,7 +336,9 @@ class StateCheckpointManager:
         A checkpoint is removed when it is not among the newest ``keep_last`` of its
         group (if ``keep_last`` is given) AND it is older than ``older_than`` (if given).
         So ``keep_last`` alone keeps the newest N per group; ``older_than`` alone drops
-        everything older; both together drop old checkpoints but always keep the newest N.
+        everything older but the newest of each group; both together drop old
+        checkpoints but always keep the newest N. "Newest" is the store's save order,
+        not ``created_at``, so a clock that stepped back never costs the latest state.
 
         Args:
             keep_last: checkpoints to keep per group, >= 1.
@@ -359,7 +362,7 @@ class StateCheckpointManager:
         for record in self.store.query_records():  # newest first
             group = (record.agent_id, record.workflow_id)
             rank = seen[group] = seen.get(group, 0) + 1
-            if keep is not None and rank <= keep:
+            if rank == 1 or (keep is not None and rank <= keep):
                 continue
             if max_age is not None and now - record.created_at <= max_age:
                 continue
