@@ -41,7 +41,9 @@ class FileBlobStore:
 
     A write goes to a temporary file in the same directory, is fsynced, renamed over
     the final name with ``os.replace`` and the directory is fsynced, so after a crash a
-    blob is either complete or absent.
+    blob is either complete or absent. A directory the store creates (and each missing
+    parent) has its parent fsynced too, so the directory entry itself survives a crash;
+    a directory removed while the store is in use is created again by the next write.
 
     Args:
         directory: where blobs live; created (mode 0700) on the first write.
@@ -64,10 +66,15 @@ class FileBlobStore:
         """Write ``data`` atomically and durably (see the class docstring)."""
         final = self.path(checkpoint_id)
         if not self._dir_ready:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._dir_ready = True
+            self._make_directory()
         temp = self.directory / f".{checkpoint_id}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, 0o600)
+        except FileNotFoundError:
+            # The directory was removed since it was made (by hand, a cleanup job).
+            self._make_directory()
+            fd = os.open(temp, flags, 0o600)
         try:
             try:
                 view = memoryview(data)
@@ -83,11 +90,27 @@ class FileBlobStore:
                 os.unlink(temp)
             raise
         if self.fsync and os.name == "posix":
-            self._fsync_directory()
+            self._fsync_directory(self.directory)
 
-    def _fsync_directory(self) -> None:
-        # Makes the rename itself durable (POSIX: a directory can be opened and fsynced).
-        fd = os.open(self.directory, os.O_RDONLY | _O_CLOEXEC)
+    def _make_directory(self) -> None:
+        """Create the directory and its missing parents, each made durable in its parent."""
+        missing: list[Path] = []
+        path = self.directory
+        while not path.is_dir() and path.parent != path:
+            missing.append(path)
+            path = path.parent
+        for directory in reversed(missing):
+            try:
+                directory.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # another thread or process made it
+            if self.fsync and os.name == "posix":
+                self._fsync_directory(directory.parent)
+        self._dir_ready = True
+
+    def _fsync_directory(self, directory: Path) -> None:
+        # Makes a rename or a new entry durable (POSIX: a directory can be fsynced).
+        fd = os.open(directory, os.O_RDONLY | _O_CLOEXEC)
         try:
             os.fsync(fd)
         except OSError as exc:  # some file systems refuse fsync on a directory
