@@ -313,7 +313,11 @@ class StateCheckpointManager:
     # -- removal ---------------------------------------------------------------------
 
     def delete_checkpoint(self, checkpoint_id: str) -> None:
-        """Remove a checkpoint: index record first, then blob.
+        """Remove a checkpoint: index record, blob, then the record again.
+
+        Record first, so a crash in between leaves a blob (``rebuild_index`` restores
+        it), never a record without one. The second removal undoes a concurrent
+        ``rebuild_index`` that read the blob before it went and indexed it again.
 
         Raises:
             ConfigValueError / ConfigTypeError: a malformed id.
@@ -322,7 +326,9 @@ class StateCheckpointManager:
         validate_checkpoint_id(checkpoint_id)
         indexed = self.store.get_record(checkpoint_id) is not None
         self.store.remove_records([checkpoint_id])
-        if not self.store.delete_blob(checkpoint_id) and not indexed:
+        existed = self.store.delete_blob(checkpoint_id)
+        self.store.remove_records([checkpoint_id])
+        if not existed and not indexed:
             raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id}")
 
     def cleanup(
@@ -372,6 +378,7 @@ class StateCheckpointManager:
             self.store.remove_records(ids)
             for checkpoint_id in ids:
                 self.store.delete_blob(checkpoint_id)
+            self.store.remove_records(ids)  # see delete_checkpoint
         return CleanupResult(
             checkpoint_ids=ids,
             count=len(ids),
