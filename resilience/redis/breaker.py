@@ -29,10 +29,26 @@ process adopts Redis's state, so they converge.
 
 The failure-rate rule (``sliding_window_size``) is evaluated per process over that
 process's calls; when it trips, the breaker opens everywhere.
+
+Consecutive failures across processes. The first failure of a run (count 0 -> 1) and
+the reset of the count are published (without a transition), so every process knows
+when a count is pending, and its next success resets the shared count, as a success
+does in memory. A success made before its process has heard of the failure (the
+pub/sub latency, about a millisecond) does not reset it.
+
+Async calls (:meth:`acall`, and so ``@circuit_breaker`` on ``async def``). The event
+loop never waits for Redis: a half-open trial permit is taken in a worker thread
+(``asyncio.to_thread``) before the call, and outcomes that must reach Redis (failures,
+resets, trial outcomes, permit releases) are queued during the call and sent from a
+worker thread after it, before ``acall`` returns. A healthy CLOSED call makes no
+thread hop. Concurrency: a ``_AsyncCall`` in a context variable carries the permit
+taken in the thread and the queued outcomes of one ``acall`` of one breaker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -41,9 +57,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 
@@ -69,6 +86,29 @@ _FORCED_OPEN = CircuitState.FORCED_OPEN
 _DISABLED = CircuitState.DISABLED
 _HOST = socket.gethostname()
 _CHANGED = BreakerStateChanged
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _AsyncCall:
+    """One ``acall`` of one breaker: its pre-taken permit and its queued outcomes."""
+
+    __slots__ = ("admitted", "jobs", "owner")
+
+    def __init__(self, owner: RedisCircuitBreaker, admitted: int | None) -> None:
+        self.owner = owner
+        self.admitted = admitted
+        self.jobs: list[Callable[[], object]] = []
+
+
+def _run_all(jobs: list[Callable[[], object]]) -> None:
+    for job in jobs:
+        job()
+
+
+_async_call: contextvars.ContextVar[_AsyncCall | None] = contextvars.ContextVar(
+    "resilience_redis_async_call", default=None
+)
 
 View = dict[str, Any]
 Period = tuple[str, int]
@@ -374,7 +414,44 @@ class RedisCircuitBreaker(CircuitBreaker):
         if self._pending:
             self._drain()
 
+    # -- async calls: Redis round trips off the event loop ------------------------------
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``CircuitBreaker.acall`` whose Redis round trips run in worker threads.
+
+        See the module docstring: the trial permit is taken before the call, the
+        outcome is sent after it; both are awaited, so when this returns the outcome
+        is in Redis, as with :meth:`call`.
+        """
+        admitted = None
+        if self._trial_needs_redis():
+            admitted = await asyncio.to_thread(self._admit)  # raises CircuitOpenError
+        call = _AsyncCall(self, admitted)
+        token = _async_call.set(call)
+        try:
+            return await super().acall(fn, *args, **kwargs)
+        finally:
+            _async_call.reset(token)
+            if call.jobs:
+                # One thread hop for every queued job, finished even if we are cancelled.
+                await asyncio.to_thread(_run_all, call.jobs)
+
+    def _trial_needs_redis(self) -> bool:
+        state = self._state
+        return (
+            state is _HALF_OPEN or (state is _OPEN and self._open_until <= self._clock())
+        ) and self._backend.available
+
+    def _deferred(self) -> _AsyncCall | None:
+        """The running ``acall`` of this breaker in this context, if any."""
+        call = _async_call.get()
+        return call if call is not None and call.owner is self else None
+
     def _admit(self) -> int:
+        call = self._deferred()
+        if call is not None and call.admitted is not None:
+            generation, call.admitted = call.admitted, None
+            return generation
         state = self._state
         if (
             state is _CLOSED
@@ -403,6 +480,25 @@ class RedisCircuitBreaker(CircuitBreaker):
         raise self._rejection(view["rem"] / 1000 if state is _OPEN else 0.0)
 
     def _record(self, generation: int, failure: dict[str, Any] | None) -> None:
+        call = self._deferred()
+        if call is not None and self._would_send(generation, failure):
+            call.jobs.append(partial(self._record_now, generation, failure))
+            return
+        self._record_now(generation, failure)
+
+    def _would_send(self, generation: int, failure: dict[str, Any] | None) -> bool:
+        """Whether recording this outcome now would make a Redis round trip."""
+        state = self._state
+        return (
+            generation == self._generation
+            and (
+                state is _HALF_OPEN
+                or (state is _CLOSED and (failure is not None or self._failure_count > 0))
+            )
+            and self._backend.available
+        )
+
+    def _record_now(self, generation: int, failure: dict[str, Any] | None) -> None:
         state = self._state
         if (
             generation != self._generation
@@ -483,7 +579,13 @@ class RedisCircuitBreaker(CircuitBreaker):
         ):
             period = self._period(generation)
             if period is not None:
-                self._remote("release", period=period)  # give the shared trial permit back
+                # Give the shared trial permit back (after the call, for an acall).
+                release = partial(self._remote, "release", period=period)
+                call = self._deferred()
+                if call is not None:
+                    call.jobs.append(release)
+                else:
+                    release()
         super()._on_error(exc, generation, start)
 
     def _operator(self, to: CircuitState, reason: str, actor: str | None, note: str | None) -> None:
