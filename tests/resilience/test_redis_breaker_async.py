@@ -40,8 +40,8 @@ class Gate:
         return self.real(keys=keys, args=args, client=client)
 
     async def open_when_entered(self) -> None:
-        while not self.entered.is_set():
-            await asyncio.sleep(0)
+        # Waits in a thread; only a free loop can resume this task and open the gate.
+        await asyncio.to_thread(self.entered.wait, GUARD)
         self.opened.set()
 
 
