@@ -356,7 +356,7 @@ class MemoryStore:
             r for r in self.records.values()
             if agent_id in (None, r.agent_id) and workflow_id in (None, r.workflow_id)
         ]  # fmt: skip
-        found.sort(key=lambda r: r.checkpoint_id, reverse=True)
+        found.reverse()  # newest (last added) first; a replaced record keeps its place
         return found[:limit]
 
     def remove_records(self, checkpoint_ids: Any) -> None:
