@@ -206,6 +206,9 @@ class RedisRateLimiter(RateLimiter):
 
     __slots__ = ("_bucket", "_redis_key")
 
+    blocking_io = True
+    """Every check is a Redis round trip: async callers should await ``atry_acquire``."""
+
     def __init__(
         self,
         config: RateLimitConfig,
@@ -322,6 +325,9 @@ class RedisKeyedRateLimiter(KeyedRateLimiter):
     """
 
     __slots__ = ("_bucket",)
+
+    blocking_io = True
+    """Every check is a Redis round trip: async callers should await ``atry_acquire``."""
 
     def __init__(
         self,
