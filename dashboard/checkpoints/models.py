@@ -55,6 +55,13 @@ class Checkpoint(models.Model):
     codec = models.CharField(max_length=8, choices=Codec.choices)
     metadata = models.JSONField(default=dict, blank=True)
     storage_path = models.CharField(max_length=255, help_text="blob name in Django storage")
+    seq = models.BigIntegerField(
+        "save order",
+        unique=True,
+        null=True,
+        editable=False,
+        help_text="assigned when the row is first added: the newest has the highest",
+    )
 
     class Meta:
         ordering = ["-checkpoint_id"]

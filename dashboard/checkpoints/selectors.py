@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import orjson
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Sum
 
 from resilience.checkpoint import CHECKPOINT_ID_PATTERN
 from resilience.errors import CheckpointCorruptedError, CheckpointNotFoundError
@@ -28,8 +28,8 @@ Status = Literal["ok", "corrupted", "missing"]
 def list_checkpoints(
     *, agent_id: str | None = None, workflow_id: str | None = None, limit: int | None = None
 ) -> QuerySet[Checkpoint]:
-    """Checkpoints matching the filters (None = any), newest first."""
-    rows = Checkpoint.objects.order_by("-checkpoint_id")
+    """Checkpoints matching the filters (None = any), newest (last saved) first."""
+    rows = Checkpoint.objects.order_by(F("seq").desc(nulls_last=True), "-checkpoint_id")
     if agent_id is not None:
         rows = rows.filter(agent_id=agent_id)
     if workflow_id is not None:

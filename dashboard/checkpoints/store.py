@@ -40,7 +40,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
 from django.db.models.signals import post_delete
 from django.utils.crypto import salted_hmac
 
@@ -60,6 +61,7 @@ BLOB_SUFFIX = ".ckpt"
 SIGNING_KEY_SALT = "dashboard.checkpoints.signing-key"
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 _CHUNK = 500
+_SEQ_ATTEMPTS = 20
 _SETTINGS = frozenset(
     {
         "SECRET_KEY",
@@ -214,12 +216,23 @@ class ModelMetadataIndex:
         fields = Checkpoint.fields_from_record(
             record, storage_path=self.blobs.name(record.checkpoint_id)
         )
-        Checkpoint.objects.bulk_create(
-            [Checkpoint(checkpoint_id=record.checkpoint_id, **fields)],
-            update_conflicts=True,
-            unique_fields=["checkpoint_id"],
-            update_fields=list(fields),
-        )
+        # ``seq`` orders records (ids follow wall clocks); a replaced row keeps its own.
+        # Two concurrent saves may pick the same next value: its unique index refuses
+        # the second, which tries again.
+        for attempt in range(_SEQ_ATTEMPTS):
+            top = Checkpoint.objects.aggregate(top=Max("seq"))["top"] or 0
+            try:
+                with transaction.atomic():
+                    Checkpoint.objects.bulk_create(
+                        [Checkpoint(checkpoint_id=record.checkpoint_id, seq=top + 1, **fields)],
+                        update_conflicts=True,
+                        unique_fields=["checkpoint_id"],
+                        update_fields=list(fields),
+                    )
+                return
+            except IntegrityError:
+                if attempt == _SEQ_ATTEMPTS - 1:
+                    raise
 
     def get_record(self, checkpoint_id: str) -> CheckpointRecord | None:
         row = Checkpoint.objects.filter(pk=checkpoint_id).first()
@@ -232,7 +245,7 @@ class ModelMetadataIndex:
         workflow_id: str | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        rows = Checkpoint.objects.order_by("-checkpoint_id")
+        rows = Checkpoint.objects.order_by(F("seq").desc(nulls_last=True), "-checkpoint_id")
         if agent_id is not None:
             rows = rows.filter(agent_id=agent_id)
         if workflow_id is not None:

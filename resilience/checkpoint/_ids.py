@@ -4,7 +4,8 @@ A checkpoint id is ``ck_`` + 14 lowercase hex digits of a microsecond tick + ``_
 12 lowercase hex random digits, e.g. ``ck_00061a8b3c4d5e6f_9a0b1c2d3e4f``. The tick is
 the save time in microseconds since the epoch, bumped by one when needed so that ids
 are strictly increasing within a process; the random part keeps ids unique across
-processes. Ids therefore sort by time, and ``max(id)`` is the newest checkpoint.
+processes. Ids sort by their writer's clock, which may step back or differ between
+hosts: the store's sequence, not the id, says which checkpoint is the newest.
 """
 
 from __future__ import annotations

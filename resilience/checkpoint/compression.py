@@ -2,7 +2,9 @@
 
 The codec's name is written into every blob header, so a checkpoint stays readable
 after the manager's default codec changes. Decompression is bounded by the raw size
-recorded in the (already verified) header, so a crafted blob cannot expand without limit.
+recorded in the (already verified) header, and that size by the manager's
+``max_state_size``: without a signing key anyone can write a header whose hashes
+verify, so the recorded size alone would let a crafted blob claim gigabytes.
 """
 
 from __future__ import annotations
@@ -16,9 +18,19 @@ import zstandard
 
 from resilience.errors import ConfigValueError
 
-__all__ = ["CODECS", "ZSTD_LEVEL", "GZIP_LEVEL", "compress", "decompress", "resolve_codec"]
+__all__ = [
+    "CODECS",
+    "DEFAULT_MAX_STATE_SIZE",
+    "GZIP_LEVEL",
+    "ZSTD_LEVEL",
+    "compress",
+    "decompress",
+    "resolve_codec",
+]
 
 CODECS: Final = ("zstd", "gzip", "none")
+DEFAULT_MAX_STATE_SIZE: Final = 256 * 1024 * 1024
+"""Bytes of serialized state a checkpoint may hold (and a load may expand to)."""
 ZSTD_LEVEL: Final = 3
 GZIP_LEVEL: Final = 6
 
@@ -75,12 +87,17 @@ def compress(codec: str, data: bytes) -> bytes:
     raise ValueError(f"unknown codec {codec!r}")
 
 
-def decompress(codec: str, data: bytes, raw_size: int) -> bytes:
+def decompress(
+    codec: str, data: bytes, raw_size: int, max_size: int = DEFAULT_MAX_STATE_SIZE
+) -> bytes:
     """Decompress ``data``; never produces more than ``raw_size`` bytes.
 
     Raises:
-        ValueError: unknown codec, malformed data, or output of another size.
+        ValueError: unknown codec, malformed data, output of another size, or a
+            ``raw_size`` above ``max_size`` (refused before anything is allocated).
     """
+    if raw_size > max_size:
+        raise ValueError(f"header says {raw_size} bytes of state, above the {max_size} allowed")
     if codec == "zstd":
         try:
             # A frame may claim any content size; refuse one that disagrees with the header

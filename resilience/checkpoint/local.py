@@ -41,7 +41,9 @@ class FileBlobStore:
 
     A write goes to a temporary file in the same directory, is fsynced, renamed over
     the final name with ``os.replace`` and the directory is fsynced, so after a crash a
-    blob is either complete or absent.
+    blob is either complete or absent. A directory the store creates (and each missing
+    parent) has its parent fsynced too, so the directory entry itself survives a crash;
+    a directory removed while the store is in use is created again by the next write.
 
     Args:
         directory: where blobs live; created (mode 0700) on the first write.
@@ -64,10 +66,15 @@ class FileBlobStore:
         """Write ``data`` atomically and durably (see the class docstring)."""
         final = self.path(checkpoint_id)
         if not self._dir_ready:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._dir_ready = True
+            self._make_directory()
         temp = self.directory / f".{checkpoint_id}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, 0o600)
+        except FileNotFoundError:
+            # The directory was removed since it was made (by hand, a cleanup job).
+            self._make_directory()
+            fd = os.open(temp, flags, 0o600)
         try:
             try:
                 view = memoryview(data)
@@ -83,11 +90,27 @@ class FileBlobStore:
                 os.unlink(temp)
             raise
         if self.fsync and os.name == "posix":
-            self._fsync_directory()
+            self._fsync_directory(self.directory)
 
-    def _fsync_directory(self) -> None:
-        # Makes the rename itself durable (POSIX: a directory can be opened and fsynced).
-        fd = os.open(self.directory, os.O_RDONLY | _O_CLOEXEC)
+    def _make_directory(self) -> None:
+        """Create the directory and its missing parents, each made durable in its parent."""
+        missing: list[Path] = []
+        path = self.directory
+        while not path.is_dir() and path.parent != path:
+            missing.append(path)
+            path = path.parent
+        for directory in reversed(missing):
+            try:
+                directory.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # another thread or process made it
+            if self.fsync and os.name == "posix":
+                self._fsync_directory(directory.parent)
+        self._dir_ready = True
+
+    def _fsync_directory(self, directory: Path) -> None:
+        # Makes a rename or a new entry durable (POSIX: a directory can be fsynced).
+        fd = os.open(directory, os.O_RDONLY | _O_CLOEXEC)
         try:
             os.fsync(fd)
         except OSError as exc:  # some file systems refuse fsync on a directory
@@ -148,7 +171,7 @@ class FileBlobStore:
         return removed
 
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _COLUMNS = (
     "checkpoint_id, agent_id, workflow_id, created_at, raw_size, stored_size, sha256, codec, "
     "metadata"
@@ -169,6 +192,27 @@ _SCHEMA = (
     "ON checkpoints (agent_id, workflow_id, checkpoint_id)",
     "CREATE INDEX IF NOT EXISTS checkpoints_by_workflow "
     "ON checkpoints (workflow_id, checkpoint_id)",
+)
+# Version 2: ``seq``, assigned by the index on insert, orders records (newest = highest).
+# Ids follow each writer's wall clock, which may step back or differ between hosts.
+# Existing records are numbered in id order.
+_UPGRADE_2 = (
+    "ALTER TABLE checkpoints ADD COLUMN seq INTEGER",
+    """UPDATE checkpoints SET seq = ranked.n FROM (
+        SELECT checkpoint_id, ROW_NUMBER() OVER (ORDER BY checkpoint_id) AS n FROM checkpoints
+    ) AS ranked WHERE ranked.checkpoint_id = checkpoints.checkpoint_id""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS checkpoints_by_seq ON checkpoints (seq)",
+    "CREATE INDEX IF NOT EXISTS checkpoints_by_group_seq "
+    "ON checkpoints (agent_id, workflow_id, seq)",
+    "CREATE INDEX IF NOT EXISTS checkpoints_by_workflow_seq ON checkpoints (workflow_id, seq)",
+)
+_UPSERT = (
+    f"INSERT INTO checkpoints ({_COLUMNS}, seq) VALUES (?,?,?,?,?,?,?,?,?,"
+    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints)) "
+    "ON CONFLICT (checkpoint_id) DO UPDATE SET agent_id = excluded.agent_id, "
+    "workflow_id = excluded.workflow_id, created_at = excluded.created_at, "
+    "raw_size = excluded.raw_size, stored_size = excluded.stored_size, "
+    "sha256 = excluded.sha256, codec = excluded.codec, metadata = excluded.metadata"
 )
 
 
@@ -222,8 +266,14 @@ class SqliteMetadataIndex:
             if version < _SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
+                    # Read again under the write lock: another process may have upgraded.
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    if version < 1:
+                        for statement in _SCHEMA:
+                            conn.execute(statement)
+                    if version < 2:
+                        for statement in _UPGRADE_2:
+                            conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
                     conn.execute("COMMIT")
                 except BaseException:
@@ -252,7 +302,8 @@ class SqliteMetadataIndex:
             delay = min(delay * 2, 0.05)
 
     def add_record(self, record: CheckpointRecord) -> None:
-        """Insert the record, or replace the one with the same id."""
+        """Insert the record with the next sequence number, or replace the one with the
+        same id (keeping its sequence number)."""
         row = (
             record.checkpoint_id,
             record.agent_id,
@@ -265,9 +316,7 @@ class SqliteMetadataIndex:
             orjson.dumps(record.metadata).decode(),
         )
         with self._lock:
-            self._connection().execute(
-                f"INSERT OR REPLACE INTO checkpoints ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row
-            )
+            self._connection().execute(_UPSERT, row)
 
     def get_record(self, checkpoint_id: str) -> CheckpointRecord | None:
         """The record with this id, or None."""
@@ -288,7 +337,7 @@ class SqliteMetadataIndex:
         workflow_id: str | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        """Matching records, newest (highest id) first."""
+        """Matching records, newest (highest sequence number) first."""
         where: list[str] = []
         params: list[Any] = []
         if agent_id is not None:
@@ -300,7 +349,7 @@ class SqliteMetadataIndex:
         sql = f"SELECT {_COLUMNS} FROM checkpoints"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY checkpoint_id DESC"
+        sql += " ORDER BY seq DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

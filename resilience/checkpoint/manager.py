@@ -15,12 +15,18 @@ import orjson
 from resilience._validate import duration, positive_int
 from resilience.checkpoint import blob, serialize
 from resilience.checkpoint._ids import new_checkpoint_id, validate_checkpoint_id, validate_name
-from resilience.checkpoint.compression import compress, decompress, resolve_codec
+from resilience.checkpoint.compression import (
+    DEFAULT_MAX_STATE_SIZE,
+    compress,
+    decompress,
+    resolve_codec,
+)
 from resilience.checkpoint.local import LocalCheckpointStore
 from resilience.checkpoint.results import CleanupResult, RebuildResult
 from resilience.checkpoint.store import CheckpointRecord, CheckpointStore
 from resilience.errors import (
     CheckpointCorruptedError,
+    CheckpointError,
     CheckpointNotFoundError,
     ConfigTypeError,
     ConfigValueError,
@@ -60,6 +66,9 @@ class StateCheckpointManager:
             reject blobs without a valid one.
         store: any :class:`CheckpointStore` (e.g. a Django-backed one).
         clock: wall-clock seconds since the epoch, for ``created_at`` and ``older_than``.
+        max_state_size: bytes of serialized state a checkpoint may hold (default 256
+            MiB). A save above it raises ``CheckpointError``; a blob whose header
+            claims more is refused as corrupted before anything is decompressed.
 
     Raises:
         ConfigValueError: invalid ``compression`` or an empty ``signing_key``.
@@ -74,8 +83,10 @@ class StateCheckpointManager:
         signing_key: bytes | str | None = None,
         store: CheckpointStore | None = None,
         clock: Callable[[], float] = time.time,
+        max_state_size: int = DEFAULT_MAX_STATE_SIZE,
     ) -> None:
         self.codec = resolve_codec(compression)
+        self.max_state_size = positive_int("max_state_size", max_state_size)
         self._key = _signing_key(signing_key)
         if store is None:
             store = LocalCheckpointStore(checkpoint_dir)
@@ -121,11 +132,13 @@ class StateCheckpointManager:
         Raises:
             TypeError: a value in ``state`` or ``metadata`` cannot be stored; the
                 message names its path, e.g. ``state["tools"][3]["fn"]``.
+            CheckpointError: the serialized state is above ``max_state_size``.
             ConfigValueError / ConfigTypeError: invalid ``agent_id`` or ``workflow_id``.
             OSError / store errors: the write failed; nothing was indexed.
 
         Returns:
-            The new checkpoint id; ids from one process increase in save order.
+            The new checkpoint id. It is now the latest of its group (the store's
+            order), whatever the clock says.
         """
         validate_name("agent_id", agent_id)
         validate_name("workflow_id", workflow_id)
@@ -136,6 +149,11 @@ class StateCheckpointManager:
         else:
             raise ConfigTypeError(f"metadata must be a mapping or None, got {type(metadata)!r}")
         raw = serialize.dumps(state)
+        if len(raw) > self.max_state_size:
+            raise CheckpointError(
+                f"state is {len(raw)} bytes serialized, above max_state_size "
+                f"({self.max_state_size})"
+            )
         payload = compress(self.codec, raw)
         created_at = float(self.clock())
         record = CheckpointRecord(
@@ -205,7 +223,7 @@ class StateCheckpointManager:
         try:
             record, payload = blob.unpack(data, checkpoint_id=checkpoint_id, key=self._key)
             try:
-                raw = decompress(record.codec, payload, record.raw_size)
+                raw = decompress(record.codec, payload, record.raw_size, self.max_state_size)
             except ValueError as exc:
                 raise CheckpointCorruptedError(f"checkpoint {checkpoint_id}: {exc}") from exc
         except CheckpointCorruptedError as error:
@@ -295,7 +313,11 @@ class StateCheckpointManager:
     # -- removal ---------------------------------------------------------------------
 
     def delete_checkpoint(self, checkpoint_id: str) -> None:
-        """Remove a checkpoint: index record first, then blob.
+        """Remove a checkpoint: index record, blob, then the record again.
+
+        Record first, so a crash in between leaves a blob (``rebuild_index`` restores
+        it), never a record without one. The second removal undoes a concurrent
+        ``rebuild_index`` that read the blob before it went and indexed it again.
 
         Raises:
             ConfigValueError / ConfigTypeError: a malformed id.
@@ -304,7 +326,9 @@ class StateCheckpointManager:
         validate_checkpoint_id(checkpoint_id)
         indexed = self.store.get_record(checkpoint_id) is not None
         self.store.remove_records([checkpoint_id])
-        if not self.store.delete_blob(checkpoint_id) and not indexed:
+        existed = self.store.delete_blob(checkpoint_id)
+        self.store.remove_records([checkpoint_id])
+        if not existed and not indexed:
             raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id}")
 
     def cleanup(
@@ -318,7 +342,9 @@ class StateCheckpointManager:
         A checkpoint is removed when it is not among the newest ``keep_last`` of its
         group (if ``keep_last`` is given) AND it is older than ``older_than`` (if given).
         So ``keep_last`` alone keeps the newest N per group; ``older_than`` alone drops
-        everything older; both together drop old checkpoints but always keep the newest N.
+        everything older but the newest of each group; both together drop old
+        checkpoints but always keep the newest N. "Newest" is the store's save order,
+        not ``created_at``, so a clock that stepped back never costs the latest state.
 
         Args:
             keep_last: checkpoints to keep per group, >= 1.
@@ -342,7 +368,7 @@ class StateCheckpointManager:
         for record in self.store.query_records():  # newest first
             group = (record.agent_id, record.workflow_id)
             rank = seen[group] = seen.get(group, 0) + 1
-            if keep is not None and rank <= keep:
+            if rank == 1 or (keep is not None and rank <= keep):
                 continue
             if max_age is not None and now - record.created_at <= max_age:
                 continue
@@ -352,6 +378,7 @@ class StateCheckpointManager:
             self.store.remove_records(ids)
             for checkpoint_id in ids:
                 self.store.delete_blob(checkpoint_id)
+            self.store.remove_records(ids)  # see delete_checkpoint
         return CleanupResult(
             checkpoint_ids=ids,
             count=len(ids),

@@ -25,7 +25,7 @@ storage API and records in a model, e.g.::
             Checkpoint.objects.update_or_create(
                 checkpoint_id=fields.pop("checkpoint_id"), defaults=fields)
         def query_records(self, *, agent_id=None, workflow_id=None, limit=None):
-            rows = Checkpoint.objects.order_by("-checkpoint_id")  # + filters, [:limit]
+            rows = Checkpoint.objects.order_by("-seq")  # + filters, [:limit]
             return [CheckpointRecord(**row) for row in rows.values(*RECORD_FIELDS)]
         ...
 
@@ -36,8 +36,11 @@ Contract every implementation keeps:
 * ``write_blob`` returns only once the blob is durable, and a reader never sees a
   partial blob (write to a temporary name, then rename); the manager calls
   ``add_record`` only after ``write_blob`` returned, so every indexed record has its blob;
-* ``query_records`` returns newest first, i.e. by ``checkpoint_id`` descending (ids
-  are time-sortable); ``limit=None`` means all;
+* ``query_records`` returns newest first by a sequence the index assigns when it
+  first adds a record (a counter, an auto-increment column), never by ``checkpoint_id``
+  or ``created_at``: those follow the writers' wall clocks, which step back (NTP, VM
+  restore) and differ between hosts. Replacing a record keeps its place. ``limit=None``
+  means all;
 * methods may be called from several threads at once (``asave_checkpoint`` runs in a
   thread pool), and from several processes when the storage is shared.
 """
@@ -141,7 +144,8 @@ class MetadataIndex(Protocol):
     """Answers queries about checkpoints without reading their blobs."""
 
     def add_record(self, record: CheckpointRecord) -> None:
-        """Insert ``record``, or replace the record with the same id."""
+        """Insert ``record`` as the newest, or replace the record with the same id
+        (keeping its place in the order)."""
         ...
 
     def get_record(self, checkpoint_id: str) -> CheckpointRecord | None:
@@ -155,7 +159,7 @@ class MetadataIndex(Protocol):
         workflow_id: str | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        """Records matching the filters (None = any), newest (highest id) first."""
+        """Records matching the filters (None = any), newest (last added) first."""
         ...
 
     def remove_records(self, checkpoint_ids: Sequence[str]) -> None:

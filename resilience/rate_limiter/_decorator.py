@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from resilience._kinds import CallableKind, callable_kind
 from resilience._validate import positive_int
@@ -19,6 +20,17 @@ from resilience.rate_limiter._core import (
 )
 
 __all__ = ["rate_limit"]
+
+
+class _AsyncCheck(Protocol):
+    """A limiter with ``blocking_io = True`` (its check is I/O) also has this."""
+
+    async def atry_acquire(self, tokens: int = 1) -> bool: ...
+
+
+class _AsyncKeyedCheck(Protocol):
+    async def atry_acquire(self, key: Hashable, tokens: int = 1) -> bool: ...
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,7 +78,16 @@ def rate_limit(
             def refused() -> RateLimitError:
                 return rejection(label, 1, single.retry_after())
 
-            if is_async:
+            if is_async and getattr(single, "blocking_io", False):
+                # A limiter whose check is a network round trip (Redis) must not hold
+                # the event loop: check, and compute retry_after, in a thread.
+                async_admit = cast(_AsyncCheck, single).atry_acquire
+
+                async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    if not await async_admit():
+                        raise await asyncio.to_thread(refused)
+                    return await fn(*args, **kwargs)
+            elif is_async:
 
                 async def wrapper(*args: Any, **kwargs: Any) -> Any:
                     if not admit():
@@ -90,7 +111,15 @@ def rate_limit(
             def refused_key(bucket: Hashable) -> RateLimitError:
                 return rejection(label, 1, keyed.retry_after(bucket), bucket)
 
-            if is_async:
+            if is_async and getattr(keyed, "blocking_io", False):
+                async_admit_key = cast(_AsyncKeyedCheck, keyed).atry_acquire
+
+                async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    bucket = pick(*args, **kwargs)
+                    if not await async_admit_key(bucket):
+                        raise await asyncio.to_thread(refused_key, bucket)
+                    return await fn(*args, **kwargs)
+            elif is_async:
 
                 async def wrapper(*args: Any, **kwargs: Any) -> Any:
                     bucket = pick(*args, **kwargs)

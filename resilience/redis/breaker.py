@@ -29,32 +29,53 @@ process adopts Redis's state, so they converge.
 
 The failure-rate rule (``sliding_window_size``) is evaluated per process over that
 process's calls; when it trips, the breaker opens everywhere.
+
+Consecutive failures across processes. The first failure of a run (count 0 -> 1) and
+the reset of the count are published (without a transition), so every process knows
+when a count is pending, and its next success resets the shared count, as a success
+does in memory. A success made before its process has heard of the failure (the
+pub/sub latency, about a millisecond) does not reset it.
+
+Async calls (:meth:`acall`, and so ``@circuit_breaker`` on ``async def``). The event
+loop never waits for Redis: a half-open trial permit is taken in a worker thread
+(``asyncio.to_thread``) before the call, and outcomes that must reach Redis (failures,
+resets, trial outcomes, permit releases) are queued during the call and sent from a
+worker thread after it, before ``acall`` returns. A healthy CLOSED call makes no
+thread hop. Concurrency: a ``_AsyncCall`` in a context variable carries the permit
+taken in the thread and the queued outcomes of one ``acall`` of one breaker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 
 from resilience.circuit_breaker import CircuitBreaker
 from resilience.circuit_breaker._config import CircuitBreakerConfig
 from resilience.circuit_breaker._core import CircuitState, _iso
+from resilience.errors import ConfigTypeError
 from resilience.events import BreakerStateChanged
 from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
 from resilience.redis._hub import Hub, hub_for
 from resilience.redis.scripts import BREAKER
 
 __all__ = ["RedisCircuitBreaker"]
+
+logger = logging.getLogger("resilience.redis")
 
 DEFAULT_PREFIX = "resilience:cb:"
 
@@ -65,8 +86,36 @@ _FORCED_OPEN = CircuitState.FORCED_OPEN
 _DISABLED = CircuitState.DISABLED
 _HOST = socket.gethostname()
 _CHANGED = BreakerStateChanged
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _AsyncCall:
+    """One ``acall`` of one breaker: its pre-taken permit and its queued outcomes."""
+
+    __slots__ = ("admitted", "jobs", "owner")
+
+    def __init__(self, owner: RedisCircuitBreaker, admitted: int | None) -> None:
+        self.owner = owner
+        self.admitted = admitted
+        self.jobs: list[Callable[[], object]] = []
+
+
+def _run_all(jobs: list[Callable[[], object]]) -> None:
+    for job in jobs:
+        job()
+
+
+_async_call: contextvars.ContextVar[_AsyncCall | None] = contextvars.ContextVar(
+    "resilience_redis_async_call", default=None
+)
 
 View = dict[str, Any]
+Period = tuple[str, int]
+"""``(epoch, version)`` of the Redis state a call was admitted in."""
+# An operator action taken while Redis was down: target, reason, actor, note, and the
+# (epoch, operator count) this process last saw, so a newer action is not overridden.
+_Queued = tuple[CircuitState, str, str | None, str | None, str, int]
 
 
 class RedisCircuitBreaker(CircuitBreaker):
@@ -101,6 +150,7 @@ class RedisCircuitBreaker(CircuitBreaker):
         "_key",
         "_queued_operator",
         "_remote_epoch",
+        "_remote_oc",
         "_remote_version",
         "_script",
         "_static",
@@ -122,33 +172,39 @@ class RedisCircuitBreaker(CircuitBreaker):
     ) -> None:
         check_tag("name", name)
         client = check_client(redis, what=f"circuit breaker {name!r}")
+        if config is None:
+            config = CircuitBreakerConfig()
+        elif not isinstance(config, CircuitBreakerConfig):
+            raise ConfigTypeError(f"config must be a CircuitBreakerConfig, got {config!r}")
         backend = Backend(
             client,
             what=f"circuit breaker {name!r}",
             retry_interval=retry_interval,
             clock=clock,
         )
-        super().__init__(name, config, clock=clock, wall_clock=wall_clock)
-        rules = self._config
-        lease = max(rules.timeout_seconds, 30.0) if trial_lease is None else trial_lease
+        lease = max(config.timeout_seconds, 30.0) if trial_lease is None else trial_lease
+        # Every attribute exists before ``super().__init__`` publishes the breaker in
+        # the registry: a concurrent get_or_create or /metrics scrape may use it at once.
         self._static = (
-            str(rules.failure_threshold),
-            str(rules.success_threshold),
-            str(round(rules.timeout_seconds * 1000)),
-            str(rules.half_open_max_calls),
+            str(config.failure_threshold),
+            str(config.success_threshold),
+            str(round(config.timeout_seconds * 1000)),
+            str(config.half_open_max_calls),
             str(round(lease * 1000)),
         )
         self._backend = backend
-        backend.on_recover = self.resync
         self._script = backend.register(BREAKER)
         self._key = f"{key_prefix}{{{name}}}"
         self._channel = f"{self._key}:events"
         self._remote_epoch = ""
         self._remote_version = -1
-        self._queued_operator: tuple[CircuitState, str, str | None, str | None] | None = None
+        self._remote_oc = 0
+        self._queued_operator: _Queued | None = None
         self._synced = threading.Event()
         self._token = uuid.uuid4().hex[:8]
         self._hub: Hub = hub_for(client)
+        super().__init__(name, config, clock=clock, wall_clock=wall_clock)
+        backend.on_recover = self.resync
         self._hub.add(self)
 
     def __repr__(self) -> str:
@@ -191,12 +247,19 @@ class RedisCircuitBreaker(CircuitBreaker):
         actor: str | None = None,
         note: str | None = None,
         force: bool = False,
+        period: Period | None = None,
+        operators: int = 0,
     ) -> View | None:
-        """Run one op of the script; its state view, or None when Redis is unavailable."""
+        """Run one op of the script; its state view, or None when Redis is unavailable.
+
+        ``period`` is the Redis state an outcome belongs to (default: the latest seen);
+        the script ignores an outcome whose period has ended.
+        """
+        epoch, version = (self._remote_epoch, self._remote_version) if period is None else period
         args = (
             op,
-            self._remote_epoch,
-            str(self._remote_version),
+            epoch,
+            str(version),
             f"{_HOST}:{os.getpid()}/{self._token}",
             *self._static,
             reason,
@@ -204,6 +267,7 @@ class RedisCircuitBreaker(CircuitBreaker):
             actor or "",
             note or "",
             self._channel,
+            str(operators),
         )
         reply = self._backend.run(self._script, (self._key,), args, force=force)
         if reply is UNAVAILABLE:
@@ -219,10 +283,26 @@ class RedisCircuitBreaker(CircuitBreaker):
         queued = self._queued_operator
         if queued is not None:
             self._queued_operator = None
-            to, reason, actor, note = queued
+            to, reason, actor, note, epoch, operators = queued
+            # Replayed only if no other operator acted in Redis since this process last
+            # looked; otherwise the newer action stands and this one is dropped.
             view = self._remote(
-                "set", reason=reason, target=to.value, actor=actor, note=note, force=True
+                "replay",
+                reason=reason,
+                target=to.value,
+                actor=actor,
+                note=note,
+                force=True,
+                period=(epoch, self._remote_version),
+                operators=operators,
             )
+            if view is not None and not view["moved"]:
+                logger.warning(
+                    "circuit breaker %r: operator action %r taken while Redis was down "
+                    "not replayed: a newer operator action was made meanwhile",
+                    self._name,
+                    reason,
+                )
         else:
             view = self._remote("state", force=True)
         if view is None:
@@ -256,6 +336,7 @@ class RedisCircuitBreaker(CircuitBreaker):
     def _apply(self, view: View) -> None:
         """Make the local state match ``view``; the lock is held."""
         epoch, version = view["ep"], view["v"]
+        generation = self._generation
         # A process's first look at Redis reports a differing state, but not an old
         # operator action as if it had just happened.
         first = self._remote_epoch == ""
@@ -264,6 +345,7 @@ class RedisCircuitBreaker(CircuitBreaker):
             return  # an older reply overtaken by a newer one
         newer = not same_epoch or version > self._remote_version
         self._remote_epoch, self._remote_version = epoch, version
+        self._remote_oc = view.get("oc", 0)
         to = CircuitState(view["s"])
         if to is not self._state or (newer and view["op"] and not first):
             reason = view["r"]
@@ -294,6 +376,11 @@ class RedisCircuitBreaker(CircuitBreaker):
         if to is _OPEN:
             # Redis's clock decides when trials start; this process counts it down.
             self._open_until = self._clock() + view["rem"] / 1000
+        if newer and self._generation == generation:
+            # Redis moved on (e.g. HALF_OPEN -> OPEN -> HALF_OPEN, learned only from a
+            # resync) though the state's name is the same: calls admitted before are
+            # from an ended period, and their outcomes must not count in this one.
+            self._generation += 1
         self._failure_count = view["f"]
         self._success_count = view["sc"]
         if self._state is _HALF_OPEN:
@@ -327,7 +414,44 @@ class RedisCircuitBreaker(CircuitBreaker):
         if self._pending:
             self._drain()
 
+    # -- async calls: Redis round trips off the event loop ------------------------------
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``CircuitBreaker.acall`` whose Redis round trips run in worker threads.
+
+        See the module docstring: the trial permit is taken before the call, the
+        outcome is sent after it; both are awaited, so when this returns the outcome
+        is in Redis, as with :meth:`call`.
+        """
+        admitted = None
+        if self._trial_needs_redis():
+            admitted = await asyncio.to_thread(self._admit)  # raises CircuitOpenError
+        call = _AsyncCall(self, admitted)
+        token = _async_call.set(call)
+        try:
+            return await super().acall(fn, *args, **kwargs)
+        finally:
+            _async_call.reset(token)
+            if call.jobs:
+                # One thread hop for every queued job, finished even if we are cancelled.
+                await asyncio.to_thread(_run_all, call.jobs)
+
+    def _trial_needs_redis(self) -> bool:
+        state = self._state
+        return (
+            state is _HALF_OPEN or (state is _OPEN and self._open_until <= self._clock())
+        ) and self._backend.available
+
+    def _deferred(self) -> _AsyncCall | None:
+        """The running ``acall`` of this breaker in this context, if any."""
+        call = _async_call.get()
+        return call if call is not None and call.owner is self else None
+
     def _admit(self) -> int:
+        call = self._deferred()
+        if call is not None and call.admitted is not None:
+            generation, call.admitted = call.admitted, None
+            return generation
         state = self._state
         if (
             state is _CLOSED
@@ -344,15 +468,37 @@ class RedisCircuitBreaker(CircuitBreaker):
             self._apply(view)
             generation = self._generation
             state = self._state
+            # A reply overtaken by a newer state: its permit belongs to a period that
+            # has ended, so the call is refused.
+            current = (view["ep"], view["v"]) == (self._remote_epoch, self._remote_version)
         if self._pending:
             self._drain()
-        if view["g"]:
+        if view["g"] and current:
             return generation
         if state is _FORCED_OPEN:
             raise self._rejection(None)
         raise self._rejection(view["rem"] / 1000 if state is _OPEN else 0.0)
 
     def _record(self, generation: int, failure: dict[str, Any] | None) -> None:
+        call = self._deferred()
+        if call is not None and self._would_send(generation, failure):
+            call.jobs.append(partial(self._record_now, generation, failure))
+            return
+        self._record_now(generation, failure)
+
+    def _would_send(self, generation: int, failure: dict[str, Any] | None) -> bool:
+        """Whether recording this outcome now would make a Redis round trip."""
+        state = self._state
+        return (
+            generation == self._generation
+            and (
+                state is _HALF_OPEN
+                or (state is _CLOSED and (failure is not None or self._failure_count > 0))
+            )
+            and self._backend.available
+        )
+
+    def _record_now(self, generation: int, failure: dict[str, Any] | None) -> None:
         state = self._state
         if (
             generation != self._generation
@@ -361,11 +507,17 @@ class RedisCircuitBreaker(CircuitBreaker):
         ):
             super()._record(generation, failure)
             return
+        period = self._period(generation)
+        if period is None:
+            super()._record(generation, failure)
+            return
         if state is _HALF_OPEN:
             if failure is None:
-                view = self._remote("trial_ok")
+                view = self._remote("trial_ok", period=period)
             else:
-                view = self._remote("trial_fail", reason=f"trial call failed ({failure['type']})")
+                view = self._remote(
+                    "trial_fail", reason=f"trial call failed ({failure['type']})", period=period
+                )
             if view is None:
                 super()._record(generation, failure)
                 return
@@ -374,15 +526,24 @@ class RedisCircuitBreaker(CircuitBreaker):
                     self._last_failure = failure
                 self._apply(view)
         else:
-            self._record_closed_shared(generation, failure)
+            self._record_closed_shared(generation, failure, period)
         if self._pending:
             self._drain()
 
-    def _record_closed_shared(self, generation: int, failure: dict[str, Any] | None) -> None:
+    def _period(self, generation: int) -> Period | None:
+        """The Redis period of a call admitted at ``generation``; None if it has ended."""
+        with self._lock:
+            if generation != self._generation:
+                return None
+            return self._remote_epoch, self._remote_version
+
+    def _record_closed_shared(
+        self, generation: int, failure: dict[str, Any] | None, period: Period
+    ) -> None:
         failed = failure is not None
         view = None
         if failed or self._failure_count:
-            view = self._remote("fail" if failed else "ok")
+            view = self._remote("fail" if failed else "ok", period=period)
             if view is None:
                 super()._record(generation, failure)
                 return
@@ -402,7 +563,7 @@ class RedisCircuitBreaker(CircuitBreaker):
                         f"{len(window)} calls in {_HOST}:{os.getpid()} failed)"
                     )
         if trip is not None:
-            view = self._remote("trip", reason=trip)
+            view = self._remote("trip", reason=trip, period=period)
             with self._lock:
                 if view is not None:
                     self._apply(view)
@@ -416,14 +577,24 @@ class RedisCircuitBreaker(CircuitBreaker):
             and (not isinstance(exc, Exception) or isinstance(exc, self._ignored_types))
             and self._backend.available
         ):
-            self._remote("release")  # give the shared trial permit back
+            period = self._period(generation)
+            if period is not None:
+                # Give the shared trial permit back (after the call, for an acall).
+                release = partial(self._remote, "release", period=period)
+                call = self._deferred()
+                if call is not None:
+                    call.jobs.append(release)
+                else:
+                    release()
         super()._on_error(exc, generation, start)
 
     def _operator(self, to: CircuitState, reason: str, actor: str | None, note: str | None) -> None:
         view = self._remote("set", reason=reason, target=to.value, actor=actor, note=note)
         if view is None:
             # Redis is down: act locally now, and tell Redis when it is back.
-            self._queued_operator = (to, reason, actor, note)
+            with self._lock:
+                known = (self._remote_epoch, self._remote_oc)
+            self._queued_operator = (to, reason, actor, note, *known)
             super()._operator(to, reason, actor, note)
             return
         self._queued_operator = None

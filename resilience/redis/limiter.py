@@ -19,6 +19,7 @@ handling, for the cost of a thread hop (tens of µs) on top of the round trip.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -44,6 +45,27 @@ from resilience.redis.scripts import TOKEN_BUCKET
 __all__ = ["RedisKeyedRateLimiter", "RedisRateLimiter"]
 
 DEFAULT_PREFIX = "resilience:rl:"
+
+
+def encode_key(key: Hashable) -> str:
+    """A type-tagged text for ``key``: keys that are equal in a dict (as in the in-memory
+    :class:`~resilience.rate_limiter.KeyedRateLimiter`) get one text, others differ.
+
+    ``1``, ``1.0`` and ``True`` are one key (``"i:1"``), ``"1"`` another (``"s:1"``),
+    ``b"1"`` a third (``"b:31"``); tuples are encoded item by item.
+    """
+    if isinstance(key, str):
+        return f"s:{key}"
+    if isinstance(key, int):
+        return f"i:{int(key)}"
+    if isinstance(key, float):
+        return f"i:{int(key)}" if key.is_integer() else f"f:{key!r}"
+    if isinstance(key, bytes):
+        return f"b:{key.hex()}"
+    if isinstance(key, tuple):
+        return "t:" + json.dumps([encode_key(item) for item in key], separators=(",", ":"))
+    kind = type(key)
+    return f"o:{kind.__module__}.{kind.__qualname__}:{key!r}"
 
 
 class _Bucket:
@@ -184,6 +206,9 @@ class RedisRateLimiter(RateLimiter):
 
     __slots__ = ("_bucket", "_redis_key")
 
+    blocking_io = True
+    """Every check is a Redis round trip: async callers should await ``atry_acquire``."""
+
     def __init__(
         self,
         config: RateLimitConfig,
@@ -286,7 +311,8 @@ class RedisRateLimiter(RateLimiter):
 class RedisKeyedRateLimiter(KeyedRateLimiter):
     """A :class:`~resilience.rate_limiter.KeyedRateLimiter` whose buckets live in Redis.
 
-    Key ``k`` has the Redis key ``{key_prefix}{{name}}:k:{str(k)}``: all keys of one
+    Key ``k`` has the Redis key ``{key_prefix}{{name}}:k:{encode_key(k)}``, a
+    type-tagged text, so ``1`` and ``"1"`` are two buckets as in memory: all keys of one
     limiter share a cluster slot, and idle buckets expire once refilled. There is no
     ``max_keys`` cap (Redis expires idle keys); ``busiest_keys`` is not tracked.
 
@@ -299,6 +325,9 @@ class RedisKeyedRateLimiter(KeyedRateLimiter):
     """
 
     __slots__ = ("_bucket",)
+
+    blocking_io = True
+    """Every check is a Redis round trip: async callers should await ``atry_acquire``."""
 
     def __init__(
         self,
@@ -340,7 +369,7 @@ class RedisKeyedRateLimiter(KeyedRateLimiter):
 
     def redis_key(self, key: Hashable) -> str:
         """The Redis key holding ``key``'s bucket."""
-        return f"{self._bucket.prefix}:k:{key}"
+        return f"{self._bucket.prefix}:k:{encode_key(key)}"
 
     def try_acquire(self, key: Hashable, tokens: int = 1) -> bool:
         """Take ``tokens`` from ``key``'s shared bucket now if it has them; never waits.

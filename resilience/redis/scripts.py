@@ -48,10 +48,17 @@ return {0, string.format('%.17g', level)}
 BREAKER = """
 -- KEYS[1]: the breaker hash. ARGV: op, epoch, version, origin, failure_threshold,
 -- success_threshold, timeout (ms), half_open_max_calls, trial lease (ms),
--- reason, target state, actor, note, channel.
--- Ops: state | fail | ok | trip | trial | due | trial_ok | trial_fail | release | set.
--- fail/ok/trip/trial_* /release only apply if (epoch, version) is the current one:
--- an outcome from before a transition must not change the new state.
+-- reason, target state, actor, note, channel, operator count.
+-- Ops: state | fail | ok | trip | trial | due | trial_ok | trial_fail | release | set |
+-- replay.
+-- fail/ok/trip/trial_* /release only apply if (epoch, version) is the period the call
+-- was admitted in: an outcome from before a transition must not change the new state
+-- (nor free a permit of the new half-open period).
+-- replay is a set queued during an outage: it applies only if no operator acted since
+-- the sender last saw the state (same epoch and operator count `oc`, or a recreated
+-- hash no operator has touched).
+-- The first failure of a run (count 0 -> 1) and its reset (-> 0) are published without
+-- a transition, so a success in any process resets the shared count.
 -- Returns (and publishes on a transition) the state as JSON; op is true when the
 -- latest transition was an operator action (it is an event even without a change).
 local key = KEYS[1]
@@ -68,11 +75,12 @@ local dirty = false
 if h.s == nil then
   h = {s = 'closed', ep = t[1] .. '.' .. t[2], v = '0', f = '0', sc = '0', fl = '0',
        oa = '', ou = '0', hl = '0', tf = '0', r = 'state created in Redis', o = origin,
-       a = '', n = '', op = ''}
+       a = '', n = '', op = '', oc = '0'}
   dirty = true
 end
+if h.oc == nil then h.oc = '0' end
 local current = (epoch == h.ep and version == h.v)
-local moved, granted = false, 0
+local moved, granted, announce = false, 0, false
 
 local function move(to, reason)
   h.tf = h.f
@@ -91,14 +99,14 @@ end
 if op == 'fail' then
   if current and h.s == 'closed' then
     h.f = tostring(tonumber(h.f) + 1)
-    dirty = true
+    dirty, announce = true, (h.f == '1')
     if tonumber(h.f) >= fthr then
       move('open', 'failure_threshold reached (' .. h.f .. ' consecutive failures)')
     end
   end
 elseif op == 'ok' then
   if current and h.s == 'closed' and h.f ~= '0' then
-    h.f, dirty = '0', true
+    h.f, dirty, announce = '0', true, true
   end
 elseif op == 'trip' then
   if current and h.s == 'closed' then move('open', ARGV[10]) end
@@ -134,23 +142,25 @@ elseif op == 'release' then
   if current and h.s == 'half_open' and tonumber(h.fl) > 0 then
     h.fl, dirty = tostring(tonumber(h.fl) - 1), true
   end
-elseif op == 'set' then
+elseif op == 'set' or (op == 'replay' and ((epoch == h.ep and h.oc == ARGV[15]) or
+                                           (epoch ~= h.ep and h.oc == '0'))) then
   move(ARGV[11], ARGV[10])
   h.a, h.n, h.op = ARGV[12], ARGV[13], '1'
+  h.oc = tostring(tonumber(h.oc) + 1)
 end
 
 if dirty then
   redis.call('HSET', key, 's', h.s, 'ep', h.ep, 'v', h.v, 'f', h.f, 'sc', h.sc, 'fl', h.fl,
              'oa', h.oa, 'ou', h.ou, 'hl', h.hl, 'tf', h.tf, 'r', h.r, 'o', h.o,
-             'a', h.a, 'n', h.n, 'op', h.op)
+             'a', h.a, 'n', h.n, 'op', h.op, 'oc', h.oc)
 end
 local remaining = 0
 if h.s == 'open' then remaining = math.max(tonumber(h.ou) - now, 0) end
 local reply = cjson.encode({
   s = h.s, ep = h.ep, v = tonumber(h.v), f = tonumber(h.f), sc = tonumber(h.sc),
   fl = tonumber(h.fl), tf = tonumber(h.tf), rem = remaining, oa = h.oa, r = h.r, o = h.o,
-  a = h.a, n = h.n, g = granted, op = (h.op == '1'), moved = moved
+  a = h.a, n = h.n, g = granted, op = (h.op == '1'), moved = moved, oc = tonumber(h.oc)
 })
-if moved then redis.call('PUBLISH', ARGV[14], reply) end
+if moved or announce then redis.call('PUBLISH', ARGV[14], reply) end
 return reply
 """

@@ -1,15 +1,23 @@
 """Metrics: counters, gauges and histograms named by the caller, backed by prometheus_client.
 
-Hot path: one dict lookup of a cached child, keyed by the caller's name (plus the label
-items when labelled), then the child's own ``inc``/``set``/``observe``. Counters and
+Hot path: one dict lookup of a cached child, keyed by the caller's name (plus the
+frozenset of label items when labelled, so the order of the labels does not matter),
+then the child's own ``inc``/``set``/``observe``. Counters and
 gauges are prometheus_client's; histograms are :mod:`._histogram` series (cheaper, and
 they keep the recent values for percentiles) exposed through a prometheus_client collector.
 Everything else (name validation, the label-set check, creating the metric) runs once
 per new series, under a lock.
+
+Cardinality: a metric has at most ``max_series`` label sets. Past that, new label
+values are folded into one overflow series (every label ``"__overflow__"``); each
+folded update goes through the slow path (it is not cached, so the cache stays
+bounded too), is counted in ``metrics.series_overflow{metric=...}``, and the first one
+of each metric is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Hashable, Mapping, Sequence
@@ -31,10 +39,21 @@ from resilience.telemetry._names import (
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "DEFAULT_MAX_SERIES",
+    "OVERFLOW",
     "HistogramSnapshot",
     "Metrics",
     "MetricsSnapshot",
 ]
+
+logger = logging.getLogger("resilience.telemetry")
+
+DEFAULT_MAX_SERIES: Final = 1000
+"""Label sets a metric may have before new ones fold into its overflow series."""
+OVERFLOW: Final = "__overflow__"
+"""The value of every label of a metric's overflow series."""
+OVERFLOW_METRIC: Final = "metrics.series_overflow"
+"""Counter of updates folded into an overflow series, labelled by ``metric``."""
 
 #: Histogram buckets wide enough for seconds and milliseconds alike (1 ms .. 10 000).
 DEFAULT_BUCKETS: Final = (
@@ -78,9 +97,11 @@ class Metrics:
         buckets: histogram bucket bounds (Prometheus exposition only).
         resilience4j: register the scrape-time :class:`Resilience4jCollector` that
             publishes every circuit breaker and rate limiter under resilience4j names.
+        max_series: label sets per metric; updates with new label values past it go
+            to the overflow series (see the module docstring). Default 1000.
 
     Raises:
-        ValueError: invalid namespace, reservoir size or buckets.
+        ValueError: invalid namespace, reservoir size, buckets or max_series.
     """
 
     def __init__(
@@ -91,11 +112,14 @@ class Metrics:
         reservoir_size: int = 1024,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         resilience4j: bool = True,
+        max_series: int = DEFAULT_MAX_SERIES,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.namespace = check_namespace(namespace)
         self._reservoir_size = positive_int("reservoir_size", reservoir_size)
         self._buckets = _check_buckets(buckets)
+        self.max_series = positive_int("max_series", max_series)
+        self._overflowed: set[str] = set()
         self._lock = threading.Lock()
         self._families: dict[str, _Family] = {}
         self._by_prom: dict[str, str] = {}
@@ -128,7 +152,7 @@ class Metrics:
                 use's, the name used by another kind, or a negative value.
         """
         try:
-            child = self._counters.get(name if not labels else (name, *labels.items()))
+            child = self._counters.get(name if not labels else (name, frozenset(labels.items())))
         except (TypeError, AttributeError):  # unhashable values, labels not a mapping
             child = None
         if child is None:
@@ -142,7 +166,7 @@ class Metrics:
             ValueError: as :meth:`increment_counter` (except for negative values).
         """
         try:
-            child = self._gauges.get(name if not labels else (name, *labels.items()))
+            child = self._gauges.get(name if not labels else (name, frozenset(labels.items())))
         except (TypeError, AttributeError):
             child = None
         if child is None:
@@ -158,7 +182,7 @@ class Metrics:
             ValueError: as :meth:`increment_counter`, or ``value`` is NaN.
         """
         try:
-            series = self._histograms.get(name if not labels else (name, *labels.items()))
+            series = self._histograms.get(name if not labels else (name, frozenset(labels.items())))
         except (TypeError, AttributeError):
             series = None
         if series is None:
@@ -186,15 +210,47 @@ class Metrics:
                 )
             child = family.series.get(values)
             if child is None:
-                metric: Any = family.metric
-                if kind == "histogram":
-                    child = metric.child(values)
-                else:
-                    child = metric.labels(*values) if names else metric
-                family.series[values] = child
+                if len(family.series) >= self.max_series and names:
+                    return self._overflow(family)
+                child = self._new_series(family, values)
             cache: dict[Hashable, Any] = getattr(self, f"_{kind}s")
-            cache[name if not labels else (name, *labels.items())] = child
+            cache[name if not labels else (name, frozenset(labels.items()))] = child
             return child
+
+    def _new_series(self, family: _Family, values: tuple[str, ...]) -> Any:
+        metric: Any = family.metric
+        if family.kind == "histogram":
+            child = metric.child(values)
+        else:
+            child = metric.labels(*values) if family.labelnames else metric
+        family.series[values] = child
+        return child
+
+    def _overflow(self, family: _Family) -> Any:
+        """The overflow series of ``family`` (the lock is held); counts and logs the fold."""
+        values = (OVERFLOW,) * len(family.labelnames)
+        child = family.series.get(values)
+        if child is None:
+            child = self._new_series(family, values)
+        counter = self._families.get(OVERFLOW_METRIC)
+        if counter is None:
+            prom = prometheus_name(OVERFLOW_METRIC, self.namespace)
+            counter = self._create("counter", OVERFLOW_METRIC, prom, ("metric",))
+        folded = counter.series.get((family.name,))
+        if folded is None:
+            folded = self._new_series(counter, (family.name,))
+        folded.inc()
+        if family.name not in self._overflowed:
+            self._overflowed.add(family.name)
+            logger.warning(
+                "metric %r reached max_series=%d label sets; new label values are folded "
+                "into its %r series (counted in %s)",
+                family.name,
+                self.max_series,
+                OVERFLOW,
+                OVERFLOW_METRIC,
+            )
+        return child
 
     def _create(self, kind: str, name: str, prom: str, names: tuple[str, ...]) -> _Family:
         owner = self._by_prom.get(prom)
@@ -250,6 +306,7 @@ class Metrics:
                 self.registry.unregister(family.metric)
             self._families = {}
             self._by_prom = {}
+            self._overflowed = set()
             self._counters = {}
             self._gauges = {}
             self._histograms = {}

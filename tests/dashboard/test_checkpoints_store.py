@@ -326,6 +326,26 @@ def test_blob_is_fsynced_before_its_row_is_inserted(
 
     monkeypatch.setattr(os, "fsync", fsync)
     checkpoint_id = checkpoint_manager.save_checkpoint({"x": 1}, "a", "w")
-    assert rows_at_fsync == [0, 0]  # the file, then its directory
+    # New directories' parents (first save), the file, then its directory: all before the row.
+    assert len(rows_at_fsync) >= 2
+    assert set(rows_at_fsync) == {0}
     assert Checkpoint.objects.filter(pk=checkpoint_id).exists()
     assert [p.name for p in (media / "checkpoints").iterdir()] == [f"{checkpoint_id}.ckpt"]
+
+
+def test_the_latest_checkpoint_is_the_last_saved_even_if_its_clock_is_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resilience.checkpoint import _ids
+
+    manager = StateCheckpointManager(store=DjangoCheckpointStore(), clock=lambda: 2_000_000_000.0)
+    older = manager.save_checkpoint({"v": 1}, "skew", "w")
+    monkeypatch.setattr(_ids, "_last_tick", 0)  # another host, its clock an hour behind
+    behind = StateCheckpointManager(store=DjangoCheckpointStore(), clock=lambda: 1_999_996_400.0)
+    newer = behind.save_checkpoint({"v": 2}, "skew", "w")
+    assert newer < older
+    assert manager.get_latest_checkpoint("skew", "w") == newer
+    assert manager.cleanup(keep_last=1, dry_run=True).checkpoint_ids == (older,)
+    behind.save_checkpoint({"v": 2}, "skew", "w")  # a re-save keeps rows' places
+    manager.store.add_record(manager.store.get_record(older))  # type: ignore[arg-type]
+    assert manager.list_checkpoints("skew", "w")[-1]["checkpoint_id"] == older

