@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -97,7 +98,9 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
 def _keys(username: str | None, address: str) -> list[str]:
     keys = [f"ip:{address}"]
     if username:
-        keys.append(f"user:{username.strip().lower()[:150]}")
+        # NFKC like Django's UsernameField: "ａｄａ" logs in as "ada", so shares its budget.
+        name = unicodedata.normalize("NFKC", username).strip().lower()
+        keys.append(f"user:{name[:150]}")
     return keys
 
 
