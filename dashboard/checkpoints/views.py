@@ -176,7 +176,7 @@ class ResumeForm(forms.Form):
 
 @require_POST
 @login_required
-@permission_required([RESUME, EXECUTE], raise_exception=True)
+@permission_required([VIEW, RESUME, EXECUTE], raise_exception=True)
 def resume_view(request: HttpRequest, checkpoint_id: str) -> HttpResponse:
     row = _checkpoint(checkpoint_id)
     form = ResumeForm(request.POST)
@@ -251,7 +251,7 @@ def _suggested_id(parent: Checkpoint) -> str:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-@permission_required(FORK, raise_exception=True)
+@permission_required([VIEW, FORK], raise_exception=True)
 def fork_view(request: HttpRequest, checkpoint_id: str) -> HttpResponse:
     parent = _checkpoint(checkpoint_id)
     editable = parent.raw_size <= EDIT_MAX_BYTES

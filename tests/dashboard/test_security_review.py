@@ -42,3 +42,45 @@ def test_a_compatibility_form_of_the_username_shares_its_throttle() -> None:
         REMOTE_ADDR="10.9.9.9",
     )
     assert response.status_code == 429
+
+
+@pytest.fixture
+def checkpoint_id(settings: Any, tmp_path: Any) -> Any:
+    from dashboard.checkpoints import store
+    from dashboard.checkpoints.store import DjangoCheckpointStore
+    from resilience.checkpoint import StateCheckpointManager, set_default_checkpoint_manager
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    previous = set_default_checkpoint_manager(store.get_manager())
+    manager = StateCheckpointManager(
+        store=DjangoCheckpointStore(),
+        signing_key=store.signing_key(),
+        clock=lambda: 1_700_000_000.0,
+    )
+    yield manager.save_checkpoint({"card": "4111-secret"}, "a", "wf-sec", {"step": 1})
+    set_default_checkpoint_manager(previous)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "suffix", "perms"),
+    [
+        ("get", "fork", ["checkpoints.fork_checkpoint"]),
+        ("post", "fork", ["checkpoints.fork_checkpoint"]),
+        ("post", "resume", ["checkpoints.resume_checkpoint", "workflows.execute_workflow"]),
+    ],
+)
+def test_fork_and_resume_also_need_the_view_permission(
+    checkpoint_id: str, method: str, suffix: str, perms: list[str]
+) -> None:
+    # Every mutation needs dashboard.view_dashboard on top of its own permission; the
+    # fork page otherwise shows the whole state to a user who may not see the dashboard.
+    from dashboard.api.testing import make_user
+
+    client = Client()
+    client.force_login(make_user("no-view", *perms))
+    url = f"/checkpoints/{checkpoint_id}/{suffix}/"
+    data = {"new_workflow_id": "wf-sec-copy", "reason": "x"}
+    response = client.get(url) if method == "get" else client.post(url, data)
+    assert response.status_code == 403
+    assert b"4111-secret" not in response.content
