@@ -35,6 +35,10 @@ DEFAULT_VALUE_PATTERNS: tuple[str, ...] = (
 )
 # "Authorization: Bearer abc", "Basic dXNlcjpwdw==": keep the scheme, hide the rest.
 _CREDENTIALS = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[A-Za-z0-9._~+/=-]{6,}")
+# "Authorization: Token abc" (any scheme, not only the three above): hide the rest.
+_AUTH_SCHEME = re.compile(
+    r"(?i)(\b(?:proxy-)?authorization\\?[\"']?\s*[:=]\s*\\?[\"']?[A-Za-z][\w.-]*\s+)[^\s\"',;&]+"
+)
 # scheme://user:password@host
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
 # The characters a value stops at: separators of query strings, lists and quotes.
@@ -73,6 +77,7 @@ class Masker:
         """``text`` with the secrets inside it (see the module docstring) as ``***``."""
         if len(text) > 6:
             text = _CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
+            text = _AUTH_SCHEME.sub(rf"\1{MASK}", text)
         if "@" in text:
             text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
         if self._pairs is not None and ("=" in text or ":" in text):
@@ -119,5 +124,5 @@ def _pair_pattern(keys: Iterable[str]) -> re.Pattern[str] | None:
         return None
     name = rf"[A-Za-z0-9_.\-\[\]]*(?:{'|'.join(words)})[A-Za-z0-9_.\-\[\]]*"
     return re.compile(
-        rf"(?i)(\b{name}\\?[\"']?)(\s*[=:]\s*)(?!\s)(?!//)(?!(?:bearer|basic|digest)\s){_PAIR_VALUE}"
+        rf"(?i)(\b{name}\\?[\"']?)(\s*[=:]\s*)(?!\s)(?!//)(?!(?:bearer|basic|digest)\s)(?![A-Za-z][\w.-]*\s+\*\*\*){_PAIR_VALUE}"
     )

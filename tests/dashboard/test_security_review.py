@@ -84,3 +84,16 @@ def test_fork_and_resume_also_need_the_view_permission(
     response = client.get(url) if method == "get" else client.post(url, data)
     assert response.status_code == 403
     assert b"4111-secret" not in response.content
+
+
+def _masked(text: str) -> str:
+    from dashboard.traces.conf import DEFAULT_MASKED_KEYS
+    from dashboard.traces.masking import Masker
+
+    return Masker(DEFAULT_MASKED_KEYS).mask_text(text)
+
+
+def test_an_authorization_header_with_any_scheme_hides_its_credentials() -> None:
+    masked = _masked("Authorization: Token 9f8e7d6c5b4a")
+    assert "9f8e7d6c5b4a" not in masked
+    assert _masked("Authorization: Bearer abcdefgh") == "Authorization: Bearer ***"
