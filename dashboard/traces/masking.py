@@ -42,7 +42,8 @@ _AUTH_SCHEME = re.compile(
 # scheme://user:password@host
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
 # The characters a value stops at: separators of query strings, lists and quotes.
-_PAIR_VALUE = r"(\"[^\"]*\"|'[^']*'|[^\s&#,;\"'<>)\]}]+)"
+# A value may be quoted, or quoted with escaped quotes (JSON inside a JSON string).
+_PAIR_VALUE = r"(\\\"(?:[^\"\\]|\\[^\"])*\\\"|\"[^\"]*\"|'[^']*'|[^\s&#,;\"'<>)\]}]+)"
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 _CACHE_LIMIT = 10_000
 

@@ -97,3 +97,10 @@ def test_an_authorization_header_with_any_scheme_hides_its_credentials() -> None
     masked = _masked("Authorization: Token 9f8e7d6c5b4a")
     assert "9f8e7d6c5b4a" not in masked
     assert _masked("Authorization: Bearer abcdefgh") == "Authorization: Bearer ***"
+
+
+def test_a_json_document_escaped_inside_a_string_hides_its_secrets() -> None:
+    # A request body logged as a JSON string inside a JSON attribute: {\"password\": \"...\"}
+    masked = _masked('{\\"password\\": \\"hunter2-secret\\", \\"user\\": \\"ada\\"}')
+    assert "hunter2-secret" not in masked
+    assert '\\"user\\": \\"ada\\"' in masked
