@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 MASK = "***"
 
@@ -74,7 +75,7 @@ class Masker:
             re.compile("|".join(f"(?:{p})" for p in value_patterns)) if value_patterns else None
         )
 
-    def mask_text(self, text: str) -> str:
+    def mask_text(self, text: str, _depth: int = 0) -> str:
         """``text`` with the secrets inside it (see the module docstring) as ``***``."""
         if len(text) > 6:
             text = _CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
@@ -85,6 +86,14 @@ class Masker:
             text = self._pairs.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
         if self._shapes is not None:
             text = self._shapes.sub(MASK, text)
+        if "%" in text and _depth < 3:
+            # ?next=%2Fx%3Fapi_key%3D...: a secret hidden by percent-encoding. The text
+            # is stored decoded only when that reveals (and masks) something.
+            decoded = unquote(text)
+            if decoded != text:
+                masked = self.mask_text(decoded, _depth=_depth + 1)
+                if masked != decoded:
+                    return masked
         return text
 
     def _value(self, value: Any) -> Any:

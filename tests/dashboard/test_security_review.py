@@ -104,3 +104,15 @@ def test_a_json_document_escaped_inside_a_string_hides_its_secrets() -> None:
     masked = _masked('{\\"password\\": \\"hunter2-secret\\", \\"user\\": \\"ada\\"}')
     assert "hunter2-secret" not in masked
     assert '\\"user\\": \\"ada\\"' in masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/accounts/login/?next=%2Fapi%2Fcall%3Fapi_key%3Dsk9secret9value",
+        "/login?api%5Fkey=sk9secret9value&x=1",
+        "/a?next=%252Fb%253Fpassword%253Dsk9secret9value",
+    ],
+)
+def test_a_percent_encoded_secret_is_masked(text: str) -> None:
+    assert "sk9secret9value" not in _masked(text)
