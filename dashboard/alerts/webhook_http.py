@@ -111,6 +111,8 @@ def check_address(address: str, *, allow_private: bool) -> IPAddress:
         raise UnsafeWebhook(f"{ip} is a cloud metadata address")
     if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
         raise UnsafeWebhook(f"{ip} is not a routable unicast address")
+    if ip.is_reserved and not ip.is_loopback:  # Python counts 240/4 as private too
+        raise UnsafeWebhook(f"{ip} is a reserved address")
     if ip.is_loopback or ip.is_private or ip in _SHARED:
         if allow_private:
             return ip

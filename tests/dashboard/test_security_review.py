@@ -116,3 +116,13 @@ def test_a_json_document_escaped_inside_a_string_hides_its_secrets() -> None:
 )
 def test_a_percent_encoded_secret_is_masked(text: str) -> None:
     assert "sk9secret9value" not in _masked(text)
+
+
+@pytest.mark.parametrize("address", ["240.0.0.1", "255.255.255.255"])
+def test_allowing_private_ranges_still_refuses_reserved_addresses(address: str) -> None:
+    # ALERTS_WEBHOOK_ALLOW_PRIVATE lets private ranges and loopback through; reserved
+    # addresses (Python also counts them as "private") stay refused, as documented.
+    from dashboard.alerts.webhook_http import UnsafeWebhook, check_address
+
+    with pytest.raises(UnsafeWebhook):
+        check_address(address, allow_private=True)
