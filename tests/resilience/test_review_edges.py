@@ -1,0 +1,64 @@
+"""Edge cases found in review of issue 13's breaker streams and call_timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from resilience.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    circuit_breaker_registry,
+)
+from resilience.circuit_breaker._streams import guard_async_generator
+from resilience.errors import CallTimeoutError
+from tests.clock import FakeClock
+
+
+@pytest.fixture(autouse=True)
+def _forget_new_breakers() -> Iterator[None]:
+    before = set(circuit_breaker_registry.names())
+    yield
+    for name in set(circuit_breaker_registry.names()) - before:
+        circuit_breaker_registry.remove(name)
+
+
+def make(name: str = "svc", **config: Any) -> CircuitBreaker:
+    clock = FakeClock(100.0)
+    return CircuitBreaker(name, CircuitBreakerConfig(**config), clock=clock, wall_clock=clock.wall)
+
+
+async def _swallow_cancel() -> str:
+    """A client that catches the cancellation at the deadline and returns anyway."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()  # never set: only the deadline ends it
+    return "late"
+
+
+def test_acall_that_swallows_the_timeout_cancel_still_counts_as_a_timeout() -> None:
+    breaker = make(call_timeout=0.001)
+    with pytest.raises(CallTimeoutError):
+        asyncio.run(breaker.acall(_swallow_cancel))
+    assert breaker.snapshot()["calls"]["failed"] == 1
+    assert breaker.snapshot()["calls"]["successful"] == 0
+
+
+def test_async_stream_step_that_swallows_the_timeout_cancel_counts_as_a_timeout() -> None:
+    breaker = make(call_timeout=0.001)
+
+    async def raw() -> AsyncIterator[str]:
+        yield await _swallow_cancel()
+
+    stream = guard_async_generator(breaker, raw)
+
+    async def consume() -> list[str]:
+        return [item async for item in stream()]
+
+    with pytest.raises(CallTimeoutError):
+        asyncio.run(consume())
+    assert breaker.snapshot()["calls"]["failed"] == 1
+    assert breaker.snapshot()["calls"]["successful"] == 0
