@@ -16,6 +16,7 @@ from resilience.circuit_breaker import (
 )
 from resilience.circuit_breaker._streams import guard_async_generator
 from resilience.errors import CallTimeoutError
+from resilience.rate_limiter import KeyedRateLimiter, RateLimitConfig
 from tests.clock import FakeClock
 
 
@@ -62,3 +63,28 @@ def test_async_stream_step_that_swallows_the_timeout_cancel_counts_as_a_timeout(
         asyncio.run(consume())
     assert breaker.snapshot()["calls"]["failed"] == 1
     assert breaker.snapshot()["calls"]["successful"] == 0
+
+
+def test_keyed_waiter_giving_up_after_its_key_was_evicted_does_not_refill_the_new_bucket() -> None:
+    clock = FakeClock()
+    lim: KeyedRateLimiter
+
+    def interrupted_sleep(seconds: float) -> None:
+        # While "a" waits in debt: "b" evicts it, "a" comes back with a fresh (full)
+        # bucket and spends it all; then the waiter is interrupted.
+        assert lim.try_acquire("b")
+        assert lim.try_acquire("a", 4)
+        raise KeyboardInterrupt
+
+    lim = KeyedRateLimiter(
+        RateLimitConfig(max_requests=4, time_window=1.0),
+        max_keys=1,
+        clock=clock,
+        sleep=interrupted_sleep,
+    )
+    assert lim.try_acquire("a", 4)
+    with pytest.raises(KeyboardInterrupt):
+        lim.acquire("a", 4)
+    # The tokens given back were owed to the evicted bucket, not this one.
+    assert not lim.try_acquire("a")
+    assert lim.available_tokens("a") == 0.0
