@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,6 +20,7 @@ from resilience.circuit_breaker import (
 from resilience.circuit_breaker._streams import guard_async_generator
 from resilience.errors import CallTimeoutError
 from resilience.rate_limiter import KeyedRateLimiter, RateLimitConfig
+from resilience.redis.limiter import encode_key
 from tests.clock import FakeClock
 
 
@@ -88,3 +92,25 @@ def test_keyed_waiter_giving_up_after_its_key_was_evicted_does_not_refill_the_ne
     # The tokens given back were owed to the evicted bucket, not this one.
     assert not lim.try_acquire("a")
     assert lim.available_tokens("a") == 0.0
+
+
+def test_redis_key_encoding_of_a_frozenset_is_the_same_in_every_process() -> None:
+    # Equal frozensets are one key in the in-memory limiter; their iteration order (and
+    # so their repr) depends on the process's hash seed, so workers must not use it.
+    code = (
+        "from resilience.redis.limiter import encode_key;"
+        "print(encode_key((frozenset({'alice', 'bob', 'carol'}), 1)))"
+    )
+    texts = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": os.getcwd()},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(1, 5)
+    }
+    assert len(texts) == 1
+    assert encode_key(frozenset({1, 2})) != encode_key(frozenset({"1", "2"}))
+    assert encode_key(frozenset({1, 2})) != encode_key((1, 2))
