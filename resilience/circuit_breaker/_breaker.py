@@ -168,7 +168,8 @@ class CircuitBreaker(BreakerCore):
 
         Raises:
             CircuitOpenError: the call was rejected; ``fn`` was not called.
-            CallTimeoutError: ``fn`` ran past ``call_timeout`` and was cancelled.
+            CallTimeoutError: ``fn`` ran past ``call_timeout`` and was cancelled (also
+                when it swallowed the cancellation and returned late).
             BaseException: whatever ``fn`` raised, unchanged.
         """
         generation = self._generation
@@ -216,6 +217,8 @@ class CircuitBreaker(BreakerCore):
         except BaseException as exc:
             self._on_error(exc, generation, start)
             raise
+        if scope.expired():  # fn swallowed the cancellation and returned late
+            raise self._timed_out(generation)
         self._on_success(generation, start)
         return result
 

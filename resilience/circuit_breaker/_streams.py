@@ -118,6 +118,15 @@ def guard_async_generator(
                             await agen.aclose()
                             timed_out = True
                             raise breaker._timed_out(generation or 0) from exc
+                        except StopAsyncIteration:
+                            if not scope.expired():
+                                raise
+                            timed_out = True  # ended late, swallowing the cancel
+                            raise breaker._timed_out(generation or 0) from None
+                        if scope.expired():  # the step swallowed the cancel
+                            await agen.aclose()
+                            timed_out = True
+                            raise breaker._timed_out(generation or 0)
                 except StopAsyncIteration:
                     slowest = max(slowest, clock() - start)
                     break

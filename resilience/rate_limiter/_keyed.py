@@ -182,12 +182,12 @@ class KeyedRateLimiter:
         count = check_tokens(tokens, self.config.capacity)
         limit = check_timeout(timeout)
         if self._reserves:
-            wait = self._reserve(key, count, limit)
+            wait, bucket = self._reserve(key, count, limit)
             if wait:
                 try:
                     self._sleep(max(wait, MIN_SLEEP))
                 except BaseException:
-                    self._give_back(key, count)
+                    self._give_back(key, bucket, count)
                     raise
             return
         wait_for(
@@ -210,12 +210,12 @@ class KeyedRateLimiter:
         count = check_tokens(tokens, self.config.capacity)
         limit = check_timeout(timeout)
         if self._reserves:
-            wait = self._reserve(key, count, limit)
+            wait, bucket = self._reserve(key, count, limit)
             if wait:
                 try:
                     await self._async_sleep(max(wait, MIN_SLEEP))
                 except BaseException:
-                    self._give_back(key, count)
+                    self._give_back(key, bucket, count)
                     raise
             return
         await await_for(
@@ -309,8 +309,8 @@ class KeyedRateLimiter:
                 return 0.0
         return (count - level) / self._rate
 
-    def _reserve(self, key: Hashable, count: int, limit: float | None) -> float:
-        """``RateLimiter._reserve`` for ``key``'s bucket."""
+    def _reserve(self, key: Hashable, count: int, limit: float | None) -> tuple[float, list[float]]:
+        """``RateLimiter._reserve`` for ``key``'s bucket; also returns that bucket."""
         with self._lock:
             now = self._clock()
             bucket = self._buckets.get(key)
@@ -325,14 +325,16 @@ class KeyedRateLimiter:
                 bucket[3] = now
                 bucket[1] += 1
                 self.allowed += 1
-                return wait
+                return wait, bucket
         raise self._refuse(key, count, wait)
 
-    def _give_back(self, key: Hashable, count: int) -> None:
+    def _give_back(self, key: Hashable, reserved: list[float], count: int) -> None:
         with self._lock:
             self.allowed -= 1
             bucket = self._buckets.get(key)
-            if bucket is None:  # evicted meanwhile: the key starts full anyway
+            # Evicted meanwhile (perhaps back with a new, full bucket): the debt went
+            # with the old bucket, so there is nothing to give back to the current one.
+            if bucket is not reserved:
                 return
             now = self._clock()
             level = bucket[2] + (now - bucket[3]) * self._rate + count

@@ -52,7 +52,8 @@ def encode_key(key: Hashable) -> str:
     :class:`~resilience.rate_limiter.KeyedRateLimiter`) get one text, others differ.
 
     ``1``, ``1.0`` and ``True`` are one key (``"i:1"``), ``"1"`` another (``"s:1"``),
-    ``b"1"`` a third (``"b:31"``); tuples are encoded item by item.
+    ``b"1"`` a third (``"b:31"``); tuples are encoded item by item, frozensets too,
+    sorted (so every process, whatever its hash seed, gets the same text).
     """
     if isinstance(key, str):
         return f"s:{key}"
@@ -64,6 +65,8 @@ def encode_key(key: Hashable) -> str:
         return f"b:{key.hex()}"
     if isinstance(key, tuple):
         return "t:" + json.dumps([encode_key(item) for item in key], separators=(",", ":"))
+    if isinstance(key, frozenset):  # sorted: iteration order depends on the hash seed
+        return "z:" + json.dumps(sorted(encode_key(item) for item in key), separators=(",", ":"))
     kind = type(key)
     return f"o:{kind.__module__}.{kind.__qualname__}:{key!r}"
 
