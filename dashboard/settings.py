@@ -196,3 +196,35 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
 }
+
+# --- Operations (issue 18): static files, /metrics labels, checkpoint retention -------------
+# Static files: whitenoise (async-capable subclass) unless SERVE_STATIC=0 (a front proxy
+# serves STATIC_ROOT). With STATIC_ROOT set (production: `manage.py collectstatic`) the
+# files are compressed and content-hashed, cached for a year; without it (dev, tests) they
+# are served from the app/STATICFILES_DIRS finders, no collectstatic needed.
+if SERVE_STATIC:
+    MIDDLEWARE.insert(1, "dashboard.staticfiles.StaticFilesMiddleware")
+WHITENOISE_USE_FINDERS = STATIC_ROOT is None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_ROOT
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# HTTP server metrics by route (http_server_requests_total, ..._duration_seconds).
+MIDDLEWARE.insert(2 if SERVE_STATIC else 1, "dashboard.api.http_metrics.HttpMetricsMiddleware")
+# The `application` label of the resilience4j series (Micrometer's common tag).
+METRICS_APPLICATION = (
+    os.environ.get("METRICS_APPLICATION")
+    or os.environ.get("OTEL_SERVICE_NAME")
+    or "resilience-dashboard"
+)
+# Checkpoint retention, enforced every CHECKPOINT_CLEANUP_INTERVAL seconds in the server
+# and by `manage.py checkpoints cleanup --policy`: keep the newest CHECKPOINT_KEEP_LAST per
+# agent and workflow, none older than CHECKPOINT_MAX_AGE ("" or 0 turns a rule off). The
+# newest checkpoint of a workflow still running is never deleted.
+CHECKPOINT_KEEP_LAST = int(os.environ.get("CHECKPOINT_KEEP_LAST", "20") or 0)
+CHECKPOINT_MAX_AGE = os.environ.get("CHECKPOINT_MAX_AGE", "1d")  # "90m", "2h", "7d" or seconds
+CHECKPOINT_CLEANUP_INTERVAL = float(os.environ.get("CHECKPOINT_CLEANUP_INTERVAL", "60"))

@@ -253,8 +253,10 @@ class CircuitBreaker(BreakerCore):
             ``last_failure`` (``{"type", "message", "time"}`` or None),
             ``half_open_calls_in_flight``, ``half_open_max_calls``, ``calls`` (lifetime
             totals: ``successful``, ``failed`` (slow calls included), ``rejected``,
-            ``ignored`` (ignored exceptions and BaseExceptions), ``slow``) and
-            ``config``. Calls are not counted while DISABLED.
+            ``ignored`` (ignored exceptions and BaseExceptions), ``slow``), ``window``
+            (the failure-rate sliding window: ``size``, ``calls`` in it, ``failed``
+            among them; None when that rule is off) and ``config``. Calls are not
+            counted while DISABLED.
         """
         self._refresh()
         with self._lock:
@@ -274,6 +276,13 @@ class CircuitBreaker(BreakerCore):
                 "last_failure": None if self._last_failure is None else dict(self._last_failure),
                 "half_open_calls_in_flight": self._in_flight if state is _HALF_OPEN else 0,
                 "half_open_max_calls": self._max_trials,
+                "window": None
+                if window is None
+                else {
+                    "size": self._config.sliding_window_size,
+                    "calls": len(window),
+                    "failed": window.failures,
+                },
             }
         view["calls"] = {
             "successful": self._successful.value(),

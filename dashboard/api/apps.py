@@ -8,3 +8,13 @@ class ApiConfig(AppConfig):
     label = "api"
     verbose_name = "Observability API"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from resilience import telemetry
+
+        # resilience4j's Grafana dashboard selects on Micrometer's `application` tag.
+        collector = telemetry.metrics.collector
+        if collector is not None:
+            collector.application = getattr(settings, "METRICS_APPLICATION", None) or None

@@ -274,17 +274,25 @@ class WorkflowEngine:
         breaker = self.breaker(service)
         attributes = {"peer.service": service, "rpc.method": operation, "breaker": breaker.name}
         started = self.clock()
+        kind: str | None = "failed"
         try:
             with telemetry.tracer.span(
                 f"{service} {operation}", attributes=attributes, kind=SpanKind.CLIENT
             ):
-                return breaker.call(self.world.call, service, operation)
+                result = breaker.call(self.world.call, service, operation)
+            kind = "successful"
+            return result
+        except CircuitOpenError:
+            kind = None  # rejected: the call did not run
+            raise
         finally:
+            elapsed = self.clock() - started
             telemetry.metrics.record_histogram(
-                "workflow.external_call_ms",
-                (self.clock() - started) * 1000,
-                labels={"service": service},
+                "workflow.external_call_ms", elapsed * 1000, labels={"service": service}
             )
+            collector = telemetry.metrics.collector
+            if kind is not None and collector is not None:
+                collector.observe_call(breaker.name, kind, elapsed)
 
 
 def configured_interval() -> int:
