@@ -28,6 +28,11 @@ application = ProtocolTypeRouter(
     }
 )
 
+# Checkpoint retention (CHECKPOINT_KEEP_LAST / CHECKPOINT_MAX_AGE) runs in the server.
+from dashboard.checkpoints import retention  # noqa: E402
+
+retention.start_if_configured()
+
 if settings.RESILIENCE_DEMO:
     from dashboard import demo
 

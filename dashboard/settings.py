@@ -225,6 +225,7 @@ METRICS_APPLICATION = (
 # and by `manage.py checkpoints cleanup --policy`: keep the newest CHECKPOINT_KEEP_LAST per
 # agent and workflow, none older than CHECKPOINT_MAX_AGE ("" or 0 turns a rule off). The
 # newest checkpoint of a workflow still running is never deleted.
-CHECKPOINT_KEEP_LAST = int(os.environ.get("CHECKPOINT_KEEP_LAST", "20") or 0)
-CHECKPOINT_MAX_AGE = os.environ.get("CHECKPOINT_MAX_AGE", "1d")  # "90m", "2h", "7d" or seconds
+# Defaults bound the demo (RESILIENCE_DEMO: ~200 checkpoints a minute) to about an hour.
+CHECKPOINT_KEEP_LAST = int(os.environ.get("CHECKPOINT_KEEP_LAST", "10") or 0)
+CHECKPOINT_MAX_AGE = os.environ.get("CHECKPOINT_MAX_AGE", "1h" if RESILIENCE_DEMO else "7d")
 CHECKPOINT_CLEANUP_INTERVAL = float(os.environ.get("CHECKPOINT_CLEANUP_INTERVAL", "60"))

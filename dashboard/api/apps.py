@@ -14,6 +14,11 @@ class ApiConfig(AppConfig):
 
         from resilience import telemetry
 
+        from . import collectors
+
+        # Span pipeline, checkpoint verification and retention counters on /metrics.
+        collectors.register(telemetry.metrics.registry)
+
         # resilience4j's Grafana dashboard selects on Micrometer's `application` tag.
         collector = telemetry.metrics.collector
         if collector is not None:

@@ -23,7 +23,8 @@ from django.utils.safestring import SafeString
 from dashboard.durations import format_duration
 from resilience.errors import CheckpointError
 
-from . import selectors, services
+from . import retention, selectors, services
+from .admin_filters import RecentWorkflowFilter
 from .forms import CleanupForm
 from .models import Checkpoint
 
@@ -54,7 +55,7 @@ class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
         "stored_size_display",
         "ratio_display",
     ]
-    list_filter = ["agent_id", "workflow_id", "created_at", "codec"]
+    list_filter = ["agent_id", RecentWorkflowFilter, "created_at", "codec"]
     search_fields = ["^checkpoint_id", "agent_id", "workflow_id"]
     date_hierarchy = "created_at"
     ordering = ["-checkpoint_id"]
@@ -273,7 +274,11 @@ class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        extra = {"can_cleanup": self.has_delete_permission(request), **(extra_context or {})}
+        extra = {
+            "can_cleanup": self.has_delete_permission(request),
+            **retention.admin_context(),
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, extra)
 
     def cleanup_view(self, request: HttpRequest) -> HttpResponse:

@@ -328,3 +328,9 @@ def install(new: WorkflowEngine | None) -> WorkflowEngine | None:
     with _lock:
         previous, _engine = _engine, new
     return previous
+
+
+def running_workflow_ids() -> set[str]:
+    """Workflows this process's engine runs now (none if no engine was built)."""
+    current = _engine
+    return set(current.running()) if current is not None else set()
