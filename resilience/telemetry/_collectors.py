@@ -25,7 +25,8 @@ Emitted families (label ``name`` is the breaker's / limiter's name):
   breaker without a sliding window.
 - ``resilience4j_circuitbreaker_slow_call_rate`` gauge in percent of the breaker's
   recorded calls (lifetime; -1 before ``minimum_calls``).
-- ``resilience4j_ratelimiter_available_permissions`` gauge (absent for keyed limiters).
+- ``resilience4j_ratelimiter_available_permissions`` gauge; for a keyed limiter, the
+  fewest tokens among its busiest keys (its capacity while no key is held).
 - ``resilience4j_ratelimiter_waiting_threads`` gauge (the snapshot's ``waiting``, else 0).
 - ``resilience4j_ratelimiter_calls_total{kind}`` counter, kind = successful (allowed) or
   failed (rejected), after resilience4j's SUCCESSFUL_ACQUIRE / FAILED_ACQUIRE events.
@@ -286,6 +287,8 @@ class Resilience4jCollector(Collector):
             if not name:
                 continue
             tokens = _number(snap.get("available_tokens"))
+            if tokens is None:
+                tokens = _keyed_available(snap)
             if tokens is not None:
                 available.add_metric([name], tokens)
             waiting.add_metric([name], _number(snap.get("waiting")) or 0.0)
@@ -294,6 +297,20 @@ class Resilience4jCollector(Collector):
                 if value is not None:
                     calls.add_metric([name, kind], value)
         return [available, waiting, calls]
+
+
+def _keyed_available(snap: Mapping[str, Any]) -> float | None:
+    """A keyed limiter: the fewest tokens of its busiest keys (capacity with none held)."""
+    keys = snap.get("busiest_keys")
+    if not isinstance(keys, list):
+        return None
+    levels = [
+        level
+        for item in keys
+        if isinstance(item, Mapping)
+        and (level := _number(item.get("available_tokens"))) is not None
+    ]
+    return min(levels) if levels else _number(snap.get("capacity"))
 
 
 def _slow_rate(counts: Mapping[str, Any], config: object) -> float:

@@ -187,3 +187,13 @@ def test_without_an_application_there_is_no_such_label() -> None:
     samples = [sample for family in families(registry).values() for sample in family.samples]
     assert samples
     assert all("application" not in sample.labels for sample in samples)
+
+
+def test_a_keyed_limiter_publishes_its_most_constrained_key() -> None:
+    keys = [{"key": "ada", "available_tokens": 2.5}, {"key": "bob", "available_tokens": 0.5}]
+    busy = Fake(name="busy", kind="keyed", available_tokens=None, capacity=10, busiest_keys=keys)
+    idle = Fake(name="idle", kind="keyed", available_tokens=None, capacity=10, busiest_keys=[])
+    _, registry = collector_with(breakers=list, limiters=lambda: [busy, idle])
+    value = registry.get_sample_value
+    assert value("resilience4j_ratelimiter_available_permissions", {"name": "busy"}) == 0.5
+    assert value("resilience4j_ratelimiter_available_permissions", {"name": "idle"}) == 10.0
