@@ -110,6 +110,10 @@ def demo_server() -> Iterator[DemoServer]:
         "WORKFLOW_DEMO_RATE": "4",
         "ALERTS_ENABLED": "0",
         "OTEL_SERVICE_NAME": "ops-test",
+        # Retention every second, keeping 2 per agent and workflow, none older than 5 s.
+        "CHECKPOINT_CLEANUP_INTERVAL": "1",
+        "CHECKPOINT_KEEP_LAST": "2",
+        "CHECKPOINT_MAX_AGE": "5s",
         "PYTHONPATH": str(ROOT),
     }
     log = directory / "server.log"
