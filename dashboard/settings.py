@@ -155,7 +155,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# Only for `collectstatic` deployments; the ASGI app serves from the finders.
+# Set for `collectstatic` deployments (whitenoise then serves hashed files; see below).
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
 MEDIA_URL = "media/"
