@@ -48,14 +48,16 @@ lock:
 check-lock:
 	@$(PYTHON) -m tests.lockfile check
 
-# Debian packages the tests need (a real browser, Redis, PostgreSQL); installed with
-# apt-get when running as root. Tests that need one fail in CI (CI=true) when it is missing.
-SYSTEM_PACKAGES := chromium redis-server postgresql
+# Debian packages the tests need (a real browser, Redis, PostgreSQL, Prometheus and promtool);
+# installed with apt-get when running as root. Tests that need one fail in CI (CI=true) when
+# it is missing.
+SYSTEM_PACKAGES := chromium redis-server postgresql prometheus
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \

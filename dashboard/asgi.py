@@ -14,22 +14,24 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # Static files are served in-process (async, no extra server): the dashboard is
-        # an operator tool, not a CDN. SERVE_STATIC=0 leaves them to a front proxy.
-        "http": ASGIStaticFilesHandler(django_asgi_app)
-        if settings.SERVE_STATIC
-        else django_asgi_app,
+        # Static files: whitenoise middleware (dashboard.staticfiles) when SERVE_STATIC;
+        # SERVE_STATIC=0 leaves them to a front proxy.
+        "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }
 )
+
+# Checkpoint retention (CHECKPOINT_KEEP_LAST / CHECKPOINT_MAX_AGE) runs in the server.
+from dashboard.checkpoints import retention  # noqa: E402
+
+retention.start_if_configured()
 
 if settings.RESILIENCE_DEMO:
     from dashboard import demo

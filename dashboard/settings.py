@@ -197,7 +197,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# Only for `collectstatic` deployments; the ASGI app serves from the finders.
+# Set for `collectstatic` deployments (whitenoise then serves hashed files; see below).
 STATIC_ROOT = env_str("STATIC_ROOT", "") or None
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
 MEDIA_URL = "media/"
@@ -311,3 +311,36 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
 }
+
+# --- Operations (issue 18): static files, /metrics labels, checkpoint retention -------------
+# Static files: whitenoise (async-capable subclass) unless SERVE_STATIC=0 (a front proxy
+# serves STATIC_ROOT). With STATIC_ROOT set (production: `manage.py collectstatic`) the
+# files are compressed and content-hashed, cached for a year; without it (dev, tests) they
+# are served from the app/STATICFILES_DIRS finders, no collectstatic needed.
+if SERVE_STATIC:
+    MIDDLEWARE.insert(1, "dashboard.staticfiles.StaticFilesMiddleware")
+WHITENOISE_USE_FINDERS = STATIC_ROOT is None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_ROOT
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# HTTP server metrics by route (http_server_requests_total, ..._duration_seconds).
+MIDDLEWARE.insert(2 if SERVE_STATIC else 1, "dashboard.api.http_metrics.HttpMetricsMiddleware")
+# The `application` label of the resilience4j series (Micrometer's common tag).
+METRICS_APPLICATION = (
+    env_str("METRICS_APPLICATION", "") or TRACES_SERVICE_NAME or "resilience-dashboard"
+)
+# Where spans go besides the database (traces/exporters.py): otlp, console, zipkin, none.
+TRACES_EXPORTERS = env_list("OTEL_TRACES_EXPORTER", "")
+# Checkpoint retention, enforced every CHECKPOINT_CLEANUP_INTERVAL seconds in the server
+# and by `manage.py checkpoints cleanup --policy`: keep the newest CHECKPOINT_KEEP_LAST per
+# agent and workflow, none older than CHECKPOINT_MAX_AGE ("" or 0 turns a rule off). The
+# newest checkpoint of a workflow still running is never deleted.
+# Defaults bound the demo (RESILIENCE_DEMO: ~200 checkpoints a minute) to about an hour.
+CHECKPOINT_KEEP_LAST = env_int("CHECKPOINT_KEEP_LAST", 10, minimum=0)
+CHECKPOINT_MAX_AGE = env_str("CHECKPOINT_MAX_AGE", "1h" if RESILIENCE_DEMO else "7d")
+CHECKPOINT_CLEANUP_INTERVAL = env_duration("CHECKPOINT_CLEANUP_INTERVAL", "60s").total_seconds()

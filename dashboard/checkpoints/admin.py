@@ -24,7 +24,8 @@ from dashboard.durations import format_duration
 from resilience.checkpoint import NAME_PATTERN
 from resilience.errors import CheckpointError
 
-from . import selectors, services
+from . import retention, selectors, services
+from .admin_filters import RecentWorkflowFilter
 from .forms import CleanupForm
 from .models import Checkpoint
 
@@ -56,7 +57,7 @@ class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
         "ratio_display",
         "timeline_link",
     ]
-    list_filter = ["agent_id", "workflow_id", "created_at", "codec"]
+    list_filter = ["agent_id", RecentWorkflowFilter, "created_at", "codec"]
     search_fields = ["^checkpoint_id", "agent_id", "workflow_id"]
     date_hierarchy = "created_at"
     ordering = ["-checkpoint_id"]
@@ -284,7 +285,11 @@ class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        extra = {"can_cleanup": self.has_delete_permission(request), **(extra_context or {})}
+        extra = {
+            "can_cleanup": self.has_delete_permission(request),
+            **retention.admin_context(),
+            **(extra_context or {}),
+        }
         workflow_id = request.GET.get("workflow_id__exact", "")
         if NAME_PATTERN.fullmatch(workflow_id):
             extra["timeline"] = (workflow_id, reverse("checkpoints:timeline", args=[workflow_id]))

@@ -3,8 +3,8 @@
 ``install()`` (called by TracesConfig.ready unless TRACES_ENABLED is False) is
 idempotent. It attaches the database span processor to the global SDK
 TracerProvider, creating and setting one if the global is still the API's
-proxy; adds an OTLP http/protobuf exporter when ``TRACES_OTLP_ENDPOINT`` is set (from
-OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, by ``dashboard.settings``); and instruments Django.
+proxy; adds the exporters of OTEL_TRACES_EXPORTER (``exporters.py``; unset: OTLP
+http/protobuf when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set); and instruments Django.
 No thread or connection starts until the first span.
 """
 
@@ -41,11 +41,17 @@ def default_resource() -> Resource:
     return resource
 
 
+def new_provider() -> TracerProvider:
+    """An SDK provider as installed: the OTEL_* resource; the SDK reads OTEL_TRACES_SAMPLER
+    and OTEL_TRACES_SAMPLER_ARG (head sampling) itself."""
+    return TracerProvider(resource=default_resource())
+
+
 def global_sdk_provider() -> TracerProvider | None:
     """The global SDK TracerProvider, set now if the global is still the API's proxy."""
     current = trace.get_tracer_provider()
     if isinstance(current, trace.ProxyTracerProvider):
-        trace.set_tracer_provider(TracerProvider(resource=default_resource()))
+        trace.set_tracer_provider(new_provider())
         current = trace.get_tracer_provider()  # someone else may have won the race
     return current if isinstance(current, TracerProvider) else None
 
@@ -106,9 +112,12 @@ def install(*, django: bool = True) -> DatabaseSpanProcessor | None:
             on_first_span=retention.start,
         )
         provider.add_span_processor(processor)
-        otlp = otlp_processor(conf.otlp_endpoint())
-        if otlp is not None:
-            provider.add_span_processor(otlp)
+        from .exporters import span_processors_from_env
+
+        exporting = span_processors_from_env()  # OTEL_TRACES_EXPORTER
+        for exporter in exporting:
+            provider.add_span_processor(exporter)
+        otlp = exporting[0] if exporting else None
         if django:
             instrument_django(provider)
         _processor, _retention, _otlp = processor, retention, otlp

@@ -341,17 +341,25 @@ class WorkflowEngine:
         breaker = self.breaker(service)
         attributes = {"peer.service": service, "rpc.method": operation, "breaker": breaker.name}
         started = self.clock()
+        kind: str | None = "failed"
         try:
             with telemetry.tracer.span(
                 f"{service} {operation}", attributes=attributes, kind=SpanKind.CLIENT
             ):
-                return breaker.call(self.world.call, service, operation)
+                result = breaker.call(self.world.call, service, operation)
+            kind = "successful"
+            return result
+        except CircuitOpenError:
+            kind = None  # rejected: the call did not run
+            raise
         finally:
+            elapsed = self.clock() - started
             telemetry.metrics.record_histogram(
-                "workflow.external_call_ms",
-                (self.clock() - started) * 1000,
-                labels={"service": service},
+                "workflow.external_call_ms", elapsed * 1000, labels={"service": service}
             )
+            collector = telemetry.metrics.collector
+            if kind is not None and collector is not None:
+                collector.observe_call(breaker.name, kind, elapsed)
 
 
 def configured_interval() -> int:
@@ -384,3 +392,9 @@ def install(new: WorkflowEngine | None) -> WorkflowEngine | None:
     with _lock:
         previous, _engine = _engine, new
     return previous
+
+
+def running_workflow_ids() -> set[str]:
+    """Workflows this process's engine runs now (none if no engine was built)."""
+    current = _engine
+    return set(current.running()) if current is not None else set()

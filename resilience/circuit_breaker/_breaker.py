@@ -299,9 +299,10 @@ class CircuitBreaker(BreakerCore):
             ``half_open_calls_in_flight`` (trial slots held, by trials of this period
             and earlier ones still running), ``half_open_max_calls``, ``calls``
             (lifetime totals: ``successful``, ``failed`` (slow calls and timeouts
-            included), ``rejected``,
-            ``ignored`` (ignored exceptions and BaseExceptions), ``slow``) and
-            ``config``. Calls are not counted while DISABLED.
+            included), ``rejected``, ``ignored`` (ignored exceptions and
+            BaseExceptions), ``slow``), ``window`` (the failure-rate sliding window:
+            ``size``, ``calls`` in it, ``failed`` among them; None when that rule is
+            off) and ``config``. Calls are not counted while DISABLED.
         """
         self._refresh()
         with self._lock:
@@ -323,6 +324,13 @@ class CircuitBreaker(BreakerCore):
                     self._in_flight + self._stale_total if state is _HALF_OPEN else 0
                 ),
                 "half_open_max_calls": self._max_trials,
+                "window": None
+                if window is None
+                else {
+                    "size": self._config.sliding_window_size,
+                    "calls": len(window),
+                    "failed": window.failures,
+                },
             }
         view["calls"] = {
             "successful": self._successful.value(),

@@ -31,7 +31,9 @@ inherit the current span: use :func:`wrap_context` / :func:`run_in_executor`.
 
 ``metrics`` owns a private prometheus_client registry (``metrics.registry``) that also
 publishes every circuit breaker and rate limiter under resilience4j's metric names at
-scrape time; serve ``metrics.render_prometheus()`` with :data:`PROMETHEUS_CONTENT_TYPE`.
+scrape time, plus prometheus_client's process, GC and platform collectors; serve
+``metrics.render_prometheus()`` with :data:`PROMETHEUS_CONTENT_TYPE`. Histograms
+recorded in milliseconds (``*_ms``) are exported in seconds (``*_seconds``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from resilience.telemetry._metrics import (
     MetricsSnapshot,
 )
 from resilience.telemetry._names import prometheus_name
+from resilience.telemetry._process import register_process_collectors
 from resilience.telemetry._provider import (
     DEFAULT_SERVICE_NAME,
     add_span_processor,
@@ -86,6 +89,7 @@ __all__ = [
     "metrics",
     "prometheus_name",
     "provider",
+    "register_process_collectors",
     "run_in_executor",
     "trace",
     "tracer",
@@ -95,5 +99,7 @@ __all__ = [
 #: The Content-Type of :meth:`Metrics.render_prometheus` output.
 PROMETHEUS_CONTENT_TYPE: str = CONTENT_TYPE_LATEST
 
-#: The process-wide metrics (private registry, resilience4j collector registered).
+#: The process-wide metrics (private registry, resilience4j collector registered, and
+#: the ``process_*``, ``python_gc_*`` and ``python_info`` collectors).
 metrics = Metrics()
+register_process_collectors(metrics.registry)

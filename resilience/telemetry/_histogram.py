@@ -66,12 +66,19 @@ class HistogramSeries:
             if value > self.max:
                 self.max = value
 
-    def exposition(self) -> tuple[list[tuple[str, float]], float]:
-        """Cumulative ``(le, count)`` buckets and the sum, for HistogramMetricFamily."""
+    def exposition(self, scale: float = 1.0) -> tuple[list[tuple[str, float]], float]:
+        """Cumulative ``(le, count)`` buckets and the sum, for HistogramMetricFamily.
+
+        ``scale`` converts recorded values to the exported unit (bounds and sum).
+        """
         with self.lock:
             counts, total = list(self.buckets), self.sum
+        les = self._les
+        if scale != 1.0:
+            les = [floatToGoString(bound * scale) for bound in self._bounds]  # type: ignore[no-untyped-call]
+            total *= scale
         cumulative, running = [], 0
-        for le, count in zip(self._les, counts, strict=True):
+        for le, count in zip(les, counts, strict=True):
             running += count
             cumulative.append((le, float(running)))
         return cumulative, total
@@ -108,8 +115,10 @@ class HistogramCollector(Collector):
         labelnames: tuple[str, ...],
         buckets: tuple[float, ...],
         reservoir_size: int,
+        scale: float = 1.0,
     ) -> None:
         self.prom_name = prom_name
+        self.scale = scale  # recorded unit -> exported base unit (see _units.py)
         self.documentation = documentation
         self.labelnames = labelnames
         self._bounds = buckets if buckets[-1] == math.inf else (*buckets, math.inf)
@@ -140,6 +149,6 @@ class HistogramCollector(Collector):
         with self._lock:
             items = list(self.series.items())
         for values, series in items:
-            buckets, total = series.exposition()
+            buckets, total = series.exposition(self.scale)
             family.add_metric(list(values), buckets, total)
         yield family

@@ -36,6 +36,7 @@ from resilience.telemetry._names import (
     label_values,
     prometheus_name,
 )
+from resilience.telemetry._units import base_unit
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -264,7 +265,13 @@ class Metrics:
         elif kind == "gauge":
             metric = Gauge(prom, doc, names, registry=self.registry)
         else:
-            metric = HistogramCollector(prom, doc, names, self._buckets, self._reservoir_size)
+            # Exported in base units: "x_ms" is published as "x_seconds" (see _units.py).
+            exported, scale = base_unit(prom)
+            if scale != 1.0:
+                doc = f"{name} (histogram, converted to base units: x{scale:g})"
+            metric = HistogramCollector(
+                exported, doc, names, self._buckets, self._reservoir_size, scale
+            )
             self.registry.register(metric)
         family = _Family(name, kind, prom, names, metric)
         self._families[name] = family

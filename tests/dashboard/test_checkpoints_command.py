@@ -139,7 +139,10 @@ def test_cleanup_keep_last_keeps_newest_per_group(run: Callable[..., str]) -> No
         (("cleanup", "--keep-last", "two"), "not a whole number"),
     ],
 )
-def test_cleanup_rejects_bad_values_clearly(args: tuple[str, ...], message: str) -> None:
+def test_cleanup_rejects_bad_values_clearly(
+    args: tuple[str, ...], message: str, settings: Any
+) -> None:
+    settings.CHECKPOINT_KEEP_LAST, settings.CHECKPOINT_MAX_AGE = 0, ""  # no policy either
     with pytest.raises(CommandError, match=message):
         call_command("checkpoints", *args)
 

@@ -90,6 +90,11 @@ EXAMPLES: dict[str, Example] = {
     "SECURE_HSTS_SECONDS": Example(("SECURE_HSTS_SECONDS",), "31536000", 31536000),
     "SECURE_HSTS_INCLUDE_SUBDOMAINS": Example(("SECURE_HSTS_INCLUDE_SUBDOMAINS",), "on", True),
     "SECURE_HSTS_PRELOAD": Example(("SECURE_HSTS_PRELOAD",), "yes", True),
+    "CHECKPOINT_KEEP_LAST": Example(("CHECKPOINT_KEEP_LAST",), "3", 3),
+    "CHECKPOINT_MAX_AGE": Example(("CHECKPOINT_MAX_AGE",), "2d", "2d"),
+    "CHECKPOINT_CLEANUP_INTERVAL": Example(("CHECKPOINT_CLEANUP_INTERVAL",), "5m", 300.0),
+    "METRICS_APPLICATION": Example(("METRICS_APPLICATION",), "orders", "orders"),
+    "OTEL_TRACES_EXPORTER": Example(("TRACES_EXPORTERS",), "console, otlp", ["console", "otlp"]),
     "SECURE_PROXY_SSL_HEADER": Example(
         ("SECURE_PROXY_SSL_HEADER",),
         "HTTP_X_FORWARDED_PROTO,https",

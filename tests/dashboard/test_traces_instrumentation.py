@@ -100,7 +100,7 @@ def test_asgi_requests_are_traced_too(installed: DatabaseSpanProcessor) -> None:
 
 
 def test_static_files_are_not_traced(client: Client, installed: DatabaseSpanProcessor) -> None:
-    client.get("/static/dashboard/dashboard.css")  # served or 404: either way not traced
+    client.get("/static/dashboard/dashboard.css").close()  # served or 404: not traced
     assert client.get("/accounts/login/").status_code == 200
     assert installed.force_flush()
     assert list(SpanRecord.objects.values_list("name", flat=True)) == ["GET accounts/login/"]

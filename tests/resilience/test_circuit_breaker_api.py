@@ -335,6 +335,7 @@ def test_snapshot_of_a_fresh_breaker(clock: FakeClock) -> None:
         "last_failure": None,
         "half_open_calls_in_flight": 0,
         "half_open_max_calls": 3,
+        "window": {"size": 10, "calls": 0, "failed": 0},
         "calls": {"successful": 0, "failed": 0, "rejected": 0, "ignored": 0, "slow": 0},
         "config": {
             "failure_threshold": 5,

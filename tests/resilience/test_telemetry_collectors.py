@@ -211,7 +211,11 @@ def test_output_is_valid_prometheus_text_with_counter_and_gauge_types() -> None:
         "resilience4j_circuitbreaker_not_permitted_calls": "counter",
         "resilience4j_circuitbreaker_slow_calls": "counter",
         "resilience4j_circuitbreaker_failure_rate": "gauge",
+        "resilience4j_circuitbreaker_buffered_calls": "gauge",
+        "resilience4j_circuitbreaker_max_buffered_calls": "gauge",
+        "resilience4j_circuitbreaker_slow_call_rate": "gauge",
         "resilience4j_ratelimiter_available_permissions": "gauge",
+        "resilience4j_ratelimiter_waiting_threads": "gauge",
         "resilience4j_ratelimiter_calls": "counter",
     }
 

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
-from dashboard.checkpoints import selectors, services
+from dashboard.checkpoints import retention, selectors, services
 from dashboard.checkpoints.forms import DURATION_HELP, parse_duration
 from dashboard.durations import format_duration
 from resilience.checkpoint import CHECKPOINT_ID_PATTERN
@@ -57,7 +57,9 @@ class Command(BaseCommand):
         verify.add_argument("--failures-only", action="store_true", help="print only ids that fail")
 
         cleanup = actions.add_parser(
-            "cleanup", help="remove old checkpoints, per agent/workflow group"
+            "cleanup",
+            help="remove old checkpoints, per agent/workflow group "
+            "(no rule given: the CHECKPOINT_KEEP_LAST / CHECKPOINT_MAX_AGE policy)",
         )
         cleanup.add_argument(
             "--keep-last", type=_positive, metavar="N", help="keep the newest N of every group"
@@ -119,7 +121,8 @@ class Command(BaseCommand):
     def _cleanup(self, options: dict[str, Any]) -> None:
         keep_last, older_than = options["keep_last"], options["older_than"]
         if keep_last is None and older_than is None:
-            raise CommandError("cleanup needs --keep-last N and/or --older-than AGE")
+            self._retention(options)
+            return
         result = services.cleanup(
             keep_last=keep_last,
             older_than=older_than,
@@ -140,6 +143,30 @@ class Command(BaseCommand):
         if options["verbosity"] >= 2 or result.dry_run:
             for checkpoint_id in result.checkpoint_ids:
                 self.stdout.write(f"  {checkpoint_id}")
+
+    def _retention(self, options: dict[str, Any]) -> None:
+        """No rule given: apply the configured policy (CHECKPOINT_KEEP_LAST / _MAX_AGE)."""
+        try:
+            rules = retention.policy()
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if not rules.active:
+            raise CommandError(
+                "cleanup needs --keep-last N and/or --older-than AGE "
+                "(or CHECKPOINT_KEEP_LAST / CHECKPOINT_MAX_AGE set)"
+            )
+        if options["dry_run"]:
+            ids, protected = retention.plan(rules)
+            self.stdout.write(
+                f"Would remove {_plural(len(ids))} (policy: {rules.describe()}); "
+                f"{protected} kept for running workflows."
+            )
+            return
+        status = retention.enforce(rules, source="command")
+        self.stdout.write(
+            f"Removed {_plural(status.deleted)} (policy: {rules.describe()}); "
+            f"{status.protected} kept for running workflows."
+        )
 
     def _orphans(self, options: dict[str, Any]) -> None:
         orphans = selectors.find_orphans(grace=options["grace"])
