@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "dashboard",
     "dashboard.breakers",
     "dashboard.traces",
+    "dashboard.ingest",
     "dashboard.api",
     "dashboard.checkpoints",
     "dashboard.workflows",
