@@ -184,6 +184,14 @@ TRACES_ENABLED = env_bool("TRACES_ENABLED", True)
 TRACES_MAX_AGE = os.environ.get("TRACES_MAX_AGE", "1h")  # "90m", "2h", "1d" or seconds
 TRACES_MAX_ROWS = int(os.environ.get("TRACES_MAX_ROWS", "1000000"))
 
+# OTLP ingest (POST /v1/traces): limits per request and the back-off told to senders.
+INGEST_MAX_BODY_BYTES = int(os.environ.get("INGEST_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
+INGEST_MAX_SPANS = int(os.environ.get("INGEST_MAX_SPANS", "10000"))
+INGEST_MAX_ATTRIBUTES = int(os.environ.get("INGEST_MAX_ATTRIBUTES", "128"))
+INGEST_MAX_EVENTS = int(os.environ.get("INGEST_MAX_EVENTS", "128"))
+INGEST_MAX_VALUE_LENGTH = int(os.environ.get("INGEST_MAX_VALUE_LENGTH", "4096"))
+INGEST_RETRY_AFTER = int(os.environ.get("INGEST_RETRY_AFTER", "5"))
+
 # Alert evaluation in the serving process (every ALERTS_INTERVAL seconds).
 ALERTS_ENABLED = env_bool("ALERTS_ENABLED", True)
 ALERTS_INTERVAL = float(os.environ.get("ALERTS_INTERVAL", "5"))
