@@ -467,12 +467,15 @@ def test_ingest_needs_no_csrf_token(sender: dict[str, str]) -> None:
 def stuck_processor(monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseSpanProcessor]:
     """A real processor with room for 3 spans whose writer waits until released."""
     release = threading.Event()
+    written: list[Any] = []
 
     def writer(spans: Any) -> int:
         release.wait(10)
+        written.extend(spans)
         return len(spans)
 
     processor = DatabaseSpanProcessor(writer=writer, max_queue=3, max_batch=1, interval=0.01)
+    processor.release, processor.written = release, written  # type: ignore[attr-defined]
     monkeypatch.setattr(tracing, "_processor", processor)
     monkeypatch.setattr(health, "_last_refused", None)
     yield processor
@@ -500,12 +503,15 @@ def test_full_queue_is_503_with_retry_after_counted_and_in_health(
     assert health.check_span_ingest()["status"] == "ok"  # nothing new since
 
 
-def test_spans_that_fit_are_queued_while_the_writer_is_busy(
+def test_spans_that_fit_are_queued_and_reach_the_writer(
     client: Client, sender: dict[str, str], stuck_processor: DatabaseSpanProcessor
 ) -> None:
-    response = _post(client, _request(_span()), sender)
+    response = _post(client, _request(_span(name="fits")), sender)
     assert response.status_code == 200
-    assert stuck_processor.stats()["queued"] + 1 >= 1
+    assert not _answer(response).HasField("partial_success")
+    stuck_processor.release.set()  # type: ignore[attr-defined]
+    assert stuck_processor.force_flush()
+    assert [span.name for span in stuck_processor.written] == ["fits"]  # type: ignore[attr-defined]
 
 
 def test_traces_disabled_is_404(client: Client, sender: dict[str, str], monkeypatch: Any) -> None:
