@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "dashboard",
     "dashboard.breakers",
     "dashboard.traces",
+    "dashboard.ingest",
     "dashboard.api",
     "dashboard.checkpoints",
     "dashboard.workflows",
@@ -238,6 +239,14 @@ TRACES_EXCLUDED_URLS = (
     or env_str("OTEL_PYTHON_EXCLUDED_URLS", "")
     or "/static/,/ws/,/favicon.ico"
 )
+
+# OTLP ingest (POST /v1/traces): limits per request and the back-off told to senders.
+INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 8 * 1024 * 1024)
+INGEST_MAX_SPANS = env_int("INGEST_MAX_SPANS", 10000)
+INGEST_MAX_ATTRIBUTES = env_int("INGEST_MAX_ATTRIBUTES", 128)
+INGEST_MAX_EVENTS = env_int("INGEST_MAX_EVENTS", 128)
+INGEST_MAX_VALUE_LENGTH = env_int("INGEST_MAX_VALUE_LENGTH", 4096)
+INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 5)
 
 # Alert evaluation in the serving process (every ALERTS_INTERVAL seconds).
 ALERTS_ENABLED = env_bool("ALERTS_ENABLED", True)

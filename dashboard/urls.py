@@ -20,5 +20,7 @@ urlpatterns = [
     path("api/", workflows_api.urls),
     # /api/observability/... and the Prometheus scrape endpoint /metrics
     path("", include("dashboard.api.urls")),
+    # OTLP/HTTP receiver: POST /v1/traces
+    path("", include("dashboard.ingest.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -111,6 +111,28 @@ def check_span_queue() -> Check:
     return _check("ok", "no spans lost since the last check", **dict(stats))
 
 
+_last_refused: int | None = None
+
+
+def check_span_ingest() -> Check:
+    """Degraded when OTLP senders were refused (503, queue full) since the previous check."""
+    global _last_refused
+    from dashboard.ingest import stats as ingest_stats
+
+    counts = ingest_stats.snapshot()
+    refused = counts["refused_spans"]
+    with _drops_lock:
+        previous, _last_refused = _last_refused, refused
+    new = refused - previous if previous is not None and refused >= previous else refused
+    if new > 0:
+        return _check(
+            "degraded",
+            f"{new} ingested spans refused (queue full, senders retry) since the last check",
+            **counts,
+        )
+    return _check("ok", "no ingested spans refused since the last check", **dict(counts))
+
+
 def check_breakers() -> Check:
     states = {b.name: b.state.value for b in circuit_breaker_registry.all()}
     opened = sorted(name for name, state in states.items() if state in BLOCKING_STATES)
@@ -124,6 +146,7 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "channel_layer": check_channel_layer,
     "checkpoint_storage": check_checkpoint_storage,
     "span_queue": check_span_queue,
+    "span_ingest": check_span_ingest,
     "breakers": check_breakers,
 }
 

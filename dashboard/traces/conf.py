@@ -13,7 +13,8 @@ from django.core.exceptions import ImproperlyConfigured
 from dashboard.durations import parse_timedelta
 
 DEFAULT_MASKED_KEYS = ("password", "token", "secret", "authorization", "api_key", "cookie")
-DEFAULT_EXCLUDED_URLS = "/static/,/ws/,/favicon.ico"
+# /v1/: OTLP ingest requests would otherwise each add a span of their own.
+DEFAULT_EXCLUDED_URLS = "/static/,/ws/,/favicon.ico,/v1/"
 DEFAULT_SERVICE_NAME = "resilience-dashboard"
 
 

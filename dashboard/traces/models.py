@@ -41,6 +41,7 @@ class SpanRecord(models.Model):
 
     class Meta:
         verbose_name = "span"
+        permissions = [("ingest_spans", "Can send spans over OTLP (POST /v1/traces)")]
         indexes = [
             models.Index(fields=["trace_id", "start"], name="span_trace_start"),
             models.Index(fields=["start"], name="span_start"),

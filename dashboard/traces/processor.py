@@ -104,6 +104,7 @@ class DatabaseSpanProcessor(SpanProcessor):
         self.enabled = True
         self._dispatcher: BatchDispatcher[tuple[ReadableSpan, object]] | None = None
         self._lock = threading.Lock()
+        self._offer_lock = threading.Lock()
         self._shutdown = False
         self._dropped = 0
         self._written = 0
@@ -161,6 +162,27 @@ class DatabaseSpanProcessor(SpanProcessor):
             dispatcher.submit((span, self._database.get("NAME")))
         except Exception:
             self._dropped += 1
+
+    def offer(self, spans: Sequence[ReadableSpan]) -> int | None:
+        """Queue finished spans received from elsewhere (OTLP ingest), all or none.
+
+        Returns:
+            How many were queued, or None (nothing queued, nothing counted as dropped)
+            when the queue has no room for all of them or the processor is shut down:
+            the sender is told to retry later. A span the queue still drops (ended
+            locally in the same instant) is counted as dropped and not in the result.
+            While ``enabled`` is False the spans are ignored and reported as queued.
+        """
+        if self._shutdown:
+            return None
+        if not self.enabled or not spans:
+            return len(spans)
+        dispatcher = self._dispatcher or self._start()
+        tag = self._database.get("NAME")
+        with self._offer_lock:
+            if len(dispatcher) + len(spans) > self._max_queue:
+                return None
+            return dispatcher.submit_many([(span, tag) for span in spans])
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Write everything queued so far; False if not done within the timeout."""

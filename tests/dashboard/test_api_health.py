@@ -10,11 +10,19 @@ from django.db.utils import OperationalError
 from django.test import Client
 
 from dashboard.api import health, testing, throttle
+from dashboard.ingest import stats as ingest_stats
 from dashboard.traces import tracing
 from resilience.circuit_breaker import CircuitBreakerConfig, circuit_breaker_registry
 
 URL = "/api/observability/health"
-CHECKS = {"database", "channel_layer", "checkpoint_storage", "span_queue", "breakers"}
+CHECKS = {
+    "database",
+    "channel_layer",
+    "checkpoint_storage",
+    "span_queue",
+    "span_ingest",
+    "breakers",
+}
 pytestmark = pytest.mark.django_db
 
 
@@ -25,6 +33,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Any) -> 
     stats = {"queued": 0, "dropped": 0, "written": 0, "failed": 0, "failed_batches": 0}
     monkeypatch.setattr(tracing, "stats", lambda: dict(stats))
     monkeypatch.setattr(health, "_last_lost", None)
+    monkeypatch.setattr(health, "_last_refused", None)
+    monkeypatch.setattr(ingest_stats, "_counts", dict.fromkeys(ingest_stats.snapshot(), 0))
     yield
 
 

@@ -95,6 +95,12 @@ EXAMPLES: dict[str, Example] = {
     "CHECKPOINT_CLEANUP_INTERVAL": Example(("CHECKPOINT_CLEANUP_INTERVAL",), "5m", 300.0),
     "METRICS_APPLICATION": Example(("METRICS_APPLICATION",), "orders", "orders"),
     "OTEL_TRACES_EXPORTER": Example(("TRACES_EXPORTERS",), "console, otlp", ["console", "otlp"]),
+    "INGEST_MAX_BODY_BYTES": Example(("INGEST_MAX_BODY_BYTES",), "1048576", 1048576),
+    "INGEST_MAX_SPANS": Example(("INGEST_MAX_SPANS",), "500", 500),
+    "INGEST_MAX_ATTRIBUTES": Example(("INGEST_MAX_ATTRIBUTES",), "16", 16),
+    "INGEST_MAX_EVENTS": Example(("INGEST_MAX_EVENTS",), "8", 8),
+    "INGEST_MAX_VALUE_LENGTH": Example(("INGEST_MAX_VALUE_LENGTH",), "256", 256),
+    "INGEST_RETRY_AFTER": Example(("INGEST_RETRY_AFTER",), "30", 30),
     "SECURE_PROXY_SSL_HEADER": Example(
         ("SECURE_PROXY_SSL_HEADER",),
         "HTTP_X_FORWARDED_PROTO,https",

@@ -1,0 +1,158 @@
+"""OTLP ingest: the server-side cost per span of ``POST /v1/traces``, into SQLite.
+
+Request bodies are what the real exporter sends: ``encode_spans`` from
+opentelemetry-exporter-otlp-proto-common (the http exporter's encoder), 512 spans per
+request (the SDK batch processor's default). Requests go through Django's full
+request path with the test client (middleware, token auth, the view), not through an
+ASGI server: the socket and daphne are the same for every endpoint and not ours.
+The caller-side cost (the exporter) is not ours either and is not measured.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from bench._harness import Row, Table, quick
+from bench._traces_data import sdk_spans
+from bench.bench_traces import _clear, _django
+
+BATCH = 512
+
+
+def _best_us_per_span(
+    run: Callable[[], object],
+    spans: int,
+    repeats: int,
+    after: Callable[[], object] = lambda: None,
+) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        _clear()
+        start = time.perf_counter()
+        run()
+        best = min(best, (time.perf_counter() - start) / spans * 1e6)
+        after()  # untimed: e.g. let queued spans reach the database before the next run
+    return best
+
+
+def _ingest_table(count: int) -> Table:
+    from django.test import Client
+
+    from dashboard.api import testing
+    from dashboard.ingest.decode import parse
+    from dashboard.ingest.spans import Limits, convert
+    from dashboard.traces import conf, tracing
+    from dashboard.traces.masking import Masker
+    from dashboard.traces.models import SpanRecord
+    from dashboard.traces.processor import DatabaseSpanProcessor
+
+    spans = sdk_spans(count)
+    bodies = [
+        encode_spans(spans[i : i + BATCH]).SerializeToString() for i in range(0, count, BATCH)
+    ]
+    zipped = [gzip.compress(body, compresslevel=6) for body in bodies]
+    masker = Masker(conf.DEFAULT_MASKED_KEYS)
+    limits = Limits(max_spans=10_000, max_attributes=128, max_events=128, max_value_length=4096)
+    repeats = 1 if quick() else 3
+
+    def decode() -> None:
+        for body in bodies:
+            parse(ExportTraceServiceRequest(), body, content_type="application/x-protobuf")
+
+    def decode_convert() -> None:
+        for body in bodies:
+            message = parse(
+                ExportTraceServiceRequest(), body, content_type="application/x-protobuf"
+            )
+            convert(message.resource_spans, limits=limits, masker=masker)
+
+    processor = DatabaseSpanProcessor(
+        masked_keys=conf.DEFAULT_MASKED_KEYS, max_queue=count, max_batch=1000, using=None
+    )
+    tracing._processor = processor
+    client = Client(HTTP_HOST="localhost")
+    token = testing.token_for(testing.make_user("bench-ingest", "traces.ingest_spans"))
+    headers: dict[str, Any] = testing.bearer(token)
+
+    def post(payloads: list[bytes], **extra: Any) -> Callable[[], None]:
+        def run() -> None:
+            for body in payloads:
+                response = client.post(
+                    "/v1/traces",
+                    data=body,
+                    content_type="application/x-protobuf",
+                    **headers,
+                    **extra,
+                )
+                assert response.status_code == 200, response.content
+
+        return run
+
+    def stored(run: Callable[[], None]) -> Callable[[], None]:
+        def all_the_way() -> None:
+            run()
+            assert processor.force_flush(120_000)
+            assert SpanRecord.objects.count() == count
+
+        return all_the_way
+
+    def local() -> None:
+        for span in spans:
+            processor.on_end(span)
+        assert processor.force_flush(120_000)
+
+    try:
+        rows = {
+            "local SDK spans: on_end → SQLite rows": _best_us_per_span(local, count, repeats),
+            "decode protobuf": _best_us_per_span(decode, count, repeats),
+            "decode + convert to SDK spans": _best_us_per_span(decode_convert, count, repeats),
+            "POST /v1/traces → queued (the request)": _best_us_per_span(
+                post(bodies), count, repeats, after=lambda: processor.force_flush(120_000)
+            ),
+            "POST /v1/traces → stored in SQLite": _best_us_per_span(
+                stored(post(bodies)), count, repeats
+            ),
+            "same, gzip bodies": _best_us_per_span(
+                stored(post(zipped, HTTP_CONTENT_ENCODING="gzip")), count, repeats
+            ),
+        }
+        dropped = processor.stats()["dropped"]
+        assert dropped == 0, dropped
+    finally:
+        tracing._processor = None
+        processor.shutdown()
+        _clear()
+    return Table(
+        title=f"OTLP ingest, server side: {count:,} spans in {len(bodies)} protobuf requests "
+        f"of {BATCH} from the real exporter's encoder (best of {repeats}; spans/s = 1e6 / µs)",
+        unit="µs/span",
+        baseline="local SDK spans: on_end → SQLite rows",
+        rows=[
+            Row(label, value, f"{1e6 / value:,.0f} spans/s" if value else "")
+            for label, value in rows.items()
+        ],
+    )
+
+
+def tables() -> list[Table]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        with _django(tmp):
+            return [_ingest_table(5_120 if quick() else 40_960)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    from bench._harness import print_tables
+
+    print_tables(tables())

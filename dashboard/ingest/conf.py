@@ -1,0 +1,45 @@
+"""The ingest app's settings, each with a default, validated when read."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+PERMISSION = "traces.ingest_spans"
+
+
+def _positive_int(name: str, default: int) -> int:
+    value = getattr(settings, name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ImproperlyConfigured(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def max_body_bytes() -> int:
+    """INGEST_MAX_BODY_BYTES: largest request body, checked after decompression (8 MB)."""
+    return _positive_int("INGEST_MAX_BODY_BYTES", 8 * 1024 * 1024)
+
+
+def max_spans() -> int:
+    """INGEST_MAX_SPANS: spans kept per request; the rest are rejected (partial_success)."""
+    return _positive_int("INGEST_MAX_SPANS", 10_000)
+
+
+def max_attributes() -> int:
+    """INGEST_MAX_ATTRIBUTES: attributes kept per span, event, resource, list or map."""
+    return _positive_int("INGEST_MAX_ATTRIBUTES", 128)
+
+
+def max_events() -> int:
+    """INGEST_MAX_EVENTS: events kept per span."""
+    return _positive_int("INGEST_MAX_EVENTS", 128)
+
+
+def max_value_length() -> int:
+    """INGEST_MAX_VALUE_LENGTH: characters kept per string attribute value or key."""
+    return _positive_int("INGEST_MAX_VALUE_LENGTH", 4096)
+
+
+def retry_after() -> int:
+    """INGEST_RETRY_AFTER: seconds a sender is told to wait when the span queue is full."""
+    return _positive_int("INGEST_RETRY_AFTER", 5)
