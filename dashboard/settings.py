@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "dashboard.workflows",
     "dashboard.live",
     "dashboard.alerts",
+    "dashboard.fleet",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,188 @@
+"""Read the fleet and steer its breakers: ``/api/observability/fleet/...``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+from ninja.errors import AuthorizationError, HttpError
+from ninja.responses import Status
+
+from dashboard.api.auth import require
+from dashboard.api.errors import BODY_LOOKUP_ERRORS, LOOKUP_ERRORS, READ_ERRORS, field_error
+from dashboard.breakers.services import MAX_REASON, PERMISSIONS
+
+from . import selectors, services
+
+router = Router(tags=["fleet"], auth=require())
+
+Liveness = Literal["live", "stale", "gone"]
+
+
+class InstanceOut(Schema):
+    id: str
+    service: str
+    host: str
+    pid: int
+    label: str = Field(description="service@host:pid, as history rows name it")
+    version: str
+    language: str
+    status: Liveness
+    started_at: datetime
+    last_seen: datetime
+    uptime_seconds: float
+    seconds_since_report: float
+    reports: int
+    reports_failed: int
+    events_dropped: int
+    breakers: int
+    limiters: int
+
+
+class InstanceListOut(Schema):
+    items: list[InstanceOut]
+    count: int
+
+
+class CommandOut(Schema):
+    id: str
+    batch: str
+    action: str
+    status: Literal["pending", "applied", "failed", "unreachable"]
+    actor: str
+    reason: str
+    created_at: datetime
+    acked_at: datetime | None
+    result_state: str
+    error: str
+
+
+class InstanceBreakerOut(Schema):
+    instance: str
+    label: str
+    status: Liveness
+    state: str
+    failure_count: int
+    calls: dict[str, int]
+    command: CommandOut | None = Field(description="the latest command for it on this instance")
+
+
+class BreakerGroupOut(Schema):
+    name: str
+    state: str = Field(description="the worst state across instances")
+    instances: list[InstanceBreakerOut]
+    live_instances: int
+    calls: int
+    failures: int
+    rejections: int
+    state_counts: dict[str, int]
+
+
+class BreakerGroupListOut(Schema):
+    items: list[BreakerGroupOut]
+    count: int
+
+
+class FleetActionIn(Schema):
+    reason: str = Field("", max_length=MAX_REASON, description="why (kept in the audit trail)")
+    instance: str | None = Field(None, max_length=64, description="only this instance id")
+
+
+class FleetActionOut(Schema):
+    batch: str = Field(description="follow it at /fleet/commands/{batch}")
+    name: str
+    action: str
+    instances: list[str] = Field(description="live instances the command was queued for")
+    unreachable: list[str] = Field(description="stale instances holding it (not sent)")
+
+
+class BatchCommandOut(CommandOut):
+    instance: str
+    label: str
+
+
+class BatchOut(Schema):
+    items: list[BatchCommandOut]
+    count: int
+
+
+@router.get("/instances", response={200: InstanceListOut, **READ_ERRORS}, summary="Instances")
+def list_instances(request: HttpRequest) -> dict[str, Any]:
+    items = selectors.instances()
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
+    "/circuit-breakers",
+    response={200: BreakerGroupListOut, **READ_ERRORS},
+    summary="Breakers across the fleet, grouped by name, worst state first",
+)
+def list_breakers(request: HttpRequest) -> dict[str, Any]:
+    items = selectors.breaker_groups()
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
+    "/circuit-breakers/{name}",
+    response={200: BreakerGroupOut, **LOOKUP_ERRORS},
+    summary="One breaker across the fleet",
+)
+def get_breaker(request: HttpRequest, name: str) -> Any:
+    groups = selectors.breaker_groups(name=name)
+    if not groups:
+        raise HttpError(404, f"no fleet instance reports a breaker named {name!r}")
+    return groups[0]
+
+
+@router.post(
+    "/circuit-breakers/{name}/{action}",
+    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
+    summary="Reset, force open or disable a breaker on every live instance",
+    description="Needs `breakers.reset_breaker` (reset) or `breakers.operate_breaker`. "
+    "Queues one command per live instance holding the breaker, delivered in the "
+    "answer to its next report; follow the outcome at `/fleet/commands/{batch}`. "
+    "Instances that start later are not reset retroactively.",
+)
+def act_on_breaker(
+    request: HttpRequest,
+    name: str,
+    action: Literal["reset", "force_open", "disable"],
+    payload: FleetActionIn | None = None,
+) -> Any:
+    permission = PERMISSIONS[action]
+    if not request.user.has_perm(permission):
+        raise AuthorizationError(message=f"permission {permission!r} required")
+    payload = payload or FleetActionIn(reason="", instance=None)
+    try:
+        result = services.act_on_fleet_breaker(
+            name=name,
+            action=action,
+            user=request.user,
+            reason=payload.reason,
+            source="api",
+            instance_id=payload.instance,
+        )
+    except services.FleetBreakerNotFound:
+        raise HttpError(404, f"no fleet instance reports a breaker named {name!r}") from None
+    except ValueError as exc:
+        raise field_error("body", "reason", str(exc)) from exc
+    return Status(202, result)
+
+
+@router.get(
+    "/commands/{batch}",
+    response={200: BatchOut, **LOOKUP_ERRORS},
+    summary="Where one fleet action stands on each instance",
+)
+def get_batch(request: HttpRequest, batch: str) -> dict[str, Any]:
+    try:
+        uuid.UUID(batch)
+    except ValueError:
+        raise HttpError(404, f"no fleet action {batch!r}") from None
+    items = selectors.batch_commands(batch=batch)
+    if not items:
+        raise HttpError(404, f"no fleet action {batch!r}")
+    return {"items": items, "count": len(items)}

@@ -1,0 +1,121 @@
+"""The report endpoint workers POST to, and the Fleet pages (thin: selectors and services)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.api.tokens import authenticate_token
+from dashboard.breakers.services import PERMISSIONS, Action
+
+from . import conf, selectors, services
+from .report import parse_report
+
+VIEW = "dashboard.view_dashboard"
+REPORT = "fleet.report_fleet"
+
+
+def _error(status: int, detail: str) -> JsonResponse:
+    response = JsonResponse({"detail": detail}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="fleet"'
+    return response
+
+
+@csrf_exempt  # bearer-token only: no cookie is ever used, so there is nothing to forge
+@require_POST
+def report(request: HttpRequest) -> HttpResponse:
+    """``POST /api/fleet/v1/report``: a worker's report in, its waiting commands out."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _error(401, "send Authorization: Bearer <API token with fleet.report_fleet>")
+    found = authenticate_token(token.strip())
+    if found is None:
+        return _error(401, "invalid, expired or revoked API token")
+    if not found.user.has_perm(REPORT):
+        return _error(403, f"permission {REPORT!r} required")
+    limit = conf.max_report_bytes()
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return _error(400, "invalid Content-Length")
+    if length > limit:
+        return _error(413, f"a report must be at most {limit} bytes, got {length}")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return _error(413, f"a report must be at most {limit} bytes")
+    try:
+        parsed = parse_report(body)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return JsonResponse(services.ingest_report(report=parsed))
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+@require_GET
+def fleet(request: HttpRequest) -> HttpResponse:
+    partial = request.GET.get("partial") == "1"
+    context: dict[str, Any] = {
+        "nav": "fleet",
+        "groups": selectors.breaker_groups(),
+        "can": {action: request.user.has_perm(perm) for action, perm in PERMISSIONS.items()},
+    }
+    template = "_breaker_groups.html" if partial else "fleet.html"
+    return render(request, f"dashboard/fleet/{template}", context)
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+@require_GET
+def instances(request: HttpRequest) -> HttpResponse:
+    partial = request.GET.get("partial") == "1"
+    context = {"nav": "fleet", "instances": selectors.instances()}
+    template = "_instance_rows.html" if partial else "instances.html"
+    return render(request, f"dashboard/fleet/{template}", context)
+
+
+@login_required
+@require_POST
+def breaker_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
+    if action not in PERMISSIONS:
+        return HttpResponse(f"unknown action {action!r}", status=404)
+    chosen: Action = action
+    permission = PERMISSIONS[chosen]
+    if not (request.user.has_perm(VIEW) and request.user.has_perm(permission)):
+        return HttpResponse(f"permission {permission!r} required", status=403)
+    try:
+        result = services.act_on_fleet_breaker(
+            name=name,
+            action=chosen,
+            user=request.user,
+            reason=request.POST.get("reason", ""),
+            source="ui",
+            instance_id=request.POST.get("instance") or None,
+        )
+    except services.FleetBreakerNotFound:
+        messages.error(request, f"No live instance holds a breaker named {name!r}.")
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"{action.replace('_', ' ').capitalize()} {name!r}: sent to "
+            f"{len(result['instances'])} instance(s); "
+            f"{len(result['unreachable'])} unreachable.",
+        )
+    return redirect("fleet:breakers")
+
+
+def protocol_schema(request: HttpRequest) -> HttpResponse:
+    """The protocol's JSON Schema (public: it describes, it reveals nothing)."""
+    from resilience.fleet.protocol import schema
+
+    return HttpResponse(json.dumps(schema(), indent=2), content_type="application/schema+json")
