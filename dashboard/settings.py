@@ -188,6 +188,13 @@ TRACES_MAX_ROWS = int(os.environ.get("TRACES_MAX_ROWS", "1000000"))
 ALERTS_ENABLED = env_bool("ALERTS_ENABLED", True)
 ALERTS_INTERVAL = float(os.environ.get("ALERTS_INTERVAL", "5"))
 
+# The fleet (worker processes reporting with resilience.fleet.connect()): an instance
+# silent for FLEET_STALE_AFTER seconds is stale, for FLEET_GONE_AFTER gone; a command
+# not acknowledged within FLEET_COMMAND_TTL seconds is unreachable.
+FLEET_STALE_AFTER = float(os.environ.get("FLEET_STALE_AFTER", "5"))
+FLEET_GONE_AFTER = float(os.environ.get("FLEET_GONE_AFTER", "60"))
+FLEET_COMMAND_TTL = float(os.environ.get("FLEET_COMMAND_TTL", "30"))
+
 # Live demo workload (fake services driven through breakers and limiters).
 RESILIENCE_DEMO = env_bool("RESILIENCE_DEMO", False)
 
