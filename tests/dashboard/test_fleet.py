@@ -418,3 +418,28 @@ def test_ui_action_needs_csrf_and_permission_and_is_audited(operator: Any) -> No
 def test_the_protocol_schema_is_served(client: Client) -> None:
     schema = client.get("/api/fleet/v1/schema.json").json()
     assert set(schema["$defs"]) >= {"Report", "Answer", "Command", "Ack", "Instance"}
+
+
+# -- run_agents ---------------------------------------------------------------------------
+
+
+def test_run_agents_mints_a_token_and_runs_its_loop_until_stopped() -> None:
+    import io
+    import socket
+
+    from django.core.management import call_command
+
+    from dashboard.api.models import ApiToken
+    from resilience.circuit_breaker import circuit_breaker_registry
+
+    with socket.socket() as sock:  # a port nobody listens on: the dashboard is "down"
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    out = io.StringIO()
+    call_command("run_agents", "--service", "planner", "--url", url, "--seconds", "0.3", stdout=out)
+    assert "agent 'planner'" in out.getvalue() and "stopped after" in out.getvalue()
+    assert {"llm-api", "search", "vector-db", "planner.tools"} <= set(
+        circuit_breaker_registry.names()
+    )
+    token = ApiToken.objects.get(name="run_agents planner")
+    assert token.user.has_perm("fleet.report_fleet")
