@@ -443,3 +443,23 @@ def test_run_agents_mints_a_token_and_runs_its_loop_until_stopped() -> None:
     )
     token = ApiToken.objects.get(name="run_agents planner")
     assert token.user.has_perm("fleet.report_fleet")
+
+
+def test_fleet_settings_come_from_the_environment() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "SECRET_KEY": "x" * 50, "FLEET_STALE_AFTER": "2.5"}
+    env.update(FLEET_GONE_AFTER="90", FLEET_COMMAND_TTL="7")
+    names = "s.FLEET_STALE_AFTER, s.FLEET_GONE_AFTER, s.FLEET_COMMAND_TTL"
+    code = f"import dashboard.settings as s; print({names})"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.split() == ["2.5", "90.0", "7.0"], done.stderr
