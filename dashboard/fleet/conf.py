@@ -29,3 +29,8 @@ def command_ttl() -> timedelta:
 def max_report_bytes() -> int:
     """The largest report body accepted (default 1 MiB); larger ones get 413."""
     return int(getattr(settings, "FLEET_MAX_REPORT_BYTES", 1 << 20))
+
+
+def forget_after() -> timedelta:
+    """Gone instances are deleted (with their commands) after this long (default 1 day)."""
+    return _seconds("FLEET_FORGET_AFTER", 86400.0)

@@ -54,6 +54,8 @@ def ingest_report(*, report: ReportIn, now: datetime | None = None) -> dict[str,
     with transaction.atomic():
         instance = FleetInstance.objects.select_for_update().filter(instance_id=info.id).first()
         if instance is None:
+            # A new instance is a process start: the moment to forget long-gone ones.
+            FleetInstance.objects.filter(last_seen__lt=now - conf.forget_after()).delete()
             instance = FleetInstance(instance_id=info.id, first_seen=now)
         instance.service = info.service
         instance.host = info.host

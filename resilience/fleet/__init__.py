@@ -17,7 +17,8 @@ acknowledges. The worker's own calls never wait for any of it. The protocol is
 described in :mod:`resilience.fleet.protocol` and its JSON Schema.
 
 Call :func:`connect` in each process after any fork (for Celery's prefork pool, in
-a ``worker_process_init`` handler): a thread does not survive ``fork``.
+a ``worker_process_init`` handler): a thread does not survive ``fork``, so a forked
+child forgets the parent's reporter and reports only once it connects itself.
 """
 
 from __future__ import annotations
@@ -157,6 +158,19 @@ def connect(
         )
         _current = reporter.start()
         return reporter
+
+
+def _forget_after_fork() -> None:
+    # A forked child has the parent's reporter but not its thread: stop its listener
+    # filling a queue nobody drains, so that connect() in the child starts afresh.
+    global _current
+    reporter, _current = _current, None
+    if reporter is not None:
+        reporter._bus.unsubscribe(reporter._on_event)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def current() -> FleetReporter | None:

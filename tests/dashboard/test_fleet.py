@@ -463,3 +463,13 @@ def test_fleet_settings_come_from_the_environment() -> None:
         text=True,
     )
     assert done.stdout.split() == ["2.5", "90.0", "7.0"], done.stderr
+
+
+def test_long_gone_instances_are_forgotten_when_a_new_one_announces(operator: Any) -> None:
+    ingest(T0)
+    services.act_on_fleet_breaker(name="search", action="reset", user=operator, source="t", now=T0)
+    ingest(T0 + timedelta(hours=23), instance=report_body()["instance"] | {"id": "i-2"})
+    assert FleetInstance.objects.count() == 2
+    ingest(T0 + timedelta(hours=25), instance=report_body()["instance"] | {"id": "i-3"})
+    assert sorted(FleetInstance.objects.values_list("instance_id", flat=True)) == ["i-2", "i-3"]
+    assert not FleetCommand.objects.exists()

@@ -27,14 +27,27 @@ import pytest
 from tests.resilience.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "pw-for-fleet-tests-123"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 SETUP = """
-import django, json
+import django, json, os
 django.setup()
+PASSWORD = os.environ["FLEET_TEST_PASSWORD"]
 from dashboard.api import testing
 reporter = testing.make_user("fleet-agent", "fleet.report_fleet")
 operator = testing.make_user(
-    "operator", "dashboard.view_dashboard", "breakers.reset_breaker", "breakers.operate_breaker"
+    "operator", "dashboard.view_dashboard", "breakers.reset_breaker", "breakers.operate_breaker",
+    password=PASSWORD,
 )
 print(json.dumps({"report": testing.token_for(reporter), "operator": testing.token_for(operator)}))
 """
@@ -177,6 +190,7 @@ def fleet() -> Iterator[Fleet]:
         "FLEET_GONE_AFTER": "3",
         "DEBUG": "0",
         "PYTHONPATH": str(ROOT),
+        "FLEET_TEST_PASSWORD": PASSWORD,
     }
     env.pop("REDIS_URL", None)
     server = Server(env, directory)
@@ -208,3 +222,21 @@ def fleet() -> Iterator[Fleet]:
                 worker.kill()
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def browser_page(fleet: Fleet) -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is missing and CI=true: the fleet browser test must run")
+        pytest.skip("chromium is missing (make system-deps installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page.set_default_timeout(15_000)
+            yield page
+        finally:
+            browser.close()

@@ -340,3 +340,29 @@ def test_connect_reads_the_environment(http_server: str, monkeypatch: pytest.Mon
     finally:
         fleet.disconnect()
     assert fleet.current() is None
+
+
+def test_a_forked_child_forgets_the_parents_reporter(
+    http_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import warnings
+
+    reporter = fleet.connect(http_server, interval=60)
+    assert reporter is not None
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns on fork with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report what it sees, then leave without cleanup
+        seen = fleet.current() is None and reporter._on_event not in reporter._bus._listeners
+        os.write(write, b"1" if seen else b"0")
+        os._exit(0)
+    try:
+        os.waitpid(pid, 0)
+        assert os.read(read, 1) == b"1"
+        assert fleet.current() is reporter  # the parent keeps its own
+    finally:
+        os.close(read)
+        os.close(write)
+        fleet.disconnect()
