@@ -97,6 +97,7 @@ class FleetActionOut(Schema):
     action: str
     instances: list[str] = Field(description="live instances the command was queued for")
     unreachable: list[str] = Field(description="stale instances holding it (not sent)")
+    shared: bool = Field(description="shared through Redis: sent to one instance only")
 
 
 class BatchCommandOut(CommandOut):

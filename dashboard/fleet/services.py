@@ -41,6 +41,7 @@ class FleetAction(TypedDict):
     action: str
     instances: list[str]
     unreachable: list[str]
+    shared: bool
 
 
 def _when(epoch: float) -> datetime:
@@ -143,8 +144,10 @@ def act_on_fleet_breaker(
     """Queue ``action`` on breaker ``name`` for every live instance that holds it.
 
     Only instances live now get the command: one that starts later and creates the
-    breaker is not reset retroactively. Stale instances holding the breaker are
-    listed as ``unreachable`` and get nothing. ``instance_id`` targets one instance.
+    breaker is not reset retroactively. A breaker shared through Redis (its snapshot
+    says ``shared`` with a ``redis_key``) is one breaker: one live instance acts on it.
+    Stale instances holding the breaker are listed as ``unreachable`` and get nothing.
+    ``instance_id`` targets one instance.
 
     Raises:
         FleetBreakerNotFound: no instance (or not ``instance_id``) holds the breaker.
@@ -161,11 +164,20 @@ def act_on_fleet_breaker(
         holders = holders.filter(instance_id=instance_id)
     targets: list[FleetInstance] = []
     unreachable: list[FleetInstance] = []
-    for instance in holders:
-        if not any(item.get("name") == name for item in instance.breakers):
+    shared_keys: set[str] = set()
+    for instance in holders.order_by("-last_seen"):
+        snap = next((item for item in instance.breakers if item.get("name") == name), None)
+        if snap is None:
             continue
-        status = instance_status(last_seen=instance.last_seen, now=now)
-        (targets if status == LIVE else unreachable).append(instance)
+        if instance_status(last_seen=instance.last_seen, now=now) != LIVE:
+            unreachable.append(instance)
+        elif snap.get("shared") is True and isinstance(snap.get("redis_key"), str):
+            # One breaker in Redis, held by several instances: acting once acts on all.
+            if snap["redis_key"] not in shared_keys:
+                shared_keys.add(snap["redis_key"])
+                targets.append(instance)
+        else:
+            targets.append(instance)
     if not targets and not unreachable:
         raise FleetBreakerNotFound(name)
     actor = user.get_username() if isinstance(user, AbstractBaseUser) else "system"
@@ -201,4 +213,5 @@ def act_on_fleet_breaker(
         "action": action,
         "instances": [instance.instance_id for instance in targets],
         "unreachable": [instance.instance_id for instance in unreachable],
+        "shared": bool(shared_keys),
     }

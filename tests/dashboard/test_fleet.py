@@ -473,3 +473,16 @@ def test_long_gone_instances_are_forgotten_when_a_new_one_announces(operator: An
     ingest(T0 + timedelta(hours=25), instance=report_body()["instance"] | {"id": "i-3"})
     assert sorted(FleetInstance.objects.values_list("instance_id", flat=True)) == ["i-2", "i-3"]
     assert not FleetCommand.objects.exists()
+
+
+def test_a_redis_shared_breaker_is_acted_on_once(operator: Any) -> None:
+    shared = {"name": "search", "state": "open", "shared": True, "redis_key": "rs:cb:search"}
+    ingest(T0, breakers=[shared])
+    ingest(T0, instance=report_body()["instance"] | {"id": "i-2"}, breakers=[shared])
+    ingest(T0, instance=report_body()["instance"] | {"id": "i-3"})  # a local "search"
+    result = services.act_on_fleet_breaker(
+        name="search", action="reset", user=operator, source="t", now=T0
+    )
+    assert result["shared"] is True
+    assert len(result["instances"]) == 2
+    assert "i-3" in result["instances"]
