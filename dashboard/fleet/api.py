@@ -86,6 +86,27 @@ class BreakerGroupListOut(Schema):
     count: int
 
 
+class InstanceLimiterOut(Schema):
+    instance: str
+    label: str
+    status: Liveness
+    allowed: int
+    rejected: int
+    available_tokens: float | None
+
+
+class LimiterGroupOut(Schema):
+    name: str
+    instances: list[InstanceLimiterOut]
+    allowed: int
+    rejected: int
+
+
+class LimiterGroupListOut(Schema):
+    items: list[LimiterGroupOut]
+    count: int
+
+
 class FleetActionIn(Schema):
     reason: str = Field("", max_length=MAX_REASON, description="why (kept in the audit trail)")
     instance: str | None = Field(None, max_length=64, description="only this instance id")
@@ -123,6 +144,16 @@ def list_instances(request: HttpRequest) -> dict[str, Any]:
 )
 def list_breakers(request: HttpRequest) -> dict[str, Any]:
     items = selectors.breaker_groups()
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
+    "/rate-limiters",
+    response={200: LimiterGroupListOut, **READ_ERRORS},
+    summary="Rate limiters across the fleet, grouped by name, most rejections first",
+)
+def list_limiters(request: HttpRequest) -> dict[str, Any]:
+    items = selectors.limiter_groups()
     return {"items": items, "count": len(items)}
 
 

@@ -230,6 +230,56 @@ def breaker_groups(
     return sorted(groups.values(), key=lambda g: (STATE_RANK.get(g["state"], 9), g["name"]))
 
 
+class InstanceLimiter(TypedDict):
+    instance: str
+    label: str
+    status: str
+    allowed: int
+    rejected: int
+    available_tokens: float | None
+
+
+class LimiterGroup(TypedDict):
+    name: str
+    instances: list[InstanceLimiter]
+    allowed: int
+    rejected: int
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def limiter_groups(*, now: datetime | None = None) -> list[LimiterGroup]:
+    """Rate limiters of every instance not gone, grouped by name, most rejections first."""
+    now = now or timezone.now()
+    groups: dict[str, LimiterGroup] = {}
+    for holder in FleetInstance.objects.filter(last_seen__gt=now - conf.gone_after()):
+        status = instance_status(last_seen=holder.last_seen, now=now)
+        if status == GONE:
+            continue
+        for snap in holder.limiters:
+            tokens = snap.get("available_tokens")
+            row: InstanceLimiter = {
+                "instance": holder.instance_id,
+                "label": holder.label,
+                "status": status,
+                "allowed": _count(snap.get("allowed")),
+                "rejected": _count(snap.get("rejected")),
+                "available_tokens": float(tokens)
+                if isinstance(tokens, int | float) and not isinstance(tokens, bool)
+                else None,
+            }
+            name = str(snap.get("name", ""))
+            group = groups.setdefault(
+                name, {"name": name, "instances": [], "allowed": 0, "rejected": 0}
+            )
+            group["instances"].append(row)
+            group["allowed"] += row["allowed"]
+            group["rejected"] += row["rejected"]
+    return sorted(groups.values(), key=lambda g: (-g["rejected"], g["name"]))
+
+
 def batch_commands(*, batch: str, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every command of one operator action, per instance."""
     now = now or timezone.now()

@@ -66,6 +66,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {
         "nav": "fleet",
         "groups": selectors.breaker_groups(),
+        "limiters": selectors.limiter_groups(),
         "can": {action: request.user.has_perm(perm) for action, perm in PERMISSIONS.items()},
     }
     template = "_breaker_groups.html" if partial else "fleet.html"

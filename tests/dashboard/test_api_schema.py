@@ -88,7 +88,7 @@ def test_api_conforms_to_its_schema(
     api_schema: Any, token: dict[str, str], mode: GenerationMode
 ) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 21
+    assert len(operations) == 22
     failures = []
     for operation in operations:
         try:
@@ -122,6 +122,7 @@ def test_schema_lists_every_endpoint(client: Any) -> None:
         f"{base}/alerts",
         f"{base}/fleet/instances",
         f"{base}/fleet/circuit-breakers",
+        f"{base}/fleet/rate-limiters",
         f"{base}/fleet/circuit-breakers/{{name}}",
         f"{base}/fleet/circuit-breakers/{{name}}/{{action}}",
         f"{base}/fleet/commands/{{batch}}",

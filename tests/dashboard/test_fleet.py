@@ -486,3 +486,16 @@ def test_a_redis_shared_breaker_is_acted_on_once(operator: Any) -> None:
     assert result["shared"] is True
     assert len(result["instances"]) == 2
     assert "i-3" in result["instances"]
+
+
+def test_limiters_are_grouped_across_instances(client: Client, operator: Any) -> None:
+    limiter = {"name": "llm", "kind": "bucket", "allowed": 10, "rejected": 2}
+    ingest(T0 + timedelta(days=3650), limiters=[limiter | {"available_tokens": 1.5}])
+    second = report_body()["instance"] | {"id": "i-2"}
+    ingest(T0 + timedelta(days=3650), instance=second, limiters=[limiter | {"rejected": 0}])
+    api = testing.bearer(testing.token_for(operator))
+    (group,) = client.get(f"{API}/rate-limiters", **api).json()["items"]
+    assert (group["name"], group["allowed"], group["rejected"]) == ("llm", 20, 2)
+    assert sorted(i["available_tokens"] or 0 for i in group["instances"]) == [0, 1.5]
+    client.force_login(operator)
+    assert 'data-fleet-limiter="llm"' in client.get("/fleet/").content.decode()
