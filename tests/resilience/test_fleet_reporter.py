@@ -342,9 +342,7 @@ def test_connect_reads_the_environment(http_server: str, monkeypatch: pytest.Mon
     assert fleet.current() is None
 
 
-def test_a_forked_child_forgets_the_parents_reporter(
-    http_server: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_forked_child_forgets_the_parents_reporter(http_server: str) -> None:
     import os
     import warnings
 
@@ -366,3 +364,16 @@ def test_a_forked_child_forgets_the_parents_reporter(
         os.close(read)
         os.close(write)
         fleet.disconnect()
+
+
+def test_a_dashboard_that_never_answers_is_a_failed_report_after_the_timeout() -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        reporter = make(HttpTransport(url, timeout=0.2))
+        assert not reporter.report_once()
+        assert reporter.reports_failed == 1
+        assert "timed out" in (reporter.last_error or "")
