@@ -20,11 +20,14 @@ The JSON Schema of both messages is ``protocol.schema.json`` beside this module
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 __all__ = [
     "ACTIONS",
+    "MAX_NAME",
+    "MAX_PRIMITIVES",
     "PROTOCOL_VERSION",
     "REPORT_PATH",
     "Ack",
@@ -40,6 +43,9 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 REPORT_PATH = "/api/fleet/v1/report"
+MAX_PRIMITIVES = 1000
+"""Breakers (and limiters) per report at most; a worker sends the first by name."""
+MAX_NAME = 200
 ACTIONS = ("reset", "force_open", "disable")
 
 Action = Literal["reset", "force_open", "disable"]
@@ -133,6 +139,23 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def encode(report: Report) -> bytes:
-    """A report as UTF-8 JSON. Values JSON cannot hold (a key object) become strings."""
-    return json.dumps(report, default=str, separators=(",", ":")).encode()
+    """A report as UTF-8 JSON (RFC 8259: no NaN or Infinity, which become null).
+
+    Values JSON cannot hold (a key object of a keyed limiter) become strings.
+    """
+    try:
+        text = json.dumps(report, default=str, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(report), default=str, separators=(",", ":"))
+    return text.encode()

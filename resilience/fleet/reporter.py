@@ -37,6 +37,8 @@ from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.events import BreakerStateChanged, Event, EventBus, bus
 from resilience.fleet.protocol import (
     ACTIONS,
+    MAX_NAME,
+    MAX_PRIMITIVES,
     PROTOCOL_VERSION,
     Ack,
     InstanceInfo,
@@ -77,12 +79,17 @@ def _transition(event: BreakerStateChanged) -> TransitionEvent:
 
 
 def _snapshots(registry: _Registry, kind: str) -> list[dict[str, Any]]:
-    views = []
+    views: list[dict[str, Any]] = []
     for item in registry.all():
+        if len(views) >= MAX_PRIMITIVES:
+            break
         try:
-            views.append(item.snapshot())
+            view = item.snapshot()
         except Exception:  # one broken primitive must not stop the others' reports
             logger.exception("fleet: %s %r could not be snapshot", kind, item)
+            continue
+        if len(str(view.get("name", ""))) <= MAX_NAME:  # longer ones the protocol refuses
+            views.append(view)
     return views
 
 

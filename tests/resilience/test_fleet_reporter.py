@@ -377,3 +377,17 @@ def test_a_dashboard_that_never_answers_is_a_failed_report_after_the_timeout() -
         assert not reporter.report_once()
         assert reporter.reports_failed == 1
         assert "timed out" in (reporter.last_error or "")
+
+
+def test_reports_stay_within_the_protocol() -> None:
+    from resilience.fleet.protocol import encode
+
+    CircuitBreaker("x" * 201)
+    CircuitBreaker("ok")
+    transport = Scripted()
+    reporter = make(transport)
+    assert reporter.report_once()
+    assert [b["name"] for b in transport.reports[0]["breakers"]] == ["ok"]
+    report = reporter.build_report()
+    report["breakers"] = [{"name": "n", "state": "open", "x": float("inf"), "y": [float("nan")]}]
+    assert b'"x":null,"y":[null]' in encode(report)
