@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.fleet.conftest import PASSWORD, ROOT, Fleet, wait_until
+from tests.fleet.processes import PASSWORD, ROOT, Fleet, wait_until
 
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 

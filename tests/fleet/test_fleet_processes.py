@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fleet.conftest import Fleet, wait_until
+from tests.fleet.processes import Fleet, wait_until
 
 
 def group(fleet: Fleet, name: str) -> dict[str, Any]:

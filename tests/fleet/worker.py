@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 
@@ -44,7 +45,8 @@ def main() -> None:
     config = CircuitBreakerConfig(failure_threshold=2, timeout=3600)
     for name in sys.argv[1:]:
         circuit_breaker_registry.get_or_create(name, config)
-    reporter = resilience.fleet.connect(interval=0.2, max_backoff=0.5, timeout=1.0)
+    interval = float(os.environ.get("WORKER_REPORT_INTERVAL", "0.2"))
+    reporter = resilience.fleet.connect(interval=interval, max_backoff=0.5, timeout=1.0)
     assert reporter is not None, "RESILIENCE_DASHBOARD_URL is not set"
     assert "django" not in sys.modules, "the worker must not import Django"
     threading.Thread(target=serve, daemon=True).start()
