@@ -194,6 +194,9 @@ ALERTS_INTERVAL = float(os.environ.get("ALERTS_INTERVAL", "5"))
 FLEET_STALE_AFTER = float(os.environ.get("FLEET_STALE_AFTER", "5"))
 FLEET_GONE_AFTER = float(os.environ.get("FLEET_GONE_AFTER", "60"))
 FLEET_COMMAND_TTL = float(os.environ.get("FLEET_COMMAND_TTL", "30"))
+# Seconds between a worker's reports, told to workers in every answer: a command waits
+# for the next report, so this bounds the time from a click to the worker applying it.
+FLEET_REPORT_INTERVAL = float(os.environ.get("FLEET_REPORT_INTERVAL", "1"))
 
 # Live demo workload (fake services driven through breakers and limiters).
 RESILIENCE_DEMO = env_bool("RESILIENCE_DEMO", False)

@@ -34,3 +34,8 @@ def max_report_bytes() -> int:
 def forget_after() -> timedelta:
     """Gone instances are deleted (with their commands) after this long (default 1 day)."""
     return _seconds("FLEET_FORGET_AFTER", 86400.0)
+
+
+def report_interval() -> float:
+    """Seconds between a worker's reports, sent in every answer (default 1)."""
+    return float(getattr(settings, "FLEET_REPORT_INTERVAL", 1.0))

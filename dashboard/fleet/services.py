@@ -121,7 +121,11 @@ def ingest_report(*, report: ReportIn, now: datetime | None = None) -> dict[str,
         }
         for command in waiting
     ]
-    return {"protocol": PROTOCOL_VERSION, "commands": commands}
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "commands": commands,
+        "report_interval": conf.report_interval(),
+    }
 
 
 def _uuid(value: str) -> uuid.UUID | None:

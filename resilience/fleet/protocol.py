@@ -121,11 +121,12 @@ class Command(TypedDict):
     reason: str | None
 
 
-class Answer(TypedDict):
-    """The dashboard's answer to a report."""
+class Answer(TypedDict, total=False):
+    """The dashboard's answer to a report (``report_interval``: seconds, optional)."""
 
     protocol: int
     commands: list[Command]
+    report_interval: float
 
 
 def schema_path() -> Path:

@@ -16,7 +16,9 @@ Concurrency model
   until a report carrying them is answered), ``_acks`` (kept likewise) and
   ``_done`` (the acks of recent command ids, so a repeated command is not applied
   twice). No lock is needed for them: one thread touches them.
-- Pacing: after a successful report the thread waits ``interval`` seconds, or less
+- Pacing: after a successful report the thread waits ``interval`` seconds (or the
+  ``report_interval`` the dashboard's last answer asked for, kept within
+  ``MIN_INTERVAL``..``MAX_INTERVAL``), or less
   when a transition or a new ack wakes it (at most one report per ``MIN_GAP``).
   After a failure it backs off exponentially up to ``max_backoff`` (with jitter, so
   a fleet does not return in lockstep) and ignores wake-ups until then; the
@@ -54,6 +56,7 @@ __all__ = ["FleetReporter"]
 logger = logging.getLogger(__name__)
 
 MIN_GAP = 0.05
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 60.0
 MAX_EVENTS_PER_REPORT = 500
 REMEMBERED_COMMANDS = 1000
 
@@ -136,6 +139,8 @@ class FleetReporter:
         self.transport = transport
         self.instance = instance
         self.interval = float(interval)
+        self.current_interval = self.interval
+        """``interval``, or what the dashboard's last answer asked for."""
         self.max_backoff = float(max_backoff)
         self.max_events = max_events
         self._wall_clock = wall_clock
@@ -220,7 +225,7 @@ class FleetReporter:
                 return
             if not ok:
                 self._stopped.wait(self.backoff())
-            elif self._wake.wait(self.interval):
+            elif self._wake.wait(self.current_interval):
                 self._stopped.wait(MIN_GAP)
 
     def backoff(self) -> float:
@@ -279,6 +284,9 @@ class FleetReporter:
         self.failures = 0
         self.last_error = None
         self.reports_sent += 1
+        asked = answer.get("report_interval")
+        if isinstance(asked, int | float) and not isinstance(asked, bool) and asked == asked:
+            self.current_interval = min(max(float(asked), MIN_INTERVAL), MAX_INTERVAL)
         commands = answer.get("commands")
         if isinstance(commands, list) and commands:
             for command in commands:

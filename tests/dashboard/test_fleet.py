@@ -124,7 +124,7 @@ def test_report_is_csrf_exempt_for_token_callers(reporter_token: str) -> None:
         **testing.bearer(reporter_token),
     )
     assert response.status_code == 200
-    assert response.json() == {"protocol": 1, "commands": []}
+    assert response.json() == {"protocol": 1, "commands": [], "report_interval": 1.0}
 
 
 @pytest.mark.parametrize(
@@ -452,8 +452,8 @@ def test_fleet_settings_come_from_the_environment() -> None:
     from pathlib import Path
 
     env = {**os.environ, "SECRET_KEY": "x" * 50, "FLEET_STALE_AFTER": "2.5"}
-    env.update(FLEET_GONE_AFTER="90", FLEET_COMMAND_TTL="7")
-    names = "s.FLEET_STALE_AFTER, s.FLEET_GONE_AFTER, s.FLEET_COMMAND_TTL"
+    env.update(FLEET_GONE_AFTER="90", FLEET_COMMAND_TTL="7", FLEET_REPORT_INTERVAL="0.5")
+    names = "s.FLEET_STALE_AFTER, s.FLEET_GONE_AFTER, s.FLEET_COMMAND_TTL, s.FLEET_REPORT_INTERVAL"
     code = f"import dashboard.settings as s; print({names})"
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -462,7 +462,7 @@ def test_fleet_settings_come_from_the_environment() -> None:
         capture_output=True,
         text=True,
     )
-    assert done.stdout.split() == ["2.5", "90.0", "7.0"], done.stderr
+    assert done.stdout.split() == ["2.5", "90.0", "7.0", "0.5"], done.stderr
 
 
 def test_long_gone_instances_are_forgotten_when_a_new_one_announces(operator: Any) -> None:

@@ -391,3 +391,16 @@ def test_reports_stay_within_the_protocol() -> None:
     report = reporter.build_report()
     report["breakers"] = [{"name": "n", "state": "open", "x": float("inf"), "y": [float("nan")]}]
     assert b'"x":null,"y":[null]' in encode(report)
+
+
+@pytest.mark.parametrize(
+    ("asked", "interval"), [(0.5, 0.5), (0.001, 0.1), (1e9, 60.0), ("fast", 1.0), (True, 1.0)]
+)
+def test_the_dashboard_sets_the_report_interval_within_bounds(
+    asked: object, interval: float
+) -> None:
+    transport = Scripted()
+    transport.answers.append({"protocol": 1, "commands": [], "report_interval": asked})
+    reporter = make(transport, interval=1.0)
+    assert reporter.report_once()
+    assert reporter.current_interval == interval
