@@ -12,6 +12,7 @@ listener ignores: that row shows the price.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import sys
@@ -147,22 +148,19 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
 
 
-def command_table() -> Table:
-    """Reset through the REST API → acknowledged by the worker, over HTTP, 1 Hz reports.
-
-    A daphne server (fresh SQLite database) and one plain-Python worker reporting every
-    second (the default); each round opens the worker's breaker, POSTs a reset, and
-    waits until the command's ack is stored: ``acked_at`` (server time at the ack's
-    arrival) minus the time the POST was sent. The ack arrives one report after the
-    worker applied the command, which the worker sends at once.
-    """
+def _command_latencies(interval: str, rounds: int) -> list[float]:
     from datetime import datetime
 
     from tests.fleet.processes import running_fleet, wait_until
 
-    rounds = 5 if quick() else 30
+    rng = random.Random(7)
     latencies: list[float] = []
-    with running_fleet(WORKER_REPORT_INTERVAL="1.0") as fleet:
+    with running_fleet(
+        FLEET_REPORT_INTERVAL=interval,
+        WORKER_REPORT_INTERVAL=interval,
+        FLEET_STALE_AFTER="5",
+        FLEET_GONE_AFTER="60",
+    ) as fleet:
         worker = fleet.worker("bench", "bench.remote")
         wait_until(lambda: fleet.api("GET", "/circuit-breakers/bench.remote").get("name"))
         for _ in range(rounds):
@@ -170,7 +168,7 @@ def command_table() -> Table:
             wait_until(
                 lambda: fleet.api("GET", "/circuit-breakers/bench.remote").get("state") == "open"
             )
-            time.sleep(0.37)  # a different phase of the report cycle each round
+            time.sleep(rng.uniform(0, float(interval)))  # a random phase of the report cycle
             sent = time.time()
             batch = fleet.api("POST", "/circuit-breakers/bench.remote/reset")["batch"]
 
@@ -180,13 +178,35 @@ def command_table() -> Table:
 
             acked_at = wait_until(acked, interval=0.01)
             latencies.append(datetime.fromisoformat(acked_at).timestamp() - sent)
-    rows = [
-        Row("p50", _percentile(latencies, 0.5) * 1000),
-        Row("p99", _percentile(latencies, 0.99) * 1000, note=f"{rounds} resets; target <= 1000"),
-        Row("max", max(latencies) * 1000),
-    ]
+    return latencies
+
+
+def command_table() -> Table:
+    """Reset through the REST API → acknowledged by the worker, over HTTP.
+
+    A daphne server (fresh SQLite database) and one plain-Python worker; each round
+    opens the worker's breaker, POSTs a reset, and waits until the command's ack is
+    stored: ``acked_at`` (server time at the ack's arrival) minus the time the POST
+    was sent. A command waits for the worker's next report (``FLEET_REPORT_INTERVAL``);
+    the ack follows at once in another report.
+    """
+    rounds = 5 if quick() else 25
+    rows = []
+    for interval in ("1.0", "0.5"):
+        latencies = _command_latencies(interval, rounds)
+        rows += [
+            Row(f"p50, reports every {interval} s", _percentile(latencies, 0.5) * 1000),
+            Row(
+                f"p99, reports every {interval} s",
+                _percentile(latencies, 0.99) * 1000,
+                note=f"{rounds} resets; target <= 1000",
+            ),
+        ]
     return Table(
-        "Fleet command over HTTP: REST reset → worker's ack stored (1 report/s)", "ms", "p50", rows
+        "Fleet command over HTTP: REST reset → worker's ack stored",
+        "ms",
+        "p50, reports every 1.0 s",
+        rows,
     )
 
 
