@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.api.tokens import authenticate_token
 from dashboard.breakers.services import PERMISSIONS, Action
+from dashboard.live import fragments
 
 from . import conf, selectors, services
 from .report import parse_report
@@ -83,36 +83,51 @@ def instances(request: HttpRequest) -> HttpResponse:
     return render(request, f"dashboard/fleet/{template}", context)
 
 
-@login_required
+def _result(message: str, *, status: int) -> HttpResponse:
+    html = fragments.action_result(ok=status < 400, message=message)
+    return HttpResponse(html, status=status)
+
+
 @require_POST
 def breaker_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
+    """Queue reset / force open / disable for every live instance holding ``name``.
+
+    Answers with a fragment for the page's result area (errors too, with their 4xx),
+    as the server's own breaker actions do; the reason comes from ``hx-prompt``.
+    """
     if action not in PERMISSIONS:
-        return HttpResponse(f"unknown action {action!r}", status=404)
+        raise Http404(f"unknown action {action!r}")
     chosen: Action = action
-    permission = PERMISSIONS[chosen]
-    if not (request.user.has_perm(VIEW) and request.user.has_perm(permission)):
-        return HttpResponse(f"permission {permission!r} required", status=403)
+    noun = chosen.replace("_", " ")
+    if not request.user.is_authenticated:
+        return _result("Your session has ended: reload the page and log in again.", status=403)
+    if not (request.user.has_perm(VIEW) and request.user.has_perm(PERMISSIONS[chosen])):
+        return _result(f"You do not have permission to {noun} circuit breakers.", status=403)
+    reason = (request.headers.get("HX-Prompt") or request.POST.get("reason") or "").strip()
+    if not reason:
+        return _result(f"Give a reason to {noun} “{name}”: it is audited.", status=400)
     try:
         result = services.act_on_fleet_breaker(
             name=name,
             action=chosen,
             user=request.user,
-            reason=request.POST.get("reason", ""),
-            source="ui",
+            reason=reason,
+            source="dashboard",
             instance_id=request.POST.get("instance") or None,
         )
     except services.FleetBreakerNotFound:
-        messages.error(request, f"No live instance holds a breaker named {name!r}.")
+        return _result(f"No live instance holds a breaker named “{name}”.", status=404)
     except ValueError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(
-            request,
-            f"{action.replace('_', ' ').capitalize()} {name!r}: sent to "
-            f"{len(result['instances'])} instance(s); "
-            f"{len(result['unreachable'])} unreachable.",
-        )
-    return redirect("fleet:breakers")
+        return _result(str(exc), status=400)
+    sent, unreachable = len(result["instances"]), len(result["unreachable"])
+    message = (
+        f"{noun.capitalize()} “{name}” by {request.user.get_username()}: “{reason}”. "
+        f"Sent to {sent} instance{'s' if sent != 1 else ''}"
+        + (f"; {unreachable} unreachable (stale)" if unreachable else "")
+        + (" (shared through Redis: once)" if result["shared"] else "")
+        + ". Each row shows when it is applied."
+    )
+    return _result(message, status=202 if sent else 409)
 
 
 def protocol_schema(request: HttpRequest) -> HttpResponse:

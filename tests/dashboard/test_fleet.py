@@ -400,19 +400,41 @@ def test_fleet_pages_list_instances_and_groups(client: Client, operator: Any) ->
     assert 'data-status="live"' in rows
 
 
-def test_ui_action_needs_csrf_and_permission_and_is_audited(operator: Any) -> None:
+def test_ui_action_needs_csrf_permission_and_a_reason_and_is_audited(operator: Any) -> None:
     ingest(T0 + timedelta(days=3650))
+    url = "/fleet/breakers/search/force_open/"
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(operator)
-    assert strict.post("/fleet/breakers/search/reset/", {"reason": "r"}).status_code == 403
+    assert strict.post(url, HTTP_HX_PROMPT="r").status_code == 403
     viewer = Client()
     viewer.force_login(testing.make_user("viewer", "dashboard.view_dashboard"))
-    assert viewer.post("/fleet/breakers/search/reset/", {"reason": "r"}).status_code == 403
+    denied = viewer.post(url, HTTP_HX_PROMPT="r")
+    assert denied.status_code == 403 and b"permission" in denied.content
+    anonymous = Client().post(url, HTTP_HX_PROMPT="r")
+    assert anonymous.status_code == 403 and b"session has ended" in anonymous.content
     ok = Client()
     ok.force_login(operator)
-    response = ok.post("/fleet/breakers/search/force_open/", {"reason": "drill"}, follow=True)
-    assert "sent to 1 instance(s); 0 unreachable" in response.content.decode()
-    assert AuditEntry.objects.filter(action="fleet.breaker.force_open", reason="drill").exists()
+    assert ok.post(url).status_code == 400  # no reason
+    assert ok.post("/fleet/breakers/nope/reset/", HTTP_HX_PROMPT="r").status_code == 404
+    assert ok.post("/fleet/breakers/search/explode/", HTTP_HX_PROMPT="r").status_code == 404
+    response = ok.post(url, HTTP_HX_PROMPT="drill")
+    assert response.status_code == 202
+    assert "Sent to 1 instance." in response.content.decode()
+    entry = AuditEntry.objects.get(action="fleet.breaker.force_open")
+    assert (entry.actor, entry.reason, entry.source) == ("olga", "drill", "dashboard")
+    assert FleetCommand.objects.get().action == "force_open"
+
+
+def test_ui_action_on_stale_instances_only_is_a_409() -> None:
+    ingest(T0)  # long ago: stale or gone by now
+    ingest(datetime.now(UTC) - timedelta(seconds=10))
+    client = Client()
+    client.force_login(
+        testing.make_user("olga2", "dashboard.view_dashboard", "breakers.reset_breaker")
+    )
+    response = client.post("/fleet/breakers/search/reset/", HTTP_HX_PROMPT="r")
+    assert response.status_code == 409
+    assert "Sent to 0 instances; 1 unreachable" in response.content.decode()
 
 
 def test_the_protocol_schema_is_served(client: Client) -> None:

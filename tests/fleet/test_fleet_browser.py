@@ -31,9 +31,16 @@ def test_reset_clicked_on_the_fleet_page_closes_the_breaker_in_the_worker(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(Path(SCREENSHOTS / "fleet-open.png")), full_page=True)
 
-    group.locator("input[name=reason]").fill("ledger service is back")
+    dialogs: list[str] = []
+
+    def answer(dialog: Any) -> None:  # hx-prompt for the reason, and hx-confirm
+        dialogs.append(dialog.type)
+        dialog.accept("ledger service is back" if dialog.type == "prompt" else None)
+
+    page.on("dialog", answer)
     group.locator("button", has_text="Reset").click()
-    page.locator(".messages", has_text="sent to 2 instance(s)").wait_for()
+    page.locator("#fleet-result", has_text="Sent to 2 instances").wait_for()
+    assert sorted(dialogs) == ["confirm", "prompt"]
     wait_until(lambda: worker("state ledger") == "closed")
     assert other("state ledger") == "closed"
     group = page.locator('[data-fleet-breaker="ledger"]')
