@@ -404,3 +404,11 @@ def test_the_dashboard_sets_the_report_interval_within_bounds(
     reporter = make(transport, interval=1.0)
     assert reporter.report_once()
     assert reporter.current_interval == interval
+
+
+@pytest.mark.parametrize("operator_state", ["disable", "force_open"])
+def test_a_reset_command_closes_a_disabled_or_forced_open_breaker(operator_state: str) -> None:
+    breaker = CircuitBreaker("pay")
+    getattr(breaker, operator_state)()
+    ack = make(Scripted()).apply(command("reset"))
+    assert (ack["ok"], ack["state"], breaker.state.value) == (True, "closed", "closed")
