@@ -15,7 +15,7 @@ from dashboard.api.tokens import authenticate_token
 from dashboard.breakers.services import PERMISSIONS, Action
 from dashboard.live import fragments
 
-from . import conf, selectors, services
+from . import conf, live, selectors, services
 from .report import parse_report
 
 VIEW = "dashboard.view_dashboard"
@@ -55,7 +55,10 @@ def report(request: HttpRequest) -> HttpResponse:
         parsed = parse_report(body)
     except ValueError as exc:
         return _error(400, str(exc))
-    return JsonResponse(services.ingest_report(report=parsed))
+    answer = services.ingest_report(report=parsed)
+    if parsed.events or parsed.acks:
+        live.notify()
+    return JsonResponse(answer)
 
 
 @login_required
@@ -65,6 +68,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
     partial = request.GET.get("partial") == "1"
     context: dict[str, Any] = {
         "nav": "fleet",
+        "live_socket": "/ws/fleet/",
         "groups": selectors.breaker_groups(),
         "limiters": selectors.limiter_groups(),
         "can": {action: request.user.has_perm(perm) for action, perm in PERMISSIONS.items()},
