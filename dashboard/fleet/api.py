@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
-from ninja.errors import AuthorizationError, HttpError
+from ninja.errors import HttpError
 from ninja.responses import Status
 
 from dashboard.api.auth import require
 from dashboard.api.errors import BODY_LOOKUP_ERRORS, LOOKUP_ERRORS, READ_ERRORS, field_error
-from dashboard.breakers.services import MAX_REASON, PERMISSIONS
+from dashboard.breakers.services import MAX_REASON, PERMISSIONS, Action
 
 from . import selectors, services
 
@@ -169,24 +169,7 @@ def get_breaker(request: HttpRequest, name: str) -> Any:
     return groups[0]
 
 
-@router.post(
-    "/circuit-breakers/{name}/{action}",
-    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
-    summary="Reset, force open or disable a breaker on every live instance",
-    description="Needs `breakers.reset_breaker` (reset) or `breakers.operate_breaker`. "
-    "Queues one command per live instance holding the breaker, delivered in the "
-    "answer to its next report; follow the outcome at `/fleet/commands/{batch}`. "
-    "Instances that start later are not reset retroactively.",
-)
-def act_on_breaker(
-    request: HttpRequest,
-    name: str,
-    action: Literal["reset", "force_open", "disable"],
-    payload: FleetActionIn | None = None,
-) -> Any:
-    permission = PERMISSIONS[action]
-    if not request.user.has_perm(permission):
-        raise AuthorizationError(message=f"permission {permission!r} required")
+def _act(request: HttpRequest, name: str, action: Action, payload: FleetActionIn | None) -> Any:
     payload = payload or FleetActionIn(reason="", instance=None)
     try:
         result = services.act_on_fleet_breaker(
@@ -202,6 +185,49 @@ def act_on_breaker(
     except ValueError as exc:
         raise field_error("body", "reason", str(exc)) from exc
     return Status(202, result)
+
+
+_ACTION_HELP = (
+    "Queues one command per live instance holding the breaker (one instance for a "
+    "breaker shared through Redis), delivered in the answer to its next report; follow "
+    "the outcome at `/fleet/commands/{batch}`. Instances that start later are not "
+    "acted on retroactively. The JSON body is optional."
+)
+
+
+@router.post(
+    "/circuit-breakers/{name}/reset",
+    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
+    auth=require(PERMISSIONS["reset"]),
+    summary="Reset (close) a breaker on every live instance",
+    description=_ACTION_HELP,
+)
+def reset_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
+    return _act(request, name, "reset", payload)
+
+
+@router.post(
+    "/circuit-breakers/{name}/force_open",
+    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
+    auth=require(PERMISSIONS["force_open"]),
+    summary="Force a breaker open on every live instance",
+    description=_ACTION_HELP,
+)
+def force_open_breaker(
+    request: HttpRequest, name: str, payload: FleetActionIn | None = None
+) -> Any:
+    return _act(request, name, "force_open", payload)
+
+
+@router.post(
+    "/circuit-breakers/{name}/disable",
+    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
+    auth=require(PERMISSIONS["disable"]),
+    summary="Disable a breaker on every live instance",
+    description=_ACTION_HELP,
+)
+def disable_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
+    return _act(request, name, "disable", payload)
 
 
 @router.get(

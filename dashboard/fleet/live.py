@@ -1,6 +1,8 @@
 """Fleet changes → the Fleet page's websocket, at once.
 
-A report that carries a breaker transition or a command ack makes the report view
+The consumer is one of the live pages' (``LiveConsumer``: login, the view permission,
+joined and left like the others). A report that carries a breaker transition or a
+command ack makes the report view
 call :func:`notify`, which sends one ``fleet.changed`` message to the channel-layer
 group; every connected Fleet page re-renders its groups (from the database, so in
 cluster mode any server's browsers are right) and receives them as an htmx
@@ -16,18 +18,17 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
 from dashboard.breakers.services import PERMISSIONS
+from dashboard.live.consumers import LiveConsumer
 
 from . import selectors
 
 logger = logging.getLogger(__name__)
 
 GROUP = "fleet.changes"
-VIEW = "dashboard.view_dashboard"
 
 
 def notify() -> None:
@@ -51,31 +52,16 @@ def render_groups(user: Any) -> str:
     return render_to_string("dashboard/fleet/_groups_oob.html", context)
 
 
-class FleetConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
-    """``/ws/fleet/``: logged-in users with ``dashboard.view_dashboard`` only."""
+class FleetConsumer(LiveConsumer):
+    """``/ws/fleet/``: the live pages' consumer (login, view permission, re-checks)."""
 
-    joined = False
+    page = "fleet"
+    group = GROUP
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close()
-            return
-        if not await database_sync_to_async(user.has_perm)(VIEW):
-            await self.close()
-            return
-        await self.channel_layer.group_add(GROUP, self.channel_name)
-        self.joined = True
-        await self.accept()
-
-    async def disconnect(self, code: int) -> None:
-        if self.joined:
-            self.joined = False
-            await self.channel_layer.group_discard(GROUP, self.channel_name)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """The page only listens."""
+    async def initial(self) -> str:
+        # A (re)connected page is brought up to date at once.
+        rendered: str = await database_sync_to_async(render_groups)(self.scope["user"])
+        return rendered
 
     async def fleet_changed(self, event: dict[str, Any]) -> None:
-        html = await database_sync_to_async(render_groups)(self.scope["user"])
-        await self.send(text_data=html)
+        await self.send(text_data=await self.initial())

@@ -14,12 +14,13 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard.api.tokens import authenticate_token
 from dashboard.breakers.services import PERMISSIONS, Action
 from dashboard.live import fragments
+from dashboard.permissions import REPORT_FLEET, VIEW_DASHBOARD
 
 from . import conf, live, selectors, services
 from .report import parse_report
 
-VIEW = "dashboard.view_dashboard"
-REPORT = "fleet.report_fleet"
+VIEW = VIEW_DASHBOARD
+REPORT = REPORT_FLEET
 
 
 def _error(status: int, detail: str) -> JsonResponse:
@@ -35,7 +36,9 @@ def report(request: HttpRequest) -> HttpResponse:
     """``POST /api/fleet/v1/report``: a worker's report in, its waiting commands out."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        return _error(401, "send Authorization: Bearer <API token with fleet.report_fleet>")
+        if request.user.is_authenticated:  # a browser session is never enough here
+            return _error(403, f"send Authorization: Bearer <API token with {REPORT!r}>")
+        return _error(401, f"send Authorization: Bearer <API token with {REPORT!r}>")
     found = authenticate_token(token.strip())
     if found is None:
         return _error(401, "invalid, expired or revoked API token")
@@ -134,8 +137,11 @@ def breaker_action(request: HttpRequest, name: str, action: str) -> HttpResponse
     return _result(message, status=202 if sent else 409)
 
 
+@login_required
+@permission_required(VIEW, raise_exception=True)
+@require_GET
 def protocol_schema(request: HttpRequest) -> HttpResponse:
-    """The protocol's JSON Schema (public: it describes, it reveals nothing)."""
+    """The protocol's JSON Schema (behind a login, like the API docs)."""
     from resilience.fleet.protocol import schema
 
     return HttpResponse(json.dumps(schema(), indent=2), content_type="application/schema+json")

@@ -115,6 +115,13 @@ def test_report_without_token_is_401_and_without_permission_403(client: Client) 
     assert not FleetInstance.objects.exists()
 
 
+def test_a_browser_session_cannot_report(client: Client, operator: Any) -> None:
+    client.force_login(operator)
+    response = client.post(REPORT_URL, json.dumps(report_body()), content_type="application/json")
+    assert response.status_code == 403
+    assert not FleetInstance.objects.exists()
+
+
 def test_report_is_csrf_exempt_for_token_callers(reporter_token: str) -> None:
     strict = Client(enforce_csrf_checks=True)
     response = strict.post(
@@ -283,7 +290,7 @@ def test_unknown_breaker_is_404_and_action_needs_its_permission(
     CircuitBreaker("db")
     assert make_reporter(client, reporter_token).report_once()
     assert client.post(f"{API}/circuit-breakers/db/force_open", **api).status_code == 403
-    assert client.post(f"{API}/circuit-breakers/db/explode", **api).status_code == 422
+    assert client.post(f"{API}/circuit-breakers/db/explode", **api).status_code == 404
     assert client.post(f"{API}/circuit-breakers/db/reset", **api).status_code == 202
 
 
@@ -437,7 +444,9 @@ def test_ui_action_on_stale_instances_only_is_a_409() -> None:
     assert "Sent to 0 instances; 1 unreachable" in response.content.decode()
 
 
-def test_the_protocol_schema_is_served(client: Client) -> None:
+def test_the_protocol_schema_is_served_behind_a_login(client: Client, operator: Any) -> None:
+    assert client.get("/api/fleet/v1/schema.json").status_code == 302
+    client.force_login(operator)
     schema = client.get("/api/fleet/v1/schema.json").json()
     assert set(schema["$defs"]) >= {"Report", "Answer", "Command", "Ack", "Instance"}
 

@@ -78,6 +78,8 @@ async def test_a_reported_transition_is_pushed_to_open_fleet_pages(
     cookie = await session_cookie("viewer", "dashboard.view_dashboard")
     communicator, connected = await open_socket(sockets, cookie)
     assert connected
+    first = await communicator.receive_from(timeout=10)  # brought up to date on connect
+    assert 'id="fleet-groups"' in first and "data-fleet-breaker" not in first
     assert await post_report() == 200
     html = await communicator.receive_from(timeout=10)
     assert 'id="fleet-groups" hx-swap-oob="innerHTML"' in html
