@@ -9,6 +9,9 @@ from django.contrib.auth.models import AnonymousUser
 
 from dashboard.models import AuditEntry
 
+# The longest reason an operator may give for an action (forms, API bodies, services).
+MAX_REASON = 500
+
 
 def record(
     *,

@@ -13,7 +13,8 @@ from ninja.responses import Status
 
 from dashboard.api.auth import require
 from dashboard.api.errors import BODY_LOOKUP_ERRORS, LOOKUP_ERRORS, READ_ERRORS, field_error
-from dashboard.breakers.services import MAX_REASON, PERMISSIONS, Action
+from dashboard.audit import MAX_REASON
+from dashboard.breakers.services import PERMISSIONS, Action
 
 from . import selectors, services
 

@@ -19,8 +19,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard import audit
+from dashboard.audit import MAX_REASON
 from dashboard.breakers.models import BreakerEvent
-from dashboard.breakers.services import MAX_REASON, PERMISSIONS, Action
+from dashboard.breakers.services import PERMISSIONS, Action
 from resilience.fleet.protocol import PROTOCOL_VERSION, Command
 
 from . import conf
