@@ -65,24 +65,34 @@ system-deps:
 	  else echo "not root: cannot install$$missing (tests that need them will say so)"; fi; \
 	fi
 
-# With REDIS_URL set (cluster mode): two servers, on PORT and PORT+1, sharing breakers,
-# limiters and live updates through Redis (and the database); Ctrl-C stops both.
+# The server plus one worker process per name in AGENTS (`manage.py run_agents`: simulated
+# agents whose breakers live only in that process and report over HTTP; the Fleet page
+# shows and steers them; AGENTS= runs none). With REDIS_URL set (cluster mode): two
+# servers, on PORT and PORT+1, sharing breakers, limiters and live updates through Redis
+# (and the database). Ctrl-C stops them all.
+AGENTS ?= planner tools
 run: install secret-key
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_demo_admin
 	@export RESILIENCE_DEMO=$${RESILIENCE_DEMO:-1}; \
 	serve() { exec $(PY) -m daphne -b $(HOST) -p "$$1" dashboard.asgi:application; }; \
+	pids=""; \
+	trap 'trap - INT TERM EXIT; kill $$pids 2>/dev/null; wait $$pids' INT TERM EXIT; \
 	if [ -z "$$REDIS_URL" ]; then \
 	  echo "Serving on http://$(HOST):$(PORT)/ (log in with the demo admin)"; \
-	  serve $(PORT); exit $$?; \
+	  serve $(PORT) & pids="$$!"; \
+	else \
+	  second=$$(( $(PORT) + 1 )); \
+	  echo "Cluster mode (REDIS_URL=$$REDIS_URL): serving on http://$(HOST):$(PORT)/ and" \
+	    "http://$(HOST):$$second/ as one system (log in with the demo admin)"; \
+	  serve $(PORT) & pids="$$!"; \
+	  serve $$second & pids="$$pids $$!"; \
 	fi; \
-	second=$$(( $(PORT) + 1 )); \
-	echo "Cluster mode (REDIS_URL=$$REDIS_URL): serving on http://$(HOST):$(PORT)/ and" \
-	  "http://$(HOST):$$second/ as one system (log in with the demo admin; Ctrl-C stops both)"; \
-	serve $(PORT) & first=$$!; \
-	serve $$second & other=$$!; \
-	trap 'trap - INT TERM EXIT; kill $$first $$other 2>/dev/null; wait $$first $$other' INT TERM EXIT; \
-	wait -n $$first $$other
+	for agent in $(AGENTS); do \
+	  $(PY) manage.py run_agents --service "$$agent" --url "http://$(HOST):$(PORT)" & pids="$$pids $$!"; \
+	done; \
+	[ -z "$(AGENTS)" ] || echo "Agent workers ($(AGENTS)) report to the Fleet page: http://$(HOST):$(PORT)/fleet/ (Ctrl-C stops all)"; \
+	wait -n $$pids
 
 lint: check-lock install secret-key
 	$(VENV)/bin/ruff check .

@@ -15,3 +15,4 @@ EXECUTE_WORKFLOW = "workflows.execute_workflow"
 OPERATE_SIMULATION = "workflows.operate_simulation"
 RESUME_CHECKPOINT = "checkpoints.resume_checkpoint"  # re-run a workflow from a checkpoint
 FORK_CHECKPOINT = "checkpoints.fork_checkpoint"  # copy a checkpoint into a new workflow
+REPORT_FLEET = "fleet.report_fleet"  # a worker process's reports (resilience.fleet)

@@ -118,6 +118,7 @@ INSTALLED_APPS = [
     "dashboard.workflows",
     "dashboard.live",
     "dashboard.alerts",
+    "dashboard.fleet",
 ]
 
 MIDDLEWARE = [
@@ -251,6 +252,16 @@ INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 5)
 # Alert evaluation in the serving process (every ALERTS_INTERVAL seconds).
 ALERTS_ENABLED = env_bool("ALERTS_ENABLED", True)
 ALERTS_INTERVAL = env_duration("ALERTS_INTERVAL", "5s").total_seconds()
+
+# The fleet (worker processes reporting with resilience.fleet.connect()): an instance
+# silent for FLEET_STALE_AFTER seconds is stale, for FLEET_GONE_AFTER gone; a command
+# not acknowledged within FLEET_COMMAND_TTL seconds is unreachable.
+FLEET_STALE_AFTER = env_duration("FLEET_STALE_AFTER", "5s").total_seconds()
+FLEET_GONE_AFTER = env_duration("FLEET_GONE_AFTER", "60s").total_seconds()
+FLEET_COMMAND_TTL = env_duration("FLEET_COMMAND_TTL", "30s").total_seconds()
+# Seconds between a worker's reports, told to workers in every answer: a command waits
+# for the next report, so this bounds the time from a click to the worker applying it.
+FLEET_REPORT_INTERVAL = env_duration("FLEET_REPORT_INTERVAL", "1s").total_seconds()
 
 # Live demo workload (fake services driven through breakers and limiters).
 RESILIENCE_DEMO = env_bool("RESILIENCE_DEMO", False)

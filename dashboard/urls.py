@@ -17,6 +17,8 @@ urlpatterns = [
     path("simulation/", include("dashboard.workflows.urls")),
     path("checkpoints/", include("dashboard.checkpoints.urls")),
     # /api/workflows and /api/workflows/{id}[/execute] (no trailing slash on the list)
+    # /fleet/ pages and the workers' report endpoint /api/fleet/v1/report
+    path("", include("dashboard.fleet.urls")),
     path("api/", workflows_api.urls),
     # /api/observability/... and the Prometheus scrape endpoint /metrics
     path("", include("dashboard.api.urls")),

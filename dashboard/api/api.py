@@ -10,6 +10,7 @@ from ninja.parser import Parser
 from ninja.types import DictStrAny
 
 from dashboard.alerts.api import router as alerts_router
+from dashboard.fleet.api import router as fleet_router
 from dashboard.permissions import VIEW_DASHBOARD
 
 from . import throttle
@@ -75,3 +76,4 @@ api.add_router("/circuit-breakers", breakers.router)
 api.add_router("/rate-limiters", limiters.router)
 api.add_router("/health", health.router)
 api.add_router("/alerts", alerts_router)
+api.add_router("/fleet", fleet_router)

@@ -60,6 +60,7 @@ def token(db: None) -> dict[str, str]:
         "dashboard.view_dashboard",
         "dashboard.reset_metrics",
         "breakers.reset_breaker",
+        "breakers.operate_breaker",
         "checkpoints.delete_checkpoint",
     )
     circuit_breaker_registry.get_or_create("pay", CircuitBreakerConfig())
@@ -88,7 +89,7 @@ def test_api_conforms_to_its_schema(
     api_schema: Any, token: dict[str, str], mode: GenerationMode
 ) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 16
+    assert len(operations) == 24
     failures = []
     for operation in operations:
         try:
@@ -122,6 +123,14 @@ def test_schema_lists_every_endpoint(client: Any) -> None:
         f"{base}/rate-limiters/{{name}}",
         f"{base}/health",
         f"{base}/alerts",
+        f"{base}/fleet/instances",
+        f"{base}/fleet/circuit-breakers",
+        f"{base}/fleet/rate-limiters",
+        f"{base}/fleet/circuit-breakers/{{name}}",
+        f"{base}/fleet/circuit-breakers/{{name}}/reset",
+        f"{base}/fleet/circuit-breakers/{{name}}/force_open",
+        f"{base}/fleet/circuit-breakers/{{name}}/disable",
+        f"{base}/fleet/commands/{{batch}}",
     }
     assert set(paths[f"{base}/checkpoints/{{checkpoint_id}}"]) == {"get", "delete"}
 

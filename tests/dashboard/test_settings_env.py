@@ -101,6 +101,10 @@ EXAMPLES: dict[str, Example] = {
     "INGEST_MAX_EVENTS": Example(("INGEST_MAX_EVENTS",), "8", 8),
     "INGEST_MAX_VALUE_LENGTH": Example(("INGEST_MAX_VALUE_LENGTH",), "256", 256),
     "INGEST_RETRY_AFTER": Example(("INGEST_RETRY_AFTER",), "30", 30),
+    "FLEET_STALE_AFTER": Example(("FLEET_STALE_AFTER",), "2.5", 2.5),
+    "FLEET_GONE_AFTER": Example(("FLEET_GONE_AFTER",), "2m", 120.0),
+    "FLEET_COMMAND_TTL": Example(("FLEET_COMMAND_TTL",), "10s", 10.0),
+    "FLEET_REPORT_INTERVAL": Example(("FLEET_REPORT_INTERVAL",), "500ms", 0.5),
     "SECURE_PROXY_SSL_HEADER": Example(
         ("SECURE_PROXY_SSL_HEADER",),
         "HTTP_X_FORWARDED_PROTO,https",

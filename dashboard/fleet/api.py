@@ -1,0 +1,247 @@
+"""Read the fleet and steer its breakers: ``/api/observability/fleet/...``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+from ninja.errors import HttpError
+from ninja.responses import Status
+
+from dashboard.api.auth import require
+from dashboard.api.errors import BODY_LOOKUP_ERRORS, LOOKUP_ERRORS, READ_ERRORS, field_error
+from dashboard.audit import MAX_REASON
+from dashboard.breakers.services import PERMISSIONS, Action
+
+from . import selectors, services
+
+router = Router(tags=["fleet"], auth=require())
+
+Liveness = Literal["live", "stale", "gone"]
+
+
+class InstanceOut(Schema):
+    id: str
+    service: str
+    host: str
+    pid: int
+    label: str = Field(description="service@host:pid, as history rows name it")
+    version: str
+    language: str
+    status: Liveness
+    started_at: datetime
+    last_seen: datetime
+    uptime_seconds: float
+    seconds_since_report: float
+    reports: int
+    reports_failed: int
+    events_dropped: int
+    breakers: int
+    limiters: int
+
+
+class InstanceListOut(Schema):
+    items: list[InstanceOut]
+    count: int
+
+
+class CommandOut(Schema):
+    id: str
+    batch: str
+    action: str
+    status: Literal["pending", "applied", "failed", "unreachable"]
+    actor: str
+    reason: str
+    created_at: datetime
+    acked_at: datetime | None
+    result_state: str
+    error: str
+
+
+class InstanceBreakerOut(Schema):
+    instance: str
+    label: str
+    status: Liveness
+    state: str
+    failure_count: int
+    calls: dict[str, int]
+    command: CommandOut | None = Field(description="the latest command for it on this instance")
+
+
+class BreakerGroupOut(Schema):
+    name: str
+    state: str = Field(description="the worst state across instances")
+    instances: list[InstanceBreakerOut]
+    live_instances: int
+    calls: int
+    failures: int
+    rejections: int
+    state_counts: dict[str, int]
+
+
+class BreakerGroupListOut(Schema):
+    items: list[BreakerGroupOut]
+    count: int
+
+
+class InstanceLimiterOut(Schema):
+    instance: str
+    label: str
+    status: Liveness
+    allowed: int
+    rejected: int
+    available_tokens: float | None
+
+
+class LimiterGroupOut(Schema):
+    name: str
+    instances: list[InstanceLimiterOut]
+    allowed: int
+    rejected: int
+
+
+class LimiterGroupListOut(Schema):
+    items: list[LimiterGroupOut]
+    count: int
+
+
+class FleetActionIn(Schema):
+    reason: str = Field("", max_length=MAX_REASON, description="why (kept in the audit trail)")
+    instance: str | None = Field(None, max_length=64, description="only this instance id")
+
+
+class FleetActionOut(Schema):
+    batch: str = Field(description="follow it at /fleet/commands/{batch}")
+    name: str
+    action: str
+    instances: list[str] = Field(description="live instances the command was queued for")
+    unreachable: list[str] = Field(description="stale instances holding it (not sent)")
+    shared: bool = Field(description="shared through Redis: sent to one instance only")
+
+
+class BatchCommandOut(CommandOut):
+    instance: str
+    label: str
+
+
+class BatchOut(Schema):
+    items: list[BatchCommandOut]
+    count: int
+
+
+@router.get("/instances", response={200: InstanceListOut, **READ_ERRORS}, summary="Instances")
+def list_instances(request: HttpRequest) -> dict[str, Any]:
+    items = selectors.instances()
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
+    "/circuit-breakers",
+    response={200: BreakerGroupListOut, **READ_ERRORS},
+    summary="Breakers across the fleet, grouped by name, worst state first",
+)
+def list_breakers(request: HttpRequest) -> dict[str, Any]:
+    items = selectors.breaker_groups()
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
+    "/rate-limiters",
+    response={200: LimiterGroupListOut, **READ_ERRORS},
+    summary="Rate limiters across the fleet, grouped by name, most rejections first",
+)
+def list_limiters(request: HttpRequest) -> dict[str, Any]:
+    items = selectors.limiter_groups()
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
+    "/circuit-breakers/{name}",
+    response={200: BreakerGroupOut, **LOOKUP_ERRORS},
+    summary="One breaker across the fleet",
+)
+def get_breaker(request: HttpRequest, name: str) -> Any:
+    groups = selectors.breaker_groups(name=name)
+    if not groups:
+        raise HttpError(404, f"no fleet instance reports a breaker named {name!r}")
+    return groups[0]
+
+
+def _act(request: HttpRequest, name: str, action: Action, payload: FleetActionIn | None) -> Any:
+    payload = payload or FleetActionIn(reason="", instance=None)
+    try:
+        result = services.act_on_fleet_breaker(
+            name=name,
+            action=action,
+            user=request.user,
+            reason=payload.reason,
+            source="api",
+            instance_id=payload.instance,
+        )
+    except services.FleetBreakerNotFound:
+        raise HttpError(404, f"no fleet instance reports a breaker named {name!r}") from None
+    except ValueError as exc:
+        raise field_error("body", "reason", str(exc)) from exc
+    return Status(202, result)
+
+
+_ACTION_HELP = (
+    "Queues one command per live instance holding the breaker (one instance for a "
+    "breaker shared through Redis), delivered in the answer to its next report; follow "
+    "the outcome at `/fleet/commands/{batch}`. Instances that start later are not "
+    "acted on retroactively. The JSON body is optional."
+)
+
+
+@router.post(
+    "/circuit-breakers/{name}/reset",
+    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
+    auth=require(PERMISSIONS["reset"]),
+    summary="Reset (close) a breaker on every live instance",
+    description=_ACTION_HELP,
+)
+def reset_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
+    return _act(request, name, "reset", payload)
+
+
+@router.post(
+    "/circuit-breakers/{name}/force_open",
+    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
+    auth=require(PERMISSIONS["force_open"]),
+    summary="Force a breaker open on every live instance",
+    description=_ACTION_HELP,
+)
+def force_open_breaker(
+    request: HttpRequest, name: str, payload: FleetActionIn | None = None
+) -> Any:
+    return _act(request, name, "force_open", payload)
+
+
+@router.post(
+    "/circuit-breakers/{name}/disable",
+    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
+    auth=require(PERMISSIONS["disable"]),
+    summary="Disable a breaker on every live instance",
+    description=_ACTION_HELP,
+)
+def disable_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
+    return _act(request, name, "disable", payload)
+
+
+@router.get(
+    "/commands/{batch}",
+    response={200: BatchOut, **LOOKUP_ERRORS},
+    summary="Where one fleet action stands on each instance",
+)
+def get_batch(request: HttpRequest, batch: str) -> dict[str, Any]:
+    try:
+        uuid.UUID(batch)
+    except ValueError:
+        raise HttpError(404, f"no fleet action {batch!r}") from None
+    items = selectors.batch_commands(batch=batch)
+    if not items:
+        raise HttpError(404, f"no fleet action {batch!r}")
+    return {"items": items, "count": len(items)}

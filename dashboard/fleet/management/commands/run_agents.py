@@ -1,0 +1,145 @@
+"""``manage.py run_agents --service NAME``: a simulated agent worker that joins the fleet.
+
+A separate process, like a user's Celery worker: its breakers and limiter live only
+here, and it reports them to the dashboard with ``resilience.fleet.connect()``. Its
+dependencies have outages now and then, so its breakers open, probe and close, and
+the Fleet page shows it; Reset / Force open / Disable there reach this process.
+
+Django is used only to mint the API token (a ``fleet-agent`` user with
+``fleet.report_fleet``) when none is given; the loop itself is plain ``resilience``.
+Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+import resilience.fleet
+from resilience import (
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    RateLimitConfig,
+    RateLimiter,
+    RateLimitError,
+    circuit_breaker_registry,
+)
+
+DEPENDENCIES = ("llm-api", "search", "vector-db")
+OUTAGE_EVERY = 45.0  # seconds, on average, between outages of one dependency
+OUTAGE_FOR = 12.0
+
+
+class UpstreamError(Exception):
+    pass
+
+
+class Dependency:
+    """A fake upstream that fails ~3% of calls, and every call during an outage."""
+
+    def __init__(self, name: str, rng: random.Random) -> None:
+        self.name = name
+        self.rng = rng
+        self.down_until = 0.0
+        self.next_outage = time.monotonic() + rng.expovariate(1 / OUTAGE_EVERY)
+
+    def call(self) -> str:
+        now = time.monotonic()
+        if now >= self.next_outage:
+            self.down_until = now + OUTAGE_FOR
+            self.next_outage = self.down_until + self.rng.expovariate(1 / OUTAGE_EVERY)
+        if now < self.down_until or self.rng.random() < 0.03:
+            raise UpstreamError(f"{self.name} unavailable")
+        return "ok"
+
+
+def agent_token(service: str) -> str:
+    """A fresh week-long token of the ``fleet-agent`` user (created if missing)."""
+    from django.contrib.auth.models import Permission, User
+
+    from dashboard.api.tokens import create_token
+
+    user, _ = User.objects.get_or_create(username="fleet-agent")
+    user.user_permissions.add(
+        Permission.objects.get(content_type__app_label="fleet", codename="report_fleet")
+    )
+    _token, plaintext = create_token(
+        user=user,
+        name=f"run_agents {service}",
+        expires_at=timezone.now() + timedelta(days=7),
+    )
+    return plaintext
+
+
+def run(service: str, *, stop: threading.Event, rate: float, seed: int | None = None) -> int:
+    """Call the dependencies through breakers and a limiter until ``stop``; calls made."""
+    rng = random.Random(seed)
+    config = CircuitBreakerConfig(failure_threshold=5, timeout=8, half_open_max_calls=2)
+    breakers = [
+        (circuit_breaker_registry.get_or_create(name, config), Dependency(name, rng))
+        for name in (*DEPENDENCIES, f"{service}.tools")
+    ]
+    limiter = RateLimiter(
+        RateLimitConfig(max_requests=int(rate * 1.5) + 1, time_window=1),
+        name=f"{service}.requests",
+    )
+    calls = 0
+    while not stop.wait(rng.expovariate(rate)):
+        breaker, dependency = rng.choice(breakers)
+        calls += 1
+        with contextlib.suppress(UpstreamError, CircuitOpenError, RateLimitError):
+            limiter.acquire(timeout=0)
+            breaker.call(dependency.call)
+    return calls
+
+
+class Command(BaseCommand):
+    help = "Run a simulated agent worker that reports its breakers to the dashboard."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--service", required=True, help="the service name it reports")
+        parser.add_argument(
+            "--url",
+            default=os.environ.get("RESILIENCE_DASHBOARD_URL", "http://127.0.0.1:8000"),
+            help="the dashboard (default: RESILIENCE_DASHBOARD_URL or http://127.0.0.1:8000)",
+        )
+        parser.add_argument(
+            "--token",
+            default=os.environ.get("RESILIENCE_DASHBOARD_TOKEN", ""),
+            help="API token with fleet.report_fleet (default: one minted for fleet-agent)",
+        )
+        parser.add_argument("--rate", type=float, default=20.0, help="calls per second")
+        parser.add_argument("--seconds", type=float, default=0, help="stop after (0: never)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        service: str = options["service"]
+        if options["rate"] <= 0:
+            raise CommandError(f"--rate must be > 0, got {options['rate']!r}")
+        token = options["token"] or agent_token(service)
+        try:
+            reporter = resilience.fleet.connect(options["url"], token=token, service=service)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        assert reporter is not None
+        self.stdout.write(
+            f"agent {service!r} ({reporter.instance['id'][:8]}) reporting to {options['url']}"
+        )
+        stop = threading.Event()
+        if options["seconds"]:
+            threading.Timer(options["seconds"], stop.set).start()
+        try:
+            calls = run(service, stop=stop, rate=options["rate"])
+        except KeyboardInterrupt:
+            calls = -1
+        finally:
+            resilience.fleet.disconnect(timeout=2)
+        if calls >= 0:
+            self.stdout.write(f"agent {service!r} stopped after {calls} calls")

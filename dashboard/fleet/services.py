@@ -1,0 +1,222 @@
+"""Writes for the fleet: take in a worker's report, queue operator commands for workers.
+
+Everything runs in the request's thread inside one transaction: a report is one
+UPDATE of its instance, one INSERT per transition, one UPDATE per ack and a SELECT of
+the commands waiting for it. Commands are delivered at least once: an unacknowledged
+command is repeated in every answer until it is acked or ``command_ttl`` has passed
+(the worker applies each id once), so a lost answer costs nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard import audit
+from dashboard.audit import MAX_REASON
+from dashboard.breakers.models import BreakerEvent
+from dashboard.breakers.services import PERMISSIONS, Action
+from resilience.fleet.protocol import PROTOCOL_VERSION, Command
+
+from . import conf
+from .models import CommandStatus, FleetCommand, FleetInstance
+from .report import ReportIn
+from .selectors import LIVE, instance_status
+
+OPEN_STATUSES = (CommandStatus.PENDING, CommandStatus.DELIVERED)
+
+
+class FleetBreakerNotFound(LookupError):
+    pass
+
+
+class FleetAction(TypedDict):
+    batch: str
+    name: str
+    action: str
+    instances: list[str]
+    unreachable: list[str]
+    shared: bool
+
+
+def _when(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+def ingest_report(*, report: ReportIn, now: datetime | None = None) -> dict[str, Any]:
+    """Store ``report`` (announcing its instance if new); returns the answer to send."""
+    now = now or timezone.now()
+    info = report.instance
+    with transaction.atomic():
+        instance = FleetInstance.objects.select_for_update().filter(instance_id=info.id).first()
+        if instance is None:
+            # A new instance is a process start: the moment to forget long-gone ones.
+            FleetInstance.objects.filter(last_seen__lt=now - conf.forget_after()).delete()
+            instance = FleetInstance(instance_id=info.id, first_seen=now)
+        instance.service = info.service
+        instance.host = info.host
+        instance.pid = info.pid
+        instance.version = info.version
+        instance.language = info.language
+        instance.started_at = _when(info.started_at)
+        instance.last_seen = now
+        instance.reports += 1
+        instance.last_seq = report.seq
+        instance.reports_failed = report.stats.reports_failed
+        instance.events_dropped = report.stats.events_dropped
+        instance.breakers = [item.model_dump(mode="json") for item in report.breakers]
+        instance.limiters = [item.model_dump(mode="json") for item in report.limiters]
+        instance.save()
+        if report.events:
+            BreakerEvent.objects.bulk_create(
+                BreakerEvent(
+                    breaker=event.name,
+                    from_state=event.from_state,
+                    to_state=event.to_state,
+                    reason=event.reason,
+                    failure_count=event.failure_count,
+                    failure_rate=event.failure_rate,
+                    occurred_at=_when(event.time),
+                    process=instance.label[:200],
+                    actor=event.actor or "",
+                    note=event.note or "",
+                )
+                for event in report.events
+            )
+        for ack in report.acks:
+            command_id = _uuid(ack.command_id)
+            if command_id is None:
+                continue
+            FleetCommand.objects.filter(
+                pk=command_id, instance=instance, status__in=OPEN_STATUSES
+            ).update(
+                status=CommandStatus.APPLIED if ack.ok else CommandStatus.FAILED,
+                acked_at=now,
+                result_state=ack.state or "",
+                error=(ack.error or "")[:2000],
+            )
+        waiting = list(
+            FleetCommand.objects.filter(
+                instance=instance,
+                status__in=OPEN_STATUSES,
+                created_at__gte=now - conf.command_ttl(),
+            ).order_by("created_at")
+        )
+        FleetCommand.objects.filter(
+            pk__in=[command.pk for command in waiting], delivered_at__isnull=True
+        ).update(status=CommandStatus.DELIVERED, delivered_at=now)
+    commands: list[Command] = [
+        {
+            "id": str(command.pk),
+            "kind": "breaker",
+            "target": command.target,
+            "action": command.action,  # type: ignore[typeddict-item]
+            "actor": command.actor or None,
+            "reason": command.reason or None,
+        }
+        for command in waiting
+    ]
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "commands": commands,
+        "report_interval": conf.report_interval(),
+    }
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def act_on_fleet_breaker(
+    *,
+    name: str,
+    action: Action,
+    user: AbstractBaseUser | AnonymousUser | None,
+    reason: str = "",
+    source: str,
+    instance_id: str | None = None,
+    now: datetime | None = None,
+) -> FleetAction:
+    """Queue ``action`` on breaker ``name`` for every live instance that holds it.
+
+    Only instances live now get the command: one that starts later and creates the
+    breaker is not reset retroactively. A breaker shared through Redis (its snapshot
+    says ``shared`` with a ``redis_key``) is one breaker: one live instance acts on it.
+    Stale instances holding the breaker are listed as ``unreachable`` and get nothing.
+    ``instance_id`` targets one instance.
+
+    Raises:
+        FleetBreakerNotFound: no instance (or not ``instance_id``) holds the breaker.
+        ValueError: unknown action or a reason longer than MAX_REASON characters.
+    """
+    if action not in PERMISSIONS:
+        raise ValueError(f"action must be one of {sorted(PERMISSIONS)}, got {action!r}")
+    reason = reason.strip()
+    if len(reason) > MAX_REASON:
+        raise ValueError(f"reason must be at most {MAX_REASON} characters, got {len(reason)}")
+    now = now or timezone.now()
+    holders = FleetInstance.objects.filter(last_seen__gte=now - conf.gone_after())
+    if instance_id is not None:
+        holders = holders.filter(instance_id=instance_id)
+    targets: list[FleetInstance] = []
+    unreachable: list[FleetInstance] = []
+    shared_keys: set[str] = set()
+    for instance in holders.order_by("-last_seen"):
+        snap = next((item for item in instance.breakers if item.get("name") == name), None)
+        if snap is None:
+            continue
+        if instance_status(last_seen=instance.last_seen, now=now) != LIVE:
+            unreachable.append(instance)
+        elif snap.get("shared") is True and isinstance(snap.get("redis_key"), str):
+            # One breaker in Redis, held by several instances: acting once acts on all.
+            if snap["redis_key"] not in shared_keys:
+                shared_keys.add(snap["redis_key"])
+                targets.append(instance)
+        else:
+            targets.append(instance)
+    if not targets and not unreachable:
+        raise FleetBreakerNotFound(name)
+    actor = user.get_username() if isinstance(user, AbstractBaseUser) else "system"
+    batch = uuid.uuid4()
+    with transaction.atomic():
+        FleetCommand.objects.bulk_create(
+            FleetCommand(
+                batch=batch,
+                instance=instance,
+                target=name,
+                action=action,
+                actor=actor,
+                reason=reason,
+                created_at=now,
+            )
+            for instance in targets
+        )
+        audit.record(
+            user=user,
+            source=source,
+            action=f"fleet.breaker.{action}",
+            target=name,
+            reason=reason,
+            details={
+                "batch": str(batch),
+                "instances": [instance.label for instance in targets],
+                "unreachable": [instance.label for instance in unreachable],
+            },
+        )
+    return {
+        "batch": str(batch),
+        "name": name,
+        "action": action,
+        "instances": [instance.instance_id for instance in targets],
+        "unreachable": [instance.instance_id for instance in unreachable],
+        "shared": bool(shared_keys),
+    }
