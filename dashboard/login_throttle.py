@@ -33,6 +33,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
+from django.utils.deprecation import MiddlewareMixin
 
 from dashboard.client_ip import client_address
 from resilience import telemetry
@@ -155,14 +156,12 @@ def _on_login_failed(
     failed(username=str(credentials.get("username") or ""), address=client_address(request))
 
 
-class LoginThrottleMiddleware:
-    """Answers 429 to a login POST while its username or address is throttled."""
+class LoginThrottleMiddleware(MiddlewareMixin):
+    """Answers 429 to a login POST while its username or address is throttled.
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+    A MiddlewareMixin, so it is async-capable: one sync-only middleware would turn every
+    middleware outside it (whitenoise's static files included) synchronous under ASGI.
+    """
 
     def process_view(
         self, request: HttpRequest, view: Any, args: Any, kwargs: Any

@@ -100,8 +100,14 @@ def plan(rules: Policy) -> tuple[list[str], int]:
         result = manager.cleanup(keep_last=rules.keep_last, dry_run=True)
         doomed.update(dict.fromkeys(result.checkpoint_ids))
     if rules.max_age is not None:
-        result = manager.cleanup(older_than=rules.max_age, dry_run=True)
-        doomed.update(dict.fromkeys(result.checkpoint_ids))
+        # By age straight from the records: the manager's cleanup always keeps the newest
+        # checkpoint of each agent and workflow (so a clock step cannot lose it), but the
+        # age rule must retire finished workflows whole, or the demo grows by one row per
+        # workflow forever. Running workflows are spared below.
+        age = rules.max_age
+        seconds = age.total_seconds() if isinstance(age, timedelta) else float(age)
+        old = Checkpoint.objects.filter(created_ts__lt=time.time() - seconds)
+        doomed.update(dict.fromkeys(old.values_list("checkpoint_id", flat=True)))
     protected = set(_newest_of_running(doomed))
     return [checkpoint_id for checkpoint_id in doomed if checkpoint_id not in protected], len(
         protected

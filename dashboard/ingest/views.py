@@ -57,6 +57,10 @@ def _status(code: int, message: str, kind: str, **headers: str) -> HttpResponse:
 def _authorize(request: HttpRequest) -> tuple[int, str] | None:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
+        if getattr(request, "user", None) is not None and request.user.is_authenticated:
+            # A browser session never ingests (no CSRF here): refused, as the fleet's
+            # report endpoint refuses one.
+            return 403, "ingest takes an API token, not a session: Authorization: Bearer <token>"
         return 401, "an API token is required: Authorization: Bearer <token>"
     token = authenticate_token(credentials)
     if token is None:

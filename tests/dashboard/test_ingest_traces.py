@@ -430,7 +430,9 @@ def test_token_without_the_ingest_permission_is_403(client: Client) -> None:
 
 def test_a_session_is_not_accepted_even_for_a_user_with_the_permission(client: Client) -> None:
     client.force_login(testing.make_user("worker", "traces.ingest_spans"))
-    assert _post(client, _request(_span()), {}).status_code == 401
+    response = _post(client, _request(_span()), {})
+    assert response.status_code == 403
+    assert "not a session" in _status(response).message
 
 
 @pytest.mark.parametrize(
