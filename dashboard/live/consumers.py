@@ -121,7 +121,11 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         interval = float(getattr(settings, "LIVE_REAUTH_INTERVAL", DEFAULT_REAUTH_INTERVAL))
         while True:
             await asyncio.sleep(interval)
-            code = await database_sync_to_async(_reason_to_close)(user_pk, session_key)
+            try:
+                code = await database_sync_to_async(_reason_to_close)(user_pk, session_key)
+            except Exception:  # a database blip must not switch re-authorisation off
+                logger.exception("could not re-authorise a websocket; trying again")
+                continue
             if code is not None:
                 await self.close(code=code)
                 return

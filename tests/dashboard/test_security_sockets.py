@@ -118,3 +118,33 @@ async def test_a_socket_whose_user_keeps_access_stays_open(
     _, client = await logged_in("vera")
     communicator = await _open(client, sockets)
     assert await _stays_open(communicator)
+
+
+async def test_a_failed_check_does_not_switch_re_authorisation_off(
+    sockets: list[WebsocketCommunicator], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dashboard.live import consumers
+
+    settings.LIVE_REAUTH_INTERVAL = 0.05
+    user, client = await logged_in("vera")
+    real = consumers._reason_to_close
+    calls = {"n": 0}
+
+    def flaky(user_pk: Any, session_key: str | None) -> int | None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database blip")
+        return real(user_pk, session_key)
+
+    monkeypatch.setattr(consumers, "_reason_to_close", flaky)
+    communicator = await _open(client, sockets)
+    await database_sync_to_async(User.objects.filter(pk=user.pk).update)(is_active=False)
+    # Polled, not awaited with receive_output: without the fix nothing ever arrives.
+    for _ in range(100):
+        if calls["n"] >= 2 and not communicator.output_queue.empty():
+            message = communicator.output_queue.get_nowait()
+            if message["type"] == "websocket.close":
+                assert message.get("code") == CLOSE_LOGGED_OUT
+                return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"the socket stayed open after {calls['n']} checks")
