@@ -230,7 +230,9 @@ def browser_page(daphne_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> 
 
 def screenshot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    # An artifact, not an assertion: a live chart repaints every second, so give a busy
+    # machine time for a stable frame.
+    page.screenshot(path=str(path), full_page=True, animations="disabled", timeout=30_000)
     return path
 
 
