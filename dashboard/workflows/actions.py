@@ -9,9 +9,9 @@ from django.contrib.auth.models import AnonymousUser
 
 from dashboard import audit
 
-from . import services
+from . import simulated
 
-CHOICES = ("default", *services.PRESETS)
+CHOICES = ("default", *simulated.PRESETS)
 
 
 def change_service_pattern(
@@ -21,7 +21,7 @@ def change_service_pattern(
     user: AbstractBaseUser | AnonymousUser | None,
     reason: str = "",
     source: str = "dashboard",
-    world: services.ServiceWorld | None = None,
+    world: simulated.ServiceWorld | None = None,
 ) -> dict[str, Any]:
     """Give the fake service ``name`` the preset ``choice`` (``default``: its configured one).
 
@@ -32,7 +32,7 @@ def change_service_pattern(
         ValueError: unknown service or choice, or a reason over 500 characters;
             nothing changed and nothing was audited.
     """
-    world = world or services.world()
+    world = world or simulated.world()
     reason = reason.strip()
     if len(reason) > audit.MAX_REASON:
         raise ValueError(f"reason must be at most {audit.MAX_REASON} characters, got {len(reason)}")
@@ -42,7 +42,7 @@ def change_service_pattern(
     if choice == "default":
         previous = world.restore(name)
     else:
-        previous = world.set_pattern(name, services.preset(choice, current))
+        previous = world.set_pattern(name, simulated.preset(choice, current))
     now = world.pattern(name)
     audit.record(
         user=user,

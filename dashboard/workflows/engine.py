@@ -45,7 +45,7 @@ from .definition import (
     new_state,
     validate_workflow_id,
 )
-from .services import ServiceError, ServiceWorld
+from .simulated import ServiceError, ServiceWorld
 
 
 def default_breaker_config() -> CircuitBreakerConfig:
@@ -376,10 +376,10 @@ def engine() -> WorkflowEngine:
     global _engine
     with _lock:
         if _engine is None:
-            from . import progress, services
+            from . import progress, simulated
 
             _engine = WorkflowEngine(
-                services.world(),
+                simulated.world(),
                 progress=progress.RunRecorder(),
                 checkpoint_interval=configured_interval(),
             )

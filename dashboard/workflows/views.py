@@ -19,7 +19,7 @@ from dashboard import audit
 from dashboard.permissions import OPERATE_SIMULATION, VIEW_DASHBOARD
 from resilience.circuit_breaker import circuit_breaker_registry
 
-from . import actions, gate, loadgen, selectors, services
+from . import actions, gate, loadgen, selectors, simulated
 
 
 class PatternForm(forms.Form):
@@ -27,13 +27,13 @@ class PatternForm(forms.Form):
     pattern = forms.ChoiceField(choices=[(c, c) for c in actions.CHOICES])
     reason = forms.CharField(required=False, max_length=audit.MAX_REASON, strip=True)
 
-    def __init__(self, *args: Any, world: services.ServiceWorld, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, world: simulated.ServiceWorld, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["service"].choices = [(name, name) for name in world.names()]  # type: ignore[attr-defined]
 
 
 def _panel_context() -> dict[str, Any]:
-    world = services.world()
+    world = simulated.world()
     rows = world.snapshot()
     for row in rows:
         breaker = circuit_breaker_registry.get(row["name"])
@@ -50,9 +50,9 @@ def _panel_context() -> dict[str, Any]:
 def pattern_form_context(request: HttpRequest) -> dict[str, Any]:
     """What ``_pattern_form.html`` needs (the simulation page and the overview use it)."""
     return {
-        "form": PatternForm(world=services.world()),
+        "form": PatternForm(world=simulated.world()),
         "can_operate": request.user.has_perm(OPERATE_SIMULATION),
-        "presets": {name: p.describe() for name, p in services.PRESETS.items()},
+        "presets": {name: p.describe() for name, p in simulated.PRESETS.items()},
     }
 
 
@@ -76,7 +76,7 @@ def panel(request: HttpRequest) -> HttpResponse:
 @permission_required(VIEW_DASHBOARD, raise_exception=True)
 @permission_required(OPERATE_SIMULATION, raise_exception=True)
 def set_pattern(request: HttpRequest) -> HttpResponse:
-    form = PatternForm(request.POST, world=services.world())
+    form = PatternForm(request.POST, world=simulated.world())
     error = ""
     row: dict[str, Any] | None = None
     if form.is_valid():

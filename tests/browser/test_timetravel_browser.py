@@ -27,18 +27,18 @@ HEALTHY = {
 
 @pytest.fixture(autouse=True)
 def _time_travel_setup(settings: Any, tmp_path: Path) -> Iterator[None]:
-    """Before the server forks: blobs in a temporary MEDIA_ROOT, healthy services."""
+    """Before the server forks: blobs in a temporary MEDIA_ROOT, healthy simulated."""
     from dashboard.checkpoints import store
-    from dashboard.workflows import engine, services
+    from dashboard.workflows import engine, simulated
     from resilience.checkpoint import set_default_checkpoint_manager
 
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.WORKFLOW_SERVICES = HEALTHY
     settings.WORKFLOW_EXECUTE_RATE = "100/60"
-    previous_world, previous_engine = services.install(None), engine.install(None)
+    previous_world, previous_engine = simulated.install(None), engine.install(None)
     previous_manager = set_default_checkpoint_manager(store.get_manager())
     yield
-    services.install(previous_world)
+    simulated.install(previous_world)
     engine.install(previous_engine)
     set_default_checkpoint_manager(previous_manager)
 
@@ -48,17 +48,17 @@ def parent_workflow(operator: str) -> str:
     """Grant the operator time travel and run wf-tour once (5 checkpoints)."""
     from django.contrib.auth.models import Permission, User
 
-    from dashboard.workflows import services
+    from dashboard.workflows import simulated
     from dashboard.workflows.engine import WorkflowEngine
     from dashboard.workflows.progress import RunRecorder
-    from dashboard.workflows.services import Pattern, ServiceWorld
+    from dashboard.workflows.simulated import Pattern, ServiceWorld
     from tests.clock import FakeClock
 
     user = User.objects.get(username=operator)
     for codename in ("execute_workflow", "resume_checkpoint", "fork_checkpoint", "view_spanrecord"):
         user.user_permissions.add(Permission.objects.get(codename=codename))
     clock = FakeClock()
-    patterns = {name: Pattern(latency_ms=1.0) for name in services.SERVICE_NAMES}
+    patterns = {name: Pattern(latency_ms=1.0) for name in simulated.SERVICE_NAMES}
     world = ServiceWorld(patterns, clock=clock, sleep=clock.advance, seed=2)
     WorkflowEngine(world, progress=RunRecorder(), checkpoint_interval=3, clock=clock).execute(
         "wf-tour", caller=operator

@@ -3,7 +3,7 @@
 Liveness thresholds are the server's (``FLEET_STALE_AFTER=3``, ``FLEET_GONE_AFTER=6``: far
 above the workers' 0.2 s reports, so a loaded machine does not make a live worker look
 stale); their exact boundaries are tested with an injected time in
-tests/dashboard/test_fleet.py.
+tests/dashboard/fleet/test_fleet.py.
 Here the tests only wait for states to be reached, never assert how long it took.
 """
 

@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from ninja import Router
 from ninja.responses import Status
 
-from dashboard.api import health, throttle
+from dashboard.api import healthchecks, throttle
 from dashboard.api.auth import caller_key, optional_user
 from dashboard.api.schemas import ErrorOut, HealthOut
 from dashboard.permissions import VIEW_DASHBOARD
@@ -27,7 +27,7 @@ router = Router(tags=["health"])
 def get_health(request: HttpRequest) -> Status[dict[str, Any]]:
     user = optional_user(request)
     throttle.check(request, caller_key(request, user))
-    status, checks = health.run_checks()
+    status, checks = healthchecks.run_checks()
     body: dict[str, Any] = {"status": status}
     if user.is_authenticated and user.has_perm(VIEW_DASHBOARD):
         body["checks"] = checks

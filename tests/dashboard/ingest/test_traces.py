@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from dashboard.api import health, testing, throttle
+from dashboard.api import healthchecks, testing, throttle
 from dashboard.ingest import stats as ingest_stats
 from dashboard.ingest.decode import IngestError, gunzip, parse
 from dashboard.ingest.spans import Limits, convert
@@ -479,7 +479,7 @@ def stuck_processor(monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseSpanPro
     processor = DatabaseSpanProcessor(writer=writer, max_queue=3, max_batch=1, interval=0.01)
     processor.release, processor.written = release, written  # type: ignore[attr-defined]
     monkeypatch.setattr(tracing, "_processor", processor)
-    monkeypatch.setattr(health, "_last_refused", None)
+    monkeypatch.setattr(healthchecks, "_last_refused", None)
     yield processor
     release.set()
     processor.shutdown()
@@ -489,7 +489,7 @@ def test_full_queue_is_503_with_retry_after_counted_and_in_health(
     client: Client, sender: dict[str, str], stuck_processor: DatabaseSpanProcessor
 ) -> None:
     before = ingest_stats.snapshot()
-    assert health.check_span_ingest()["status"] == "ok"
+    assert healthchecks.check_span_ingest()["status"] == "ok"
     spans = [_span(bytes([0, 0, 0, 0, 0, 0, 1, i + 1])) for i in range(4)]
     response = _post(client, _request(*spans), sender)
     assert response.status_code == 503
@@ -499,10 +499,10 @@ def test_full_queue_is_503_with_retry_after_counted_and_in_health(
     assert after["refused_requests"] == before["refused_requests"] + 1
     assert after["refused_spans"] == before["refused_spans"] + 4
     assert stuck_processor.stats()["dropped"] == 0  # refused, not dropped: the sender retries
-    check = health.check_span_ingest()
+    check = healthchecks.check_span_ingest()
     assert check["status"] == "degraded"
     assert "4 ingested spans refused" in check["detail"]
-    assert health.check_span_ingest()["status"] == "ok"  # nothing new since
+    assert healthchecks.check_span_ingest()["status"] == "ok"  # nothing new since
 
 
 def test_spans_that_fit_are_queued_and_reach_the_writer(

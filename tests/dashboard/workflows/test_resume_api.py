@@ -17,11 +17,11 @@ from dashboard.checkpoints.forks import fork_checkpoint
 from dashboard.checkpoints.models import Checkpoint
 from dashboard.models import AuditEntry
 from dashboard.workflows import engine as engine_module
-from dashboard.workflows import services
+from dashboard.workflows import simulated
 from dashboard.workflows.engine import NotResumable, WorkflowEngine, default_breaker_config
 from dashboard.workflows.models import WorkflowRun
 from dashboard.workflows.progress import RunRecorder
-from dashboard.workflows.services import Pattern, ServiceWorld
+from dashboard.workflows.simulated import Pattern, ServiceWorld
 from resilience.checkpoint import set_default_checkpoint_manager
 from resilience.circuit_breaker import CircuitBreaker
 from tests.clock import FakeClock
@@ -46,7 +46,7 @@ def media(settings: Any, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def engine(clock: FakeClock) -> Iterator[WorkflowEngine]:
-    patterns = {name: Pattern(latency_ms=5.0) for name in services.SERVICE_NAMES}
+    patterns = {name: Pattern(latency_ms=5.0) for name in simulated.SERVICE_NAMES}
     world = ServiceWorld(patterns, clock=clock, sleep=clock.advance, seed=2)
     for name in patterns:
         CircuitBreaker(name, default_breaker_config(), clock=clock)

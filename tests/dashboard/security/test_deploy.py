@@ -17,7 +17,7 @@ from django.test import Client
 from dashboard import cluster
 from dashboard.alerts.delivery import banner_html
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def documented_production_env() -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 from django.db.utils import OperationalError
 from django.test import Client
 
-from dashboard.api import health, testing, throttle
+from dashboard.api import healthchecks, testing, throttle
 from dashboard.ingest import stats as ingest_stats
 from dashboard.traces import tracing
 from resilience.circuit_breaker import CircuitBreakerConfig, circuit_breaker_registry
@@ -32,8 +32,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Any) -> 
     settings.MEDIA_ROOT = tmp_path
     stats = {"queued": 0, "dropped": 0, "written": 0, "failed": 0, "failed_batches": 0}
     monkeypatch.setattr(tracing, "stats", lambda: dict(stats))
-    monkeypatch.setattr(health, "_last_lost", None)
-    monkeypatch.setattr(health, "_last_refused", None)
+    monkeypatch.setattr(healthchecks, "_last_lost", None)
+    monkeypatch.setattr(healthchecks, "_last_refused", None)
     monkeypatch.setattr(ingest_stats, "_counts", dict.fromkeys(ingest_stats.snapshot(), 0))
     yield
 
@@ -76,7 +76,7 @@ def test_database_failure_is_down_and_503(
             raise OperationalError("connection refused")
 
     # Only the health check's own connection handle: authentication still works.
-    monkeypatch.setattr(health, "connection", Unreachable())
+    monkeypatch.setattr(healthchecks, "connection", Unreachable())
     anonymous = client.get(URL)
     assert (anonymous.status_code, anonymous.json()) == (503, {"status": "down"})
     detailed = client.get(URL, **viewer)
@@ -88,10 +88,10 @@ def test_database_failure_is_down_and_503(
 def test_a_check_that_raises_is_reported_not_a_500(
     client: Client, viewer: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken() -> health.Check:
+    def broken() -> healthchecks.Check:
         raise RuntimeError("bug")
 
-    monkeypatch.setitem(health.CHECKS, "breakers", broken)
+    monkeypatch.setitem(healthchecks.CHECKS, "breakers", broken)
     body = client.get(URL, **viewer).json()
     assert body["status"] == "degraded"
     assert "RuntimeError: bug" in body["checks"]["breakers"]["detail"]

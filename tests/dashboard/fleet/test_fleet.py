@@ -488,7 +488,7 @@ def test_fleet_settings_come_from_the_environment() -> None:
     code = f"import dashboard.settings as s; print({names})"
     done = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         env=env,
         capture_output=True,
         text=True,

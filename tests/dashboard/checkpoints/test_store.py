@@ -27,7 +27,7 @@ from resilience.errors import CheckpointCorruptedError, CheckpointError, Checkpo
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DAY = 86400.0
 
 

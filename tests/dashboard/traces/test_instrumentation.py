@@ -22,7 +22,7 @@ from dashboard.traces import tracing
 from dashboard.traces.models import SpanRecord, TraceSummary
 from dashboard.traces.processor import DatabaseSpanProcessor
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OTEL_MIDDLEWARE = (
     "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
 )

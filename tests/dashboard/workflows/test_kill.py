@@ -25,7 +25,7 @@ import pytest
 
 from tests.services import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WORKFLOW = "killed-1"
 
 SETUP = """

@@ -22,12 +22,12 @@ from dashboard.checkpoints.store import DjangoCheckpointStore
 from dashboard.models import AuditEntry
 from dashboard.traces.models import SpanRecord
 from dashboard.workflows import engine as engine_module
-from dashboard.workflows import services
+from dashboard.workflows import simulated
 from dashboard.workflows.definition import STEPS
 from dashboard.workflows.engine import WorkflowEngine, default_breaker_config
 from dashboard.workflows.models import WorkflowRun
 from dashboard.workflows.progress import RunRecorder
-from dashboard.workflows.services import Pattern, ServiceWorld
+from dashboard.workflows.simulated import Pattern, ServiceWorld
 from resilience.checkpoint import StateCheckpointManager, set_default_checkpoint_manager
 from resilience.circuit_breaker import CircuitBreaker
 from tests.clock import FakeClock
@@ -50,7 +50,7 @@ def media(settings: Any, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def world(clock: FakeClock) -> Iterator[ServiceWorld]:
-    patterns = {name: Pattern(latency_ms=5.0) for name in services.SERVICE_NAMES}
+    patterns = {name: Pattern(latency_ms=5.0) for name in simulated.SERVICE_NAMES}
     created = ServiceWorld(patterns, clock=clock, sleep=clock.advance, seed=2)
     for name in patterns:
         CircuitBreaker(name, default_breaker_config(), clock=clock)

@@ -14,7 +14,7 @@ from dashboard.workflows.engine import WorkflowEngine, default_breaker_config
 from dashboard.workflows.loadgen import LoadConfig, LoadGenerator
 from dashboard.workflows.models import RunStatus, WorkflowRun
 from dashboard.workflows.progress import RunRecorder
-from dashboard.workflows.services import SERVICE_NAMES, Pattern, ServiceWorld
+from dashboard.workflows.simulated import SERVICE_NAMES, Pattern, ServiceWorld
 from resilience.checkpoint import StateCheckpointManager
 from resilience.circuit_breaker import CircuitBreaker
 from resilience.errors import ConfigValueError

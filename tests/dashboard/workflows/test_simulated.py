@@ -9,8 +9,8 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from dashboard.workflows import services
-from dashboard.workflows.services import (
+from dashboard.workflows import simulated
+from dashboard.workflows.simulated import (
     DEFAULT_PATTERNS,
     Pattern,
     ServiceError,
@@ -155,7 +155,7 @@ def test_a_preset_keeps_the_services_latency() -> None:
 
 
 def test_patterns_are_read_from_a_json_file_then_the_setting(tmp_path: Path) -> None:
-    path = tmp_path / "services.json"
+    path = tmp_path / "simulated.json"
     path.write_text(json.dumps({"payments": {"mode": "down"}, "llm": {"latency_ms": 5}}))
     with override_settings(
         WORKFLOW_SERVICES_FILE=str(path), WORKFLOW_SERVICES={"llm": {"mode": "slow"}}
@@ -191,13 +191,13 @@ def test_an_unreadable_file_is_improperly_configured(tmp_path: Path) -> None:
 
 
 def test_the_process_world_is_built_once_and_can_be_replaced(clock: FakeClock) -> None:
-    previous = services.install(None)
+    previous = simulated.install(None)
     try:
-        first = services.world()
-        assert services.world() is first
+        first = simulated.world()
+        assert simulated.world() is first
         assert first.names() == list(DEFAULT_PATTERNS)
         replacement = _world(clock, llm=Pattern())
-        services.install(replacement)
-        assert services.world() is replacement
+        simulated.install(replacement)
+        assert simulated.world() is replacement
     finally:
-        services.install(previous)
+        simulated.install(previous)

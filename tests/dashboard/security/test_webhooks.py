@@ -27,7 +27,7 @@ from dashboard.alerts.delivery import (
 from dashboard.alerts.models import Delivery, NotificationChannel
 from dashboard.api import testing
 from tests.clock import FakeClock
-from tests.dashboard.test_alerts_delivery import Receiver, closed_port_url, firing_alert
+from tests.dashboard.alerts.test_delivery import Receiver, closed_port_url, firing_alert
 
 pytestmark = pytest.mark.django_db
 

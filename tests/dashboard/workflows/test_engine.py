@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from dashboard.traces import tracing
 from dashboard.workflows.definition import AGENT_ID, STEPS, Run
 from dashboard.workflows.engine import WorkflowBusy, WorkflowEngine, default_breaker_config
-from dashboard.workflows.services import Pattern, ServiceWorld
+from dashboard.workflows.simulated import Pattern, ServiceWorld
 from resilience import telemetry
 from resilience.checkpoint import StateCheckpointManager
 from resilience.circuit_breaker import CircuitBreaker, CircuitState

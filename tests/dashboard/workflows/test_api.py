@@ -13,12 +13,12 @@ from dashboard.api import throttle
 from dashboard.api.testing import bearer, make_user, token_for
 from dashboard.traces import tracing
 from dashboard.workflows import engine as engine_module
-from dashboard.workflows import services
+from dashboard.workflows import simulated
 from dashboard.workflows.definition import AGENT_ID, STEPS
 from dashboard.workflows.engine import WorkflowEngine, default_breaker_config
 from dashboard.workflows.models import RunStatus, WorkflowRun
 from dashboard.workflows.progress import RunRecorder
-from dashboard.workflows.services import Pattern, ServiceWorld
+from dashboard.workflows.simulated import Pattern, ServiceWorld
 from resilience.checkpoint import checkpoint_manager
 from resilience.circuit_breaker import CircuitBreaker
 from resilience.rate_limiter import rate_limiter_registry
@@ -52,7 +52,7 @@ def _media(settings: object, tmp_path: Path) -> None:
 
 @pytest.fixture
 def world(clock: FakeClock) -> Iterator[ServiceWorld]:
-    patterns = {name: Pattern(latency_ms=5.0) for name in services.SERVICE_NAMES}
+    patterns = {name: Pattern(latency_ms=5.0) for name in simulated.SERVICE_NAMES}
     created = ServiceWorld(patterns, clock=clock, sleep=clock.advance, seed=2)
     for name in patterns:
         CircuitBreaker(name, default_breaker_config(), clock=clock)

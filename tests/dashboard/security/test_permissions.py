@@ -7,7 +7,7 @@ from django.test import Client
 
 from dashboard.api import testing, throttle
 from dashboard.models import AuditEntry
-from dashboard.workflows import services
+from dashboard.workflows import simulated
 
 pytestmark = pytest.mark.django_db
 
@@ -46,12 +46,12 @@ def test_api_metrics_reset_needs_the_view_permission_too() -> None:
 
 
 def test_set_pattern_needs_the_view_permission_too() -> None:
-    before = services.world().pattern("payments").mode
+    before = simulated.world().pattern("payments").mode
     response = _client("workflows.operate_simulation").post(
         "/simulation/pattern/", {"service": "payments", "pattern": "down"}
     )
     assert response.status_code == 403
-    assert services.world().pattern("payments").mode == before
+    assert simulated.world().pattern("payments").mode == before
     assert not AuditEntry.objects.exists()
 
 

@@ -10,9 +10,9 @@ from django.test import Client
 
 from dashboard.api.testing import make_user
 from dashboard.models import AuditEntry
-from dashboard.workflows import services
+from dashboard.workflows import simulated
 from dashboard.workflows.actions import change_service_pattern
-from dashboard.workflows.services import Pattern, ServiceWorld
+from dashboard.workflows.simulated import Pattern, ServiceWorld
 from tests.dashboard.conftest import FakeClock
 
 pytestmark = [
@@ -27,13 +27,13 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 @pytest.fixture(autouse=True)
 def world(clock: FakeClock) -> Iterator[ServiceWorld]:
     created = ServiceWorld(
-        {name: Pattern(latency_ms=50.0) for name in services.SERVICE_NAMES},
+        {name: Pattern(latency_ms=50.0) for name in simulated.SERVICE_NAMES},
         clock=clock,
         sleep=clock.advance,
     )
-    previous = services.install(created)
+    previous = simulated.install(created)
     yield created
-    services.install(previous)
+    simulated.install(previous)
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_the_page_lists_services_their_patterns_and_recent_runs(viewer: User) ->
     response = _client(viewer).get("/simulation/")
     assert response.status_code == 200
     html = response.content.decode()
-    for name in services.SERVICE_NAMES:
+    for name in simulated.SERVICE_NAMES:
         assert f'data-service="{name}"' in html
     assert "No workflow has run yet." in html
     assert "operate simulation" in html  # a viewer is told why there is no form
@@ -200,6 +200,6 @@ def test_the_overview_lets_operators_break_a_service(operator: User, viewer: Use
         **HTMX,
     )
     assert response.status_code == 200
-    [payments] = [row for row in services.world().snapshot() if row["name"] == "payments"]
+    [payments] = [row for row in simulated.world().snapshot() if row["name"] == "payments"]
     assert payments["down_now"] and payments["pattern"]["mode"] == "down"
     assert AuditEntry.objects.get(action="simulation.set_pattern").reason == "from the overview"
