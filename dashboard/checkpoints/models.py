@@ -7,7 +7,8 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
-from resilience.checkpoint import CHECKPOINT_ID_PATTERN, NAME_PATTERN, CheckpointRecord
+from resilience.checkpoint import CHECKPOINT_ID_PATTERN, CODECS, NAME_PATTERN, CheckpointRecord
+from resilience.checkpoint.compression import CODEC_NAME_MAX_LENGTH
 
 CHECKPOINT_ID_LENGTH = 30  # "ck_" + 14 hex + "_" + 12 hex
 NAME_MAX_LENGTH = 128
@@ -22,10 +23,10 @@ validate_name = RegexValidator(
 )
 
 
-class Codec(models.TextChoices):
-    ZSTD = "zstd", "zstd"
-    GZIP = "gzip", "gzip"
-    NONE = "none", "none"
+def codec_choices() -> list[tuple[str, str]]:
+    """The registered codecs (``resilience.checkpoint.CODECS``), read when asked: a codec
+    registered after startup appears in the admin's filter without a migration."""
+    return [(codec.name, codec.name) for codec in CODECS]
 
 
 class Checkpoint(models.Model):
@@ -52,7 +53,7 @@ class Checkpoint(models.Model):
     raw_size = models.PositiveBigIntegerField(help_text="bytes of JSON state")
     stored_size = models.PositiveBigIntegerField(help_text="bytes of compressed payload")
     sha256 = models.CharField(max_length=64, help_text="SHA-256 of the compressed payload")
-    codec = models.CharField(max_length=8, choices=Codec.choices)
+    codec = models.CharField(max_length=CODEC_NAME_MAX_LENGTH, choices=codec_choices)
     metadata = models.JSONField(default=dict, blank=True)
     storage_path = models.CharField(max_length=255, help_text="blob name in Django storage")
     seq = models.BigIntegerField(

@@ -10,7 +10,10 @@ Settings (all optional):
     Folder of the blobs in that storage (default ``"checkpoints"``); a blob is
     ``<prefix>/<checkpoint_id>.ckpt``. Changing it orphans existing blobs.
 ``CHECKPOINT_COMPRESSION``
-    ``"zstd"`` (default), ``"gzip"`` or ``"none"`` (or True/False), for new saves.
+    The codec of new saves: the name of a codec in ``resilience.checkpoint.CODECS``
+    (``"zstd"``, the default, ``"gzip"``, ``"none"``, or one added with
+    ``register_codec()`` before the manager is built, e.g. in an ``AppConfig.ready``),
+    or True/False. Any other value is an ``ImproperlyConfigured`` listing the codecs.
 ``CHECKPOINT_SIGNING_KEY``
     Key for the blobs' HMAC. Default: derived from ``SECRET_KEY`` as
     ``salted_hmac(SIGNING_KEY_SALT, "signing-key", secret=SECRET_KEY, algorithm="sha256")``,
@@ -53,6 +56,7 @@ from resilience.checkpoint import (
     StateCheckpointManager,
     set_default_checkpoint_manager,
 )
+from resilience.checkpoint.compression import DEFAULT_CODEC
 from resilience.errors import CheckpointError, CheckpointNotFoundError, ResilienceError
 
 from .models import Checkpoint
@@ -300,7 +304,7 @@ def build_manager() -> StateCheckpointManager:
     """
     try:
         return StateCheckpointManager(
-            compression=getattr(settings, "CHECKPOINT_COMPRESSION", "zstd"),
+            compression=getattr(settings, "CHECKPOINT_COMPRESSION", DEFAULT_CODEC),
             signing_key=signing_key(),
             store=DjangoCheckpointStore(
                 alias=getattr(settings, "CHECKPOINT_STORAGE", "default"),

@@ -22,6 +22,13 @@ from resilience.checkpoint._default import (
 )
 from resilience.checkpoint._ids import CHECKPOINT_ID_PATTERN, NAME_PATTERN
 from resilience.checkpoint.auto import AutoCheckpointer
+from resilience.checkpoint.compression import (
+    CODECS,
+    Codec,
+    CodecRegistry,
+    UnknownCodecError,
+    register_codec,
+)
 from resilience.checkpoint.local import FileBlobStore, LocalCheckpointStore, SqliteMetadataIndex
 from resilience.checkpoint.manager import StateCheckpointManager
 from resilience.checkpoint.results import CleanupResult, RebuildResult
@@ -38,6 +45,9 @@ __all__ = [
     "AutoCheckpointer",
     "BlobStore",
     "CHECKPOINT_ID_PATTERN",
+    "CODECS",
+    "Codec",
+    "CodecRegistry",
     "CheckpointRecord",
     "CheckpointStore",
     "CleanupResult",
@@ -50,7 +60,9 @@ __all__ = [
     "RebuildResult",
     "SqliteMetadataIndex",
     "StateCheckpointManager",
+    "UnknownCodecError",
     "checkpoint_manager",
     "get_default_checkpoint_manager",
+    "register_codec",
     "set_default_checkpoint_manager",
 ]

@@ -153,8 +153,7 @@ def _record(fields: Any) -> CheckpointRecord:
             raise ValueError(f"malformed name {name!r}")
     if _SHA256_HEX.fullmatch(record.sha256) is None:
         raise ValueError("malformed sha256")
-    if record.codec not in CODECS:
-        raise ValueError(f"unknown codec {record.codec!r}")
+    CODECS.get(record.codec)  # UnknownCodecError (a ValueError) lists the known codecs
     if record.raw_size < 0 or record.stored_size < 0:
         raise ValueError("negative size")
     return record

@@ -60,8 +60,10 @@ class StateCheckpointManager:
     Args:
         checkpoint_dir: directory of the default :class:`LocalCheckpointStore`; ignored
             when ``store`` is given. Nothing is created until the first save or query.
-        compression: ``True``/``"zstd"`` (default), ``"gzip"``, ``False``/``"none"``.
-            Only affects new saves: each blob records its own codec.
+        compression: ``True``/``"zstd"`` (default), ``"gzip"``, ``False``/``"none"``,
+            or the name of any codec added with
+            :func:`~resilience.checkpoint.register_codec`. Only affects new saves: each
+            blob records its own codec.
         signing_key: bytes or str; when set, new blobs carry an HMAC-SHA256 and loads
             reject blobs without a valid one.
         store: any :class:`CheckpointStore` (e.g. a Django-backed one).

@@ -74,7 +74,7 @@ class CheckpointRecord:
         raw_size: bytes of the JSON state before compression.
         stored_size: bytes of the compressed payload (the blob adds a small header).
         sha256: hex SHA-256 of the compressed payload.
-        codec: ``"zstd"``, ``"gzip"`` or ``"none"``.
+        codec: the name of a registered codec (``"zstd"``, ``"gzip"``, ``"none"``...).
         metadata: the caller's metadata, as plain JSON types.
     """
 
