@@ -139,7 +139,7 @@ class AlertRule(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from .params import parse_parameters
+        from .sources import parse_parameters
 
         if not isinstance(self.parameters, dict):
             raise ValidationError({"parameters": "Parameters must be a JSON object."})

@@ -1,4 +1,5 @@
-"""The parameters of each kind of alert rule, checked into frozen dataclasses.
+"""The parameters of each kind of alert rule, checked into frozen dataclasses (each
+kind is registered with its dataclass and evaluator in :mod:`.sources`).
 
 Errors name the parameter and the value (``ValueError`` / ``TypeError`` subclasses
 from :mod:`resilience.errors`), so the admin form and the rule's ``last_error`` say
@@ -23,15 +24,12 @@ Per kind (``*`` globs match breaker and limiter names):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from resilience._validate import duration, non_negative, positive
 from resilience.circuit_breaker import CircuitState
 from resilience.errors import ConfigTypeError, ConfigValueError
-
-from .models import RuleKind
 
 __all__ = [
     "AGGREGATES",
@@ -41,7 +39,6 @@ __all__ = [
     "LimiterParams",
     "MetricParams",
     "SpanErrorParams",
-    "parse_parameters",
 ]
 
 
@@ -164,40 +161,3 @@ def _finite(field: str, value: object) -> float:
     if not math.isfinite(value):
         raise ConfigValueError(f"{field} must be finite, got {value!r}")
     return float(value)
-
-
-_PARAMS: dict[str, type[Any]] = {
-    RuleKind.BREAKER_OPEN: BreakerParams,
-    RuleKind.LIMITER_REJECTIONS: LimiterParams,
-    RuleKind.METRIC_THRESHOLD: MetricParams,
-    RuleKind.SPAN_ERROR_RATE: SpanErrorParams,
-    RuleKind.SPAN_DROPS: CountParams,
-    RuleKind.CHECKPOINT_FAILURES: CountParams,
-}
-
-
-def parse_parameters(kind: str, parameters: Mapping[str, Any]) -> Any:
-    """Check a rule's parameters; returns them as the kind's frozen dataclass.
-
-    Raises:
-        ValueError / TypeError: unknown kind, unknown or missing parameter, bad value;
-            the message names the parameter and the value.
-    """
-    cls = _PARAMS.get(kind)
-    if cls is None:
-        raise ConfigValueError(f"unknown rule kind {kind!r}, expected one of {sorted(_PARAMS)}")
-    if not isinstance(parameters, Mapping):
-        raise ConfigTypeError(f"parameters must be a JSON object, got {parameters!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(parameters) - known)
-    if unknown:
-        raise ConfigValueError(
-            f"unknown parameter {unknown[0]!r} for {kind} rules, expected some of {sorted(known)}"
-        )
-    required = {
-        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-    }
-    missing = sorted(required - set(parameters))
-    if missing:
-        raise ConfigValueError(f"{kind} rules need the parameter {missing[0]!r}")
-    return cls(**parameters)

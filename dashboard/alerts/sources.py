@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +26,7 @@ from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.events import BreakerStateChanged, CheckpointCorrupted, Event, bus
 from resilience.rate_limiter import rate_limiter_registry
 
+from .kinds import Evaluation, Observation, RuleError, RuleKindRegistry, SampleMemory
 from .models import RuleKind
 from .params import (
     AGGREGATES,
@@ -37,10 +36,10 @@ from .params import (
     LimiterParams,
     MetricParams,
     SpanErrorParams,
-    parse_parameters,
 )
 
 __all__ = [
+    "RULE_KINDS",
     "Observation",
     "RuleError",
     "SampleMemory",
@@ -51,19 +50,8 @@ __all__ = [
     "report_checkpoint_verification_failure",
 ]
 
-
-class RuleError(ValueError):
-    """The rule cannot be evaluated as written (unknown metric, bad parameter...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """The condition of one rule for one subject at one evaluation."""
-
-    subject: str
-    value: float | None
-    active: bool
-    message: str
+RULE_KINDS = RuleKindRegistry()
+"""Every kind of rule, registered below with its parameters and evaluator."""
 
 
 # ---- counters kept here -----------------------------------------------------------------
@@ -112,49 +100,17 @@ def _open_count(name: str) -> int:
     return _open_counts.get(name, 0)
 
 
-# ---- memory of earlier samples, for rates and increases ---------------------------------
-
-
-class SampleMemory:
-    """Recent samples of monotonic counters, to turn totals into increases over a window."""
-
-    def __init__(self) -> None:
-        self._samples: dict[tuple[Any, ...], deque[tuple[float, float]]] = {}
-        self._marks: dict[tuple[Any, ...], Any] = {}
-
-    def increase(
-        self, key: tuple[Any, ...], value: float, now: float, window: float
-    ) -> tuple[float, float] | None:
-        """Record ``value`` at ``now``; return (increase, seconds covered) over ``window``.
-
-        None on the first sample. A counter that went down (its owner was re-created)
-        starts over.
-        """
-        samples = self._samples.setdefault(key, deque())
-        if samples and value < samples[-1][1]:
-            samples.clear()
-        samples.append((now, value))
-        # Keep the newest sample at or before the window's start as the baseline.
-        while len(samples) > 1 and samples[1][0] <= now - window:
-            samples.popleft()
-        if len(samples) < 2:
-            return None
-        start, base = samples[0]
-        return value - base, now - start
-
-    def mark(self, key: tuple[Any, ...], value: Any) -> Any:
-        """Remember ``value`` under ``key``; return what was remembered before (or None)."""
-        previous = self._marks.get(key)
-        self._marks[key] = value
-        return previous
-
-    def prune(self, now: float, max_age: float = 3600.0) -> None:
-        """Forget series not sampled for ``max_age`` seconds (deleted limiters, rules)."""
-        for key in [k for k, s in self._samples.items() if not s or s[-1][0] < now - max_age]:
-            del self._samples[key]
-
-
 # ---- evaluation ----------------------------------------------------------------------------
+
+
+def parse_parameters(kind: str, parameters: Mapping[str, Any]) -> Any:
+    """Check a rule's parameters; returns them as the kind's frozen dataclass.
+
+    Raises:
+        ValueError / TypeError: unknown kind, unknown or missing parameter, bad value;
+            the message names the parameter and the value.
+    """
+    return RULE_KINDS.parse(kind, parameters)
 
 
 def evaluate(
@@ -172,13 +128,12 @@ def evaluate(
     Raises:
         RuleError / ValueError / TypeError: the rule cannot be evaluated.
     """
-    params = parse_parameters(kind, parameters)
-    return _EVALUATORS[kind](params, memory, key, now)
+    return RULE_KINDS.evaluate(kind, parameters, Evaluation(memory, key, now))
 
 
-def _breakers(
-    params: BreakerParams, memory: SampleMemory, key: Any, now: float
-) -> list[Observation]:
+@RULE_KINDS.register(RuleKind.BREAKER_OPEN, params=BreakerParams)
+def _breakers(params: BreakerParams, at: Evaluation) -> list[Observation]:
+    memory, key, now = at.memory, at.key, at.now
     result = []
     for breaker in circuit_breaker_registry.all():
         name = breaker.name
@@ -206,15 +161,14 @@ def _breakers(
     return result
 
 
-def _limiters(
-    params: LimiterParams, memory: SampleMemory, key: Any, now: float
-) -> list[Observation]:
+@RULE_KINDS.register(RuleKind.LIMITER_REJECTIONS, params=LimiterParams)
+def _limiters(params: LimiterParams, at: Evaluation) -> list[Observation]:
     result = []
     for limiter in rate_limiter_registry.all():
         name = limiter.name
         if name is None or not fnmatch.fnmatchcase(name, params.limiter):
             continue
-        seen = memory.increase((key, name), float(limiter.rejected), now, params.window)
+        seen = at.memory.increase((at.key, name), float(limiter.rejected), at.now, params.window)
         if seen is None or seen[1] <= 0:
             result.append(Observation(name, None, False, f"limiter {name}: first sample"))
             continue
@@ -230,7 +184,8 @@ def _limiters(
     return result
 
 
-def _metrics(params: MetricParams, memory: SampleMemory, key: Any, now: float) -> list[Observation]:
+@RULE_KINDS.register(RuleKind.METRIC_THRESHOLD, params=MetricParams)
+def _metrics(params: MetricParams, at: Evaluation) -> list[Observation]:
     snapshot = telemetry.metrics.snapshot()
     prefix = params.metric + "{"
     for kind in ("counter", "gauge", "histogram"):
@@ -259,7 +214,7 @@ def _metrics(params: MetricParams, memory: SampleMemory, key: Any, now: float) -
         elif kind == "histogram":
             value = raw.get(aggregate)
         elif aggregate == "rate":
-            seen = memory.increase((key, name), float(raw), now, params.window)
+            seen = at.memory.increase((at.key, name), float(raw), at.now, params.window)
             value = None if seen is None or seen[1] <= 0 else seen[0] / seen[1]
         else:
             value = float(raw)
@@ -279,12 +234,11 @@ def _metrics(params: MetricParams, memory: SampleMemory, key: Any, now: float) -
     return result
 
 
-def _span_errors(
-    params: SpanErrorParams, memory: SampleMemory, key: Any, now: float
-) -> list[Observation]:
+@RULE_KINDS.register(RuleKind.SPAN_ERROR_RATE, params=SpanErrorParams)
+def _span_errors(params: SpanErrorParams, at: Evaluation) -> list[Observation]:
     from dashboard.traces.models import SpanRecord, SpanStatus
 
-    since = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=params.window)
+    since = datetime.fromtimestamp(at.now, tz=UTC) - timedelta(seconds=params.window)
     spans = SpanRecord.objects.filter(start__gte=since)
     if params.service:
         spans = spans.filter(service=params.service)
@@ -310,9 +264,9 @@ def _span_errors(
 
 
 def _increase_of(
-    subject: str, total: float, params: CountParams, memory: SampleMemory, key: Any, now: float
+    subject: str, total: float, params: CountParams, at: Evaluation
 ) -> list[Observation]:
-    seen = memory.increase((key, subject), total, now, params.window)
+    seen = at.memory.increase((at.key, subject), total, at.now, params.window)
     count = 0.0 if seen is None else seen[0]
     return [
         Observation(
@@ -324,28 +278,14 @@ def _increase_of(
     ]
 
 
-def _span_drops(
-    params: CountParams, memory: SampleMemory, key: Any, now: float
-) -> list[Observation]:
+@RULE_KINDS.register(RuleKind.SPAN_DROPS, params=CountParams)
+def _span_drops(params: CountParams, at: Evaluation) -> list[Observation]:
     from dashboard.traces import tracing
 
-    return _increase_of(
-        "dropped spans", float(tracing.stats()["dropped"]), params, memory, key, now
-    )
+    return _increase_of("dropped spans", float(tracing.stats()["dropped"]), params, at)
 
 
-def _checkpoint_failures_source(
-    params: CountParams, memory: SampleMemory, key: Any, now: float
-) -> list[Observation]:
+@RULE_KINDS.register(RuleKind.CHECKPOINT_FAILURES, params=CountParams)
+def _checkpoint_failures_source(params: CountParams, at: Evaluation) -> list[Observation]:
     total = float(checkpoint_verification_failures())
-    return _increase_of("checkpoint verification failures", total, params, memory, key, now)
-
-
-_EVALUATORS: dict[str, Callable[[Any, SampleMemory, Any, float], list[Observation]]] = {
-    RuleKind.BREAKER_OPEN: _breakers,
-    RuleKind.LIMITER_REJECTIONS: _limiters,
-    RuleKind.METRIC_THRESHOLD: _metrics,
-    RuleKind.SPAN_ERROR_RATE: _span_errors,
-    RuleKind.SPAN_DROPS: _span_drops,
-    RuleKind.CHECKPOINT_FAILURES: _checkpoint_failures_source,
-}
+    return _increase_of("checkpoint verification failures", total, params, at)
