@@ -5,7 +5,6 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard import views
-from dashboard.workflows.api import api as workflows_api
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -16,11 +15,9 @@ urlpatterns = [
     path("alerts/", include("dashboard.alerts.urls")),
     path("simulation/", include("dashboard.workflows.urls")),
     path("checkpoints/", include("dashboard.checkpoints.urls")),
-    # /api/workflows and /api/workflows/{id}[/execute] (no trailing slash on the list)
     # /fleet/ pages and the workers' report endpoint /api/fleet/v1/report
     path("", include("dashboard.fleet.urls")),
-    path("api/", workflows_api.urls),
-    # /api/observability/... and the Prometheus scrape endpoint /metrics
+    # /api/workflows/..., /api/observability/... and the Prometheus scrape endpoint /metrics
     path("", include("dashboard.api.urls")),
     # OTLP/HTTP receiver: POST /v1/traces
     path("", include("dashboard.ingest.urls")),

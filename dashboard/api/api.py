@@ -1,4 +1,19 @@
-"""The observability REST API (django-ninja), mounted at ``/api/observability/``."""
+"""The REST APIs (django-ninja): one router per resource in :mod:`.routers`, built here.
+
+- ``api``: the observability API at ``/api/observability/`` (its schema at
+  ``/api/observability/openapi.json``);
+- ``workflows_api``: the workflow API at ``/api/workflows`` (its schema at
+  ``/api/workflows/openapi.json``).
+
+The two are separate ``NinjaAPI`` objects because they are separate public documents
+under separate prefixes, and a ``NinjaAPI`` serves one schema under one prefix:
+mounting the workflow router on ``api`` would move it to
+``/api/observability/workflows`` and merge the two schemas. Both are built by
+:func:`build_api`, so they share the parser, the error bodies, the docs guard and the
+rate-limit headers; every operation authenticates, throttles and checks permissions
+through :mod:`.auth` (``auth=require(...)``, or ``anyone()`` where anonymous callers
+are allowed).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +24,22 @@ from ninja import NinjaAPI
 from ninja.parser import Parser
 from ninja.types import DictStrAny
 
-from dashboard.alerts.api import router as alerts_router
 from dashboard.fleet.api import router as fleet_router
-from dashboard.permissions import VIEW_DASHBOARD
+from dashboard.permissions import EXECUTE_WORKFLOW, VIEW_DASHBOARD
 
 from . import throttle
 from .auth import docs_guard
 from .errors import install_handlers
-from .routers import breakers, checkpoints, health, limiters, metrics, traces
+from .routers import (
+    alerts,
+    breakers,
+    checkpoints,
+    health,
+    limiters,
+    metrics,
+    traces,
+    workflows,
+)
 
 
 class LenientParser(Parser):
@@ -52,7 +75,14 @@ class ObservabilityAPI(NinjaAPI):
         return response
 
 
-api = ObservabilityAPI(
+def build_api(**kwargs: Any) -> ObservabilityAPI:
+    """A NinjaAPI with this project's parser, error handlers, docs guard and headers."""
+    built = ObservabilityAPI(parser=LenientParser(), **kwargs)
+    install_handlers(built)
+    return built
+
+
+api = build_api(
     title="Resilience observability API",
     version="1.0.0",
     description=(
@@ -64,16 +94,30 @@ api = ObservabilityAPI(
         "`RateLimit-*` response headers."
     ),
     urls_namespace="observability-api",
-    parser=LenientParser(),
     docs_url="/docs",
     openapi_url="/openapi.json",
 )
-install_handlers(api)
 api.add_router("/traces", traces.router)
 api.add_router("/metrics", metrics.router)
 api.add_router("/checkpoints", checkpoints.router)
 api.add_router("/circuit-breakers", breakers.router)
 api.add_router("/rate-limiters", limiters.router)
 api.add_router("/health", health.router)
-api.add_router("/alerts", alerts_router)
+api.add_router("/alerts", alerts.router)
+# The fleet's router lives with its app (dashboard/fleet/api.py) for now.
 api.add_router("/fleet", fleet_router)
+
+workflows_api = build_api(
+    title="Resilience workflow API",
+    version="1.0.0",
+    description=(
+        "Execute the simulated multi-agent workflow and follow its progress. Same "
+        "authentication as the observability API (session with CSRF, or "
+        f"`Authorization: Bearer <API token>`). Reads need `{VIEW_DASHBOARD}`; "
+        f"executing needs `{EXECUTE_WORKFLOW}`."
+    ),
+    urls_namespace="workflows-api",
+    docs_url="/workflows/docs",
+    openapi_url="/workflows/openapi.json",
+)
+workflows_api.add_router("/workflows", workflows.router)

@@ -1,8 +1,9 @@
 """API authentication: bearer tokens or the browser session (CSRF on mutations).
 
-Each operation gets ``auth=require("<app.permission>")``. The checks run in this
-order: who is calling (401 if nobody), their rate limit (429), then the permission
-(403), so a caller hammering an endpoint it may not use is still limited.
+Each operation gets ``auth=require("<app.permission>")`` (or ``auth=anyone()`` where
+anonymous callers are welcome, ``/health``). The checks run in this order: who is
+calling (401 if nobody), their rate limit (429), then the permission (403), so a
+caller hammering an endpoint it may not use is still limited.
 """
 
 from __future__ import annotations
@@ -124,6 +125,28 @@ def optional_user(request: HttpRequest) -> User | AnonymousUser:
     if user is not None and user.is_authenticated and user.is_active:
         return user  # type: ignore[no-any-return]
     return AnonymousUser()
+
+
+class Anyone:
+    """Auth that admits anonymous callers, still identifying and throttling everyone.
+
+    The caller is :func:`optional_user` (a presented but invalid token is a 401), and
+    is rate limited under :func:`caller_key` (anonymous callers per address). The
+    handler finds the caller in ``request.auth`` and decides what to show them.
+
+    Deliberately not a ninja security scheme: the OpenAPI schema must not claim that
+    credentials are required.
+    """
+
+    def __call__(self, request: HttpRequest) -> User | AnonymousUser:
+        user = optional_user(request)
+        throttle.check(request, caller_key(request, user))
+        return user  # AnonymousUser is truthy: ninja accepts it as authenticated
+
+
+def anyone() -> list[Any]:
+    """Auth for an operation open to anonymous callers (see :class:`Anyone`)."""
+    return [Anyone()]
 
 
 def caller_key(request: HttpRequest, user: User | AnonymousUser) -> str:

@@ -1,6 +1,7 @@
-"""The workflow API (django-ninja): ``/api/workflows`` (mount ``api.urls`` at ``api/``).
+"""``/api/workflows``: execute the simulated workflow and follow its runs.
 
-Same authentication, throttling, validation and error bodies as the observability
+Served by the workflow API (``workflows_api`` in :mod:`dashboard.api.api`), which has
+the same authentication, throttling, validation and error bodies as the observability
 API. Executions are also limited per caller by ``workflows.execute`` (see
 :mod:`dashboard.workflows.gate`).
 """
@@ -18,27 +19,24 @@ from ninja.errors import HttpError
 from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
-from dashboard.api.api import LenientParser, ObservabilityAPI
 from dashboard.api.auth import caller_key, require
 from dashboard.api.errors import (
     BODY_LOOKUP_ERRORS,
     LOOKUP_ERRORS,
     READ_ERRORS,
     field_error,
-    install_handlers,
 )
 from dashboard.api.schemas import ErrorOut
 from dashboard.api.throttle import RateLimited
 from dashboard.checkpoints.models import CheckpointFork
-from dashboard.permissions import EXECUTE_WORKFLOW, VIEW_DASHBOARD
+from dashboard.permissions import EXECUTE_WORKFLOW
+from dashboard.workflows import gate, selectors
+from dashboard.workflows.definition import AGENT_ID
+from dashboard.workflows.engine import NotResumable, WorkflowBusy, engine
+from dashboard.workflows.models import RunStatus, WorkflowRun
+from dashboard.workflows.resume import MAX_REASON, RESUME, resume_workflow
 from resilience.checkpoint import CHECKPOINT_ID_PATTERN, checkpoint_manager
 from resilience.errors import CheckpointCorruptedError, CheckpointNotFoundError
-
-from . import gate, selectors
-from .definition import AGENT_ID
-from .engine import NotResumable, WorkflowBusy, engine
-from .models import RunStatus, WorkflowRun
-from .resume import MAX_REASON, RESUME, resume_workflow
 
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 WorkflowId = PathEx[
@@ -143,10 +141,18 @@ def run_out(row: WorkflowRun) -> dict[str, Any]:
     }
 
 
+# The operationIds this router had before it moved here (generated clients use them).
+OPERATION_ID_PREFIX = "dashboard_workflows_api_"
+
 router = Router(tags=["workflows"], auth=require())
 
 
-@router.get("", response={200: RunListOut, **READ_ERRORS}, summary="Recent runs, newest first")
+@router.get(
+    "",
+    operation_id=OPERATION_ID_PREFIX + "list_runs",
+    response={200: RunListOut, **READ_ERRORS},
+    summary="Recent runs, newest first",
+)
 def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any]:
     items = [
         run_out(row) for row in selectors.recent_runs(limit=filters.limit, status=filters.status)
@@ -156,6 +162,7 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any
 
 @router.get(
     "/{workflow_id}",
+    operation_id=OPERATION_ID_PREFIX + "get_workflow",
     response={200: WorkflowOut, **LOOKUP_ERRORS},
     summary="A workflow's progress",
     description="Step, agent, latest checkpoint and outcome of its latest run, and its "
@@ -219,6 +226,7 @@ _EXECUTE_BODY = {
 
 @router.post(
     "/{workflow_id}/execute",
+    operation_id=OPERATION_ID_PREFIX + "execute_workflow",
     openapi_extra=_EXECUTE_BODY,
     response={200: RunOut, 409: ErrorOut, 503: RunOut, **BODY_LOOKUP_ERRORS},
     auth=require(EXECUTE_WORKFLOW),
@@ -274,21 +282,3 @@ def execute_workflow(
             response["Retry-After"] = str(max(int(retry_after + 0.999), 1))
         return Status(503, run_out(row))
     return Status(200, run_out(row))
-
-
-api = ObservabilityAPI(
-    title="Resilience workflow API",
-    version="1.0.0",
-    description=(
-        "Execute the simulated multi-agent workflow and follow its progress. Same "
-        "authentication as the observability API (session with CSRF, or "
-        f"`Authorization: Bearer <API token>`). Reads need `{VIEW_DASHBOARD}`; "
-        f"executing needs `{EXECUTE_WORKFLOW}`."
-    ),
-    urls_namespace="workflows-api",
-    parser=LenientParser(),  # an empty POST (no body) executes as before
-    docs_url="/workflows/docs",
-    openapi_url="/workflows/openapi.json",
-)
-install_handlers(api)
-api.add_router("/workflows", router)
