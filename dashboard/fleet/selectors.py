@@ -11,12 +11,25 @@ from typing import Any, TypedDict
 
 from django.utils import timezone
 
+from resilience.circuit_breaker import CircuitState
+
 from . import conf
 from .models import CommandStatus, FleetCommand, FleetInstance
 
 LIVE, STALE, GONE = "live", "stale", "gone"
 # Worst first: any instance OPEN shows the group as OPEN.
-STATE_RANK = {"open": 0, "forced_open": 1, "half_open": 2, "disabled": 3, "closed": 4}
+STATE_RANK = {
+    state.value: rank
+    for rank, state in enumerate(
+        (
+            CircuitState.OPEN,
+            CircuitState.FORCED_OPEN,
+            CircuitState.HALF_OPEN,
+            CircuitState.DISABLED,
+            CircuitState.CLOSED,
+        )
+    )
+}
 UNREACHABLE = "unreachable"
 
 
@@ -191,12 +204,12 @@ def breaker_groups(
                 continue
             calls = {k: int(v) for k, v in (snap.get("calls") or {}).items() if isinstance(v, int)}
             command = commands.get((holder.pk, breaker))
-            state = str(snap.get("state", "closed"))
+            state = str(snap.get("state", CircuitState.CLOSED.value))
             group = groups.setdefault(
                 breaker,
                 {
                     "name": breaker,
-                    "state": "closed",
+                    "state": CircuitState.CLOSED.value,
                     "instances": [],
                     "live_instances": 0,
                     "calls": 0,
