@@ -1,4 +1,5 @@
-"""What each kind of rule watches (parameters are checked in :mod:`.params`).
+"""What each kind of rule watches: every kind is registered here, once, in
+:data:`RULE_KINDS` with its parameters (:mod:`.params`) and its evaluator.
 
 Every source reads cheap, already-kept state (breaker and limiter snapshots, the
 telemetry snapshot, span rows, processor counters) on the evaluator's thread; none of
