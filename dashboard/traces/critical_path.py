@@ -11,7 +11,9 @@ Clock skew and orphans: a child is clipped to its parent's window (a child that 
 after its parent, or starts before it, counts only inside the parent); a child wholly
 outside its parent's window is ignored. Spans whose parent is missing are roots, and
 the trace's roots are children of a virtual root spanning the whole trace, so several
-roots (orphans) are walked the same way. The walk is iterative: a 10,000-deep chain
+roots (orphans) are walked the same way, except that a root overlapping the one
+chosen after it is cut at the cursor rather than skipped (the virtual root has no
+time of its own to fill the gap with). The walk is iterative: a 10,000-deep chain
 does not hit Python's recursion limit.
 """
 
@@ -82,6 +84,8 @@ def critical_path(spans: Iterable[PathSpan]) -> list[Segment]:
             if kid.span_id in visited:
                 continue
             start, end = max(kid.start_us, frame.lo), min(max(kid.end_us, kid.start_us), frame.hi)
+            if frame.span_id is None and start < frame.cursor < end:
+                end = frame.cursor  # the virtual root has no time of its own to show
             if start > end or end > frame.cursor:
                 continue  # outside the parent's window, or hidden behind a later child
             picked = (kid, start, end)

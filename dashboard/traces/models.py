@@ -38,7 +38,9 @@ class SpanRecord(models.Model):
         default=list, blank=True, help_text="[{name, time_us, attributes}], exceptions included"
     )
     links = models.JSONField(
-        default=list, blank=True, help_text="[{trace_id, span_id, attributes}], at most convert.MAX_LINKS"
+        default=list,
+        blank=True,
+        help_text="[{trace_id, span_id, attributes}], capped",
     )
     resource = models.JSONField(default=dict, blank=True)
 

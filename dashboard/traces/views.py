@@ -4,7 +4,6 @@ import re
 from typing import Any
 
 import orjson
-
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -151,7 +150,9 @@ def normalize_trace_id(text: str) -> str | None:
     return value
 
 
-def _not_found(request: HttpRequest, message: str, *, query: str = "", status: int = 404) -> HttpResponse:
+def _not_found(
+    request: HttpRequest, message: str, *, query: str = "", status: int = 404
+) -> HttpResponse:
     context = {"message": message, "query": query[:100]}
     return render(request, "dashboard/traces/not_found.html", context, status=status)
 

@@ -205,14 +205,13 @@ def build_detail(
             stack.extend((kid, depth + 1) for kid in reversed(kids))
 
     path = critical_path(
-        PathSpan(row.span_id, row.parent_span_id, row.start_us, ends[row.span_id])
-        for row in rows
+        PathSpan(row.span_id, row.parent_span_id, row.start_us, ends[row.span_id]) for row in rows
     )
     for segment in path:
         row = spans[segment.span_id]
-        left = (segment.start_us - t0) * 100 / total
-        width = (segment.end_us - segment.start_us) * 100 / total
-        row.critical.append((f"{left:.3f}", f"{width:.3f}"))
+        at = (segment.start_us - t0) * 100 / total
+        length = (segment.end_us - segment.start_us) * 100 / total
+        row.critical.append((f"{at:.3f}", f"{length:.3f}"))
 
     stats: dict[tuple[str, str], NameStats] = {}
     for row in rows:
