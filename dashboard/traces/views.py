@@ -206,7 +206,9 @@ def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
     if canonical is None:
         return _not_found(request, "That is not a trace id: 32 hex digits.", query=trace_id)
     if canonical != trace_id:
-        return redirect("traces:trace", trace_id=canonical)
+        query = request.GET.urlencode()
+        url = reverse("traces:trace", args=[canonical])
+        return redirect(f"{url}?{query}" if query else url)
     detail = selectors.trace_detail(trace_id=trace_id)
     if detail is None:
         return _not_found(request, f"No spans are stored for trace {trace_id}.", query=trace_id)
@@ -328,6 +330,13 @@ def upload(request: HttpRequest) -> HttpResponse:
         },
         "panels": [_span_panel(record) for record in by_id.values()],
     }
+    # A resource is shared by many spans: shown once below the waterfall, not in every
+    # span's panel, so a file's page grows with the file, not with spans x resource.
+    resources: dict[int, list[tuple[str, str]]] = {}
+    for panel in [context["panel"], *context["panels"]]:
+        resources.setdefault(id(panel["span"].resource), panel["resource"])
+        panel["resource"] = []
+    context["resources"] = list(resources.values())
     return render(request, "dashboard/traces/trace.html", context)
 
 

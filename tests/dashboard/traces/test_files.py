@@ -173,6 +173,8 @@ def test_round_trip_download_then_upload_shows_the_same_spans_and_stores_nothing
     html = shown.content.decode()
     assert "nothing was stored" in html
     assert trace_id in html and "declined" in html and "card.checked" in html
+    assert "retry" in html and f"{0x5678:016x}" in html  # the link survived the round trip
+    assert html.count('class="resource uploaded-resource"') == 2  # shop and payments, once
     assert f'<template id="span-{sid(checkout["pay"])}">' in html
     assert 'class="wf-crit"' in html  # the critical path is drawn for uploads too
     assert not SpanRecord.objects.exists() and not TraceSummary.objects.exists()
@@ -334,3 +336,25 @@ def test_fuzzed_uploads_never_give_a_500(content: bytes) -> None:
     user.user_permissions.add(Permission.objects.get(codename="view_dashboard"))
     client.force_login(user)
     assert _upload(client, content).status_code in (200, 400, 413)
+
+
+def test_a_large_resource_is_shown_once_not_once_per_span(viewer: Client) -> None:
+    resource = [{"key": f"r{i}", "value": {"stringValue": "v" * 1_000}} for i in range(20)]
+    spans = [
+        {
+            "traceId": "ab" * 16,
+            "spanId": f"{i + 1:016x}",
+            "name": f"s{i}",
+            "startTimeUnixNano": "1767000000000000000",
+            "endTimeUnixNano": "1767000000001000000",
+        }
+        for i in range(200)
+    ]
+    payload = {
+        "resourceSpans": [{"resource": {"attributes": resource}, "scopeSpans": [{"spans": spans}]}]
+    }
+    content = json.dumps(payload).encode()
+    response = _upload(viewer, content)
+    assert response.status_code == 200
+    assert response.content.decode().count("v" * 1_000) == 20
+    assert len(response.content) < 3 * len(content) + 200_000

@@ -434,6 +434,10 @@ def test_an_upper_case_trace_id_redirects_to_the_canonical_page(
     response = viewer.get(reverse("traces:trace", args=[trace_id.upper()]))
     assert response.status_code == 302
     assert response["Location"] == reverse("traces:trace", args=[trace_id])
+    kept = viewer.get(reverse("traces:trace", args=[trace_id.upper()]), {"span": sid(shop["slow"])})
+    assert (
+        kept["Location"] == reverse("traces:trace", args=[trace_id]) + f"?span={sid(shop['slow'])}"
+    )
 
 
 def test_invalid_span_id_in_partial_is_404(viewer: Client, shop: dict[str, Span]) -> None:
