@@ -38,6 +38,9 @@ class CompareRow:
     change: Change
     a: WaterfallRow | None
     b: WaterfallRow | None
+    # (left %, width %) of each side's bar, both on the scale of the longer trace
+    a_bar: tuple[str, str] | None = None
+    b_bar: tuple[str, str] | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -118,13 +121,25 @@ def compare(a: TraceDetail, b: TraceDetail, *, threshold: float = DEFAULT_THRESH
     for key in [*in_a, *(k for k in in_b if k not in in_a)]:
         children.setdefault(key[:-1], []).append(key)
     result = Comparison(a, b, threshold)
+    scale = max(a.duration_us, b.duration_us, 1)
+    a0 = min((row.start_us for row in a.rows), default=0)
+    b0 = min((row.start_us for row in b.rows), default=0)
+
+    def bar(row: WaterfallRow | None, t0: int) -> tuple[str, str] | None:
+        if row is None:
+            return None
+        return f"{(row.start_us - t0) * 100 / scale:.3f}", f"{row.duration_us * 100 / scale:.3f}"
+
     stack = list(reversed(children.get((), [])))
     while stack:
         key = stack.pop()
         row_a, row_b = in_a.get(key), in_b.get(key)
         service, name, _ = key[-1]
+        change = _change(row_a, row_b, threshold)
         result.rows.append(
-            CompareRow(service, name, len(key) - 1, _change(row_a, row_b, threshold), row_a, row_b)
+            CompareRow(
+                service, name, len(key) - 1, change, row_a, row_b, bar(row_a, a0), bar(row_b, b0)
+            )
         )
         stack.extend(reversed(children.get(key, [])))
     return result

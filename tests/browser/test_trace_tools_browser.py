@@ -13,7 +13,7 @@ from .test_live_browser import log_in
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def store_trace() -> tuple[str, dict[str, str]]:
+def store_trace(slow_ms: int = 400) -> tuple[str, dict[str, str]]:
     """A root with a fast and a slow child (in parallel) and a sequential tail."""
     import time
 
@@ -38,12 +38,13 @@ def store_trace() -> tuple[str, dict[str, str]]:
     root = tracer.start_span("GET /basket", start_time=t0)
     inside = trace.set_span_in_context(root)
     spans = {"root": root}
-    for name, start, end in (("fast", 10, 50), ("slow", 10, 400), ("render", 420, 480)):
+    steps = (("fast", 10, 50), ("slow", 10, slow_ms), ("render", slow_ms + 20, slow_ms + 80))
+    for name, start, end in steps:
         span = tracer.start_span(name, context=inside, start_time=t0 + start * ms)
         span.add_event(f"{name}.done", timestamp=t0 + end * ms)
         span.end(end_time=t0 + end * ms)
         spans[name] = span
-    root.end(end_time=t0 + 500 * ms)
+    root.end(end_time=t0 + (slow_ms + 100) * ms)
     write_spans(memory.get_finished_spans(), masker=Masker(DEFAULT_MASKED_KEYS))
     ids = {name: f"{span.get_span_context().span_id:016x}" for name, span in spans.items()}
     return f"{root.get_span_context().trace_id:032x}", ids
@@ -83,3 +84,26 @@ def test_find_download_and_upload_a_trace(
     page.fill("nav input[name=id]", "ab" * 16)
     page.press("nav input[name=id]", "Enter")
     page.wait_for_selector("text=Trace not found")
+
+
+def test_compare_with_another_trace_from_the_trace_page(
+    daphne_server: LiveServer, browser_page: Any
+) -> None:
+    page = browser_page
+    a, _ = store_trace()
+    b, _ = store_trace(slow_ms=900)
+    log_in(page, daphne_server, "operator")
+    page.goto(f"{daphne_server.url}/traces/{a}/")
+    page.fill("input[name=with]", b)
+    page.click("button:has-text('Compare')")
+    page.wait_for_selector(".compare-table")
+    changes = page.eval_on_selector_all(
+        ".compare-table tbody tr", "rows => rows.map(r => [r.cells[0].innerText, r.dataset.change])"
+    )
+    assert changes == [
+        ["GET /basket", "slower"],
+        ["fast", "same"],
+        ["slow", "slower"],
+        ["render", "same"],
+    ]
+    screenshot(page, "trace-compare")

@@ -208,6 +208,9 @@ def test_compare_unit_repeated_names_match_in_start_order_and_zero_durations() -
         ("x", Change.SLOWER),  # 0 → 5 µs
         ("x", Change.FASTER),  # 50 → 40 µs: -20%
     ]
+    root = result.rows[0]
+    assert (root.a_bar, root.b_bar) == (("0.000", "100.000"), ("0.000", "100.000"))
+    assert result.rows[2].b_bar == ("10.000", "40.000")  # on the scale of the longer trace
     with pytest.raises(ValueError, match="threshold"):
         compare(a, b, threshold=-1)
 
