@@ -226,6 +226,10 @@ class SpanOut(Schema):
     status_message: str
     attributes: dict[str, Any]
     events: list[dict[str, Any]]
+    links: list[dict[str, Any]] = Field(description="[{trace_id, span_id, attributes}]")
+    on_critical_path: bool = Field(
+        description="part of the chain of spans that sets the trace's end-to-end time"
+    )
 
 
 class TraceOut(Schema):

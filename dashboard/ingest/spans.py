@@ -29,9 +29,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace import Link, SpanContext, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
+from dashboard.traces.convert import MAX_LINKS
 from dashboard.traces.masking import MASK, Masker
 
 UNKNOWN_SERVICE = "unknown_service"
@@ -152,6 +153,15 @@ def _invalid(span: Span) -> str | None:
     return None
 
 
+def _links(span: Span, values: _Values) -> list[Link]:
+    """Links with valid ids, at most ``MAX_LINKS`` (the span writer keeps no more)."""
+    return [
+        Link(_context(link.trace_id, link.span_id, remote=True), values.attributes(link.attributes))
+        for link in span.links[:MAX_LINKS]
+        if len(link.trace_id) == 16 and len(link.span_id) == 8 and any(link.span_id)
+    ]
+
+
 def _span(span: Span, resource: Resource, values: _Values, limits: Limits) -> ReadableSpan:
     kind = _KINDS.get(span.kind, trace.SpanKind.INTERNAL)
     parent = None
@@ -181,6 +191,7 @@ def _span(span: Span, resource: Resource, values: _Values, limits: Limits) -> Re
         resource=resource,
         attributes=values.attributes(span.attributes),
         events=events,
+        links=_links(span, values),
         kind=kind,
         status=status,
         start_time=span.start_time_unix_nano,

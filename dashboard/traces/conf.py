@@ -137,3 +137,14 @@ def service_name() -> str:
     if not isinstance(value, str):
         raise ImproperlyConfigured(f"TRACES_SERVICE_NAME must be text, got {value!r}")
     return value.strip()
+
+
+def upload_max_bytes() -> int:
+    """TRACES_UPLOAD_MAX_BYTES: largest OTLP/JSON file the trace page shows (8 MB,
+    checked again after gunzip). A Django setting only: no environment variable."""
+    return _positive_int("TRACES_UPLOAD_MAX_BYTES", 8 * 1024 * 1024)
+
+
+def upload_max_spans() -> int:
+    """TRACES_UPLOAD_MAX_SPANS: spans of an uploaded file shown; the rest are counted."""
+    return _positive_int("TRACES_UPLOAD_MAX_SPANS", 2_000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -16,6 +16,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # root_rank = class * _RANK_STEP + start_us: parentless spans beat remote-parent ones,
 # which beat local children; among equals the earliest start wins.
 _RANK_STEP = 10**17
+MAX_LINKS = 32  # per span, as stored; more are dropped (the SDK's own default cap is 128)
 
 
 def to_datetime(us: int) -> datetime:
@@ -70,6 +71,18 @@ class SpanRow(NamedTuple):
     attributes: dict[str, Any]
     events: list[dict[str, Any]]
     resource: dict[str, Any]
+    links: list[dict[str, Any]] = []  # noqa: RUF012 (a NamedTuple default, never mutated)
+
+
+def _links(span: ReadableSpan, mask: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "trace_id": f"{link.context.trace_id:032x}",
+            "span_id": f"{link.context.span_id:016x}",
+            "attributes": mask(link.attributes),
+        }
+        for link in list(span.links)[:MAX_LINKS]
+    ]
 
 
 def span_rows(
@@ -128,6 +141,7 @@ def span_rows(
                 if events
                 else [],
                 cached[1],
+                _links(span, mask) if span.links else [],
             )
         )
         is_error = code is error

@@ -37,6 +37,11 @@ class SpanRecord(models.Model):
     events = models.JSONField(
         default=list, blank=True, help_text="[{name, time_us, attributes}], exceptions included"
     )
+    links = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="[{trace_id, span_id, attributes}], capped",
+    )
     resource = models.JSONField(default=dict, blank=True)
 
     class Meta:

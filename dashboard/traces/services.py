@@ -35,6 +35,7 @@ _SPAN_COLUMNS = (
     "status_message",
     "attributes",
     "events",
+    "links",
     "resource",
 )
 
@@ -87,6 +88,7 @@ def _span_params(rows: Sequence[SpanRow], connection: BaseDatabaseWrapper) -> li
                 row.status_message,
                 dumps(row.attributes),
                 dumps(row.events),
+                dumps(row.links),
                 resource,
             )
         )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from dashboard.durations import format_us
 
 from .convert import to_datetime, to_us
+from .critical_path import PathSpan, critical_path
 from .models import SpanRecord, SpanStatus
 
 MAX_TRACE_SPANS = 10_000
@@ -44,6 +47,8 @@ class WaterfallRow:
     children: int = 0
     closers: int = 0
     self_us: int = 0
+    # (left %, width %) of each critical-path segment of this span, on the same scale
+    critical: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def is_error(self) -> bool:
@@ -130,12 +135,21 @@ def trace_detail(*, trace_id: str) -> TraceDetail | None:
     )
     if not found:
         return None
-    truncated = len(found) > MAX_TRACE_SPANS
+    return build_detail(
+        trace_id=trace_id,
+        found=found[:MAX_TRACE_SPANS],
+        truncated=len(found) > MAX_TRACE_SPANS,
+    )
+
+
+def build_detail(
+    *, trace_id: str, found: Sequence[tuple[Any, ...]], truncated: bool = False
+) -> TraceDetail:
+    """The waterfall of ``found`` rows (the ``_WATERFALL_FIELDS`` of each span, by start),
+    stored or not: an uploaded file is drawn by the same code."""
     spans: dict[str, WaterfallRow] = {}
     ends: dict[str, int] = {}
-    for span_id, parent, name, service, kind, start, duration, status, message in found[
-        :MAX_TRACE_SPANS
-    ]:
+    for span_id, parent, name, service, kind, start, duration, status, message in found:
         if span_id in spans:
             continue  # the same span exported twice
         start_us = to_us(start)
@@ -189,6 +203,15 @@ def trace_detail(*, trace_id: str) -> TraceDetail | None:
         if kids:
             stack.append(None)
             stack.extend((kid, depth + 1) for kid in reversed(kids))
+
+    path = critical_path(
+        PathSpan(row.span_id, row.parent_span_id, row.start_us, ends[row.span_id]) for row in rows
+    )
+    for segment in path:
+        row = spans[segment.span_id]
+        at = (segment.start_us - t0) * 100 / total
+        length = (segment.end_us - segment.start_us) * 100 / total
+        row.critical.append((f"{at:.3f}", f"{length:.3f}"))
 
     stats: dict[tuple[str, str], NameStats] = {}
     for row in rows:

@@ -13,6 +13,14 @@
     const row = link.closest("[data-span]");
     if (!row) return;
     event.preventDefault();
+    if (waterfall.dataset.inline) {  // an uploaded file: every panel is in the page
+      const template = document.getElementById(`span-${row.dataset.span}`);
+      if (!template) return;
+      panel.replaceChildren(template.content.cloneNode(true));
+      waterfall.querySelectorAll(".wf-selected").forEach((el) => el.classList.remove("wf-selected"));
+      row.classList.add("wf-selected");
+      return;
+    }
     try {
       const response = await fetch(`${prefix}${row.dataset.span}/`, { credentials: "same-origin" });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);

@@ -91,11 +91,12 @@ def get_trace(
     if detail is None:
         raise HttpError(404, f"no trace {trace_id}")
     extra = {
-        span_id: (attributes, events)
-        for span_id, attributes, events in SpanRecord.objects.filter(trace_id=trace_id)
+        span_id: (attributes, events, links)
+        for span_id, attributes, events, links in SpanRecord.objects.filter(trace_id=trace_id)
         .order_by("start", "id")
-        .values_list("span_id", "attributes", "events")[: MAX_TRACE_SPANS + 1]
+        .values_list("span_id", "attributes", "events", "links")[: MAX_TRACE_SPANS + 1]
     }
+    none: tuple[dict[str, Any], list[Any], list[Any]] = ({}, [], [])
     spans = [
         {
             "span_id": row.span_id,
@@ -109,8 +110,10 @@ def get_trace(
             "depth": row.depth,
             "status": row.status,
             "status_message": row.status_message,
-            "attributes": extra.get(row.span_id, ({}, []))[0] or {},
-            "events": extra.get(row.span_id, ({}, []))[1] or [],
+            "attributes": extra.get(row.span_id, none)[0] or {},
+            "events": extra.get(row.span_id, none)[1] or [],
+            "links": extra.get(row.span_id, none)[2] or [],
+            "on_critical_path": bool(row.critical),
         }
         for row in detail.rows
     ]

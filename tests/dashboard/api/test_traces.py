@@ -156,6 +156,9 @@ def test_trace_detail_has_every_span_with_parents_durations_and_attributes(
     assert root["self_us"] == 200_000
     assert child["attributes"] == {"db.table": "orders"}
     assert child["events"][0]["name"] == "retry"
+    assert child["links"] == [] and root["links"] == []
+    # the child runs from 0.1 s to 0.8 s of a 0.9 s root: both are on the critical path
+    assert root["on_critical_path"] and child["on_critical_path"]
 
 
 def test_trace_id_is_case_insensitive(

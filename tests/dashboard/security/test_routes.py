@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.apps import apps
 from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -42,6 +43,13 @@ PUBLIC: dict[str, str] = {
     "api/observability/": "ninja's API root: answers 404 to everyone",
     "api/observability/health": "the status alone is public for load balancers; the "
     "checks need dashboard.view_dashboard (test_api_health)",
+}
+# POST routes that change nothing (they render what was posted), so the view permission
+# is all they need. They still refuse anonymous users, users without the view permission
+# and a missing CSRF token; here a viewer's POST must leave every table as it was.
+READ_ONLY_POSTS: dict[str, str] = {
+    "traces/upload/": "shows an uploaded OTLP JSON file without storing it "
+    "(tests/dashboard/traces/test_files.py)",
 }
 # The admin has its own guard (is_staff plus a permission per model and action), which
 # Django tests; here we only check that it sends anonymous and non-staff users to its
@@ -144,6 +152,7 @@ def test_the_walk_finds_the_routes_it_must() -> None:
     methods = {r: m for r, _, m in ROUTES}
     assert methods["api/observability/checkpoints/<checkpoint_id>"] == ("DELETE", "GET")
     assert set(PUBLIC) <= routes, "an allow-listed route no longer exists: drop it"
+    assert set(READ_ONLY_POSTS) <= routes, "a read-only POST route no longer exists: drop it"
 
 
 @pytest.mark.parametrize(("route", "url", "methods"), GUARDED, ids=[r[0] or "/" for r in GUARDED])
@@ -188,8 +197,18 @@ def test_every_state_change_needs_its_own_permission(
     client = Client()
     client.force_login(testing.make_user("viewer", "dashboard.view_dashboard"))
     for method in set(methods) & set(UNSAFE):
+        if route in READ_ONLY_POSTS and method == "POST":
+            before = _row_counts()
+            response = _call(client, method, url)
+            assert response.status_code < 500, (method, url, response.status_code)
+            assert _row_counts() == before, f"{route} is listed as read-only but wrote rows"
+            continue
         response = _call(client, method, url)
         assert _refused(response, anonymous=False), (method, url, response.status_code)
+
+
+def _row_counts() -> dict[str, int]:
+    return {model._meta.label: model._default_manager.count() for model in apps.get_models()}
 
 
 @pytest.mark.parametrize(

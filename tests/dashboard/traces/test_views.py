@@ -419,10 +419,25 @@ def test_span_query_parameter_and_partial_select_another_span(
 
 @pytest.mark.parametrize(
     "trace_id",
-    ["nothex", "A" * 32, "0" * 31, "0" * 33, "g" * 32, "0123456789abcdef0123456789abcdef"],
+    ["nothex", "0" * 32, "0" * 31, "0" * 33, "g" * 32, "0123456789abcdef0123456789abcdef"],
 )
 def test_invalid_or_unknown_trace_ids_are_404(viewer: Client, trace_id: str) -> None:
-    assert viewer.get(reverse("traces:trace", args=[trace_id])).status_code == 404
+    response = viewer.get(reverse("traces:trace", args=[trace_id]))
+    assert response.status_code == 404
+    assert b"Trace not found" in response.content
+
+
+def test_an_upper_case_trace_id_redirects_to_the_canonical_page(
+    viewer: Client, shop: dict[str, Span]
+) -> None:
+    trace_id = tid(shop["slow"])
+    response = viewer.get(reverse("traces:trace", args=[trace_id.upper()]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("traces:trace", args=[trace_id])
+    kept = viewer.get(reverse("traces:trace", args=[trace_id.upper()]), {"span": sid(shop["slow"])})
+    assert (
+        kept["Location"] == reverse("traces:trace", args=[trace_id]) + f"?span={sid(shop['slow'])}"
+    )
 
 
 def test_invalid_span_id_in_partial_is_404(viewer: Client, shop: dict[str, Span]) -> None:
