@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
@@ -28,7 +29,8 @@ from typing import Any
 
 import redis
 
-from resilience.errors import ConfigTypeError, RateLimitError
+from resilience._validate import duration
+from resilience.errors import ConfigTypeError, ConfigValueError, RateLimitError
 from resilience.rate_limiter import RateLimiter
 from resilience.rate_limiter._core import (
     MIN_SLEEP,
@@ -39,8 +41,8 @@ from resilience.rate_limiter._core import (
     rate_limiter_registry,
 )
 from resilience.rate_limiter._keyed import KeyedRateLimiter
-from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
-from resilience.redis.scripts import TOKEN_BUCKET
+from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag, pack_command
+from resilience.redis.scripts import TOKEN_BUCKET, TOKEN_LEASE
 
 __all__ = ["RedisKeyedRateLimiter", "RedisRateLimiter"]
 
@@ -81,6 +83,8 @@ class _Bucket:
         "fail_open",
         "fallback_admitted",
         "fallback_rejected",
+        "lease_script",
+        "packed",
         "prefix",
         "rate",
         "script",
@@ -114,6 +118,9 @@ class _Bucket:
             clock=clock,
         )
         self.script = self.backend.register(TOKEN_BUCKET)
+        self.lease_script = self.backend.register(TOKEN_LEASE)
+        # Commands packed once: (key, requested) -> RESP bytes (bounded; see _packed).
+        self.packed: dict[tuple[str, int], bytes] = {}
         self.prefix = f"{key_prefix}{{{name}}}"
         self.capacity = float(config.capacity)
         self.rate = config.rate
@@ -125,15 +132,40 @@ class _Bucket:
         self.fallback_rejected = 0
         self.time_source = time_source
 
+    def _packed(self, key: str, requested: int) -> bytes:
+        packed = self.packed.get((key, requested))
+        if packed is None:
+            capacity, rate, ttl = self.args
+            sha = self.script.sha
+            packed = pack_command("EVALSHA", sha, 1, key, capacity, rate, requested, ttl)
+            if len(self.packed) >= 256:  # a keyed limiter sees unboundedly many keys
+                self.packed.clear()
+            self.packed[(key, requested)] = packed
+        return packed
+
     def check(self, key: str, requested: int) -> tuple[bool, float] | None:
         """``(admitted, level after)`` from Redis, or None when Redis cannot answer."""
-        capacity, rate, ttl = self.args
-        now = "" if self.time_source is None else f"{self.time_source() * 1e6:.0f}"
-        reply = self.backend.run(self.script, (key,), (capacity, rate, requested, ttl, now))
+        if self.time_source is None:
+            reply = self.backend.run_packed(self.script, self._packed(key, requested))
+        else:
+            capacity, rate, ttl = self.args
+            now = f"{self.time_source() * 1e6:.0f}"
+            reply = self.backend.run(self.script, (key,), (capacity, rate, requested, ttl, now))
         if reply is UNAVAILABLE:
             return None
         admitted, level = reply
         return bool(admitted), float(level)
+
+    def reserve(self, key: str, need: int, want: int) -> tuple[int, float] | None:
+        """Take ``want`` tokens, or as many whole tokens as there are if at least ``need``:
+        ``(taken, level after)``, or None when Redis cannot answer."""
+        capacity, rate, ttl = self.args
+        now = "" if self.time_source is None else f"{self.time_source() * 1e6:.0f}"
+        reply = self.backend.run(self.lease_script, (key,), (capacity, rate, need, want, ttl, now))
+        if reply is UNAVAILABLE:
+            return None
+        taken, level = reply
+        return int(taken), float(level)
 
     def take(self, key: str, count: int) -> float:
         """0.0 if ``count`` tokens were taken (or admitted by the fallback), else the wait."""
@@ -202,12 +234,38 @@ class RedisRateLimiter(RateLimiter):
         clock, sleep, async_sleep, register: as for ``RateLimiter``; ``clock`` only
             times waits and back-off, the bucket is timed by Redis ``TIME``.
         time_source: tests only: epoch seconds to use instead of Redis ``TIME``.
+        lease: opt-in local lease mode (0, the default, is off): a check that finds no
+            token held locally takes up to ``lease`` tokens from the shared bucket in
+            one round trip (at least the ones it needs, or nothing), and the next checks
+            are served from them in memory. See "Lease mode" below.
+        lease_ttl: seconds (by ``clock``) after which tokens leased and not yet used
+            are dropped (never returned: that would be a second round trip), so an idle
+            process does not sit on them; default 1 s.
+
+    Lease mode: one round trip per ``lease`` admissions instead of one per check.
+    Tokens are taken from the shared bucket before they are handed out, so every
+    admission is backed by a token of the bucket; what changes is *when* a token is
+    used. A process holds at most ``lease - 1`` unused tokens after a check, so over
+    any interval the processes together admit at most ``lease × processes`` more than
+    the exact limiter would (tokens leased before the interval and used in it); a
+    leased token that is never used is an admission lost, never one gained. A refused
+    check costs one round trip, as in the exact mode. Keep ``lease`` small next to
+    ``capacity`` (each process can hold ``lease - 1`` tokens the others cannot get).
+    Processes in either mode can share one bucket.
 
     Raises:
         ConfigTypeError, ConfigValueError: bad arguments, or ``name`` taken.
     """
 
-    __slots__ = ("_bucket", "_redis_key")
+    __slots__ = (
+        "_bucket",
+        "_lease",
+        "_lease_expires",
+        "_lease_lock",
+        "_lease_ttl",
+        "_leased",
+        "_redis_key",
+    )
 
     blocking_io = True
     """Every check is a Redis round trip: async callers should await ``atry_acquire``."""
@@ -226,10 +284,25 @@ class RedisRateLimiter(RateLimiter):
         async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         register: bool = True,
         time_source: Callable[[], float] | None = None,
+        lease: int = 0,
+        lease_ttl: float | timedelta = 1.0,
     ) -> None:
         super().__init__(
             config, name=name, clock=clock, sleep=sleep, async_sleep=async_sleep, register=False
         )
+        if isinstance(lease, bool) or not isinstance(lease, int):
+            raise ConfigTypeError(f"lease must be an int, got {lease!r}")
+        if not 0 <= lease <= config.capacity:
+            raise ConfigValueError(
+                f"lease must be between 0 (off) and capacity ({config.capacity}), got {lease!r}"
+            )
+        self._lease = lease
+        self._lease_ttl = duration("lease_ttl", lease_ttl, allow_zero=False)
+        self._leased = 0
+        self._lease_expires = 0.0
+        # Held across the reservation's round trip: one thread reserves at a time, so a
+        # process never holds more than one batch (the others wait for it, then use it).
+        self._lease_lock = threading.Lock()
         self._bucket = _Bucket(
             config,
             kind="rate limiter",
@@ -268,7 +341,12 @@ class RedisRateLimiter(RateLimiter):
         return True
 
     async def atry_acquire(self, tokens: int = 1) -> bool:
-        """:meth:`try_acquire` for coroutines (the round trip runs in a thread)."""
+        """:meth:`try_acquire` for coroutines (the round trip runs in a thread; a check
+        served from leased tokens runs on the loop)."""
+        if self._lease:
+            count = 1 if tokens is ONE else check_tokens(tokens, self.config.capacity)
+            if self._take_leased(count):
+                return True
         return await asyncio.to_thread(self.try_acquire, tokens)
 
     # ASYNC109: `timeout` is the contract's name (see RateLimiter.aacquire).
@@ -296,19 +374,70 @@ class RedisRateLimiter(RateLimiter):
     def retry_after(self, tokens: int = 1) -> float:
         """Seconds until ``tokens`` are available; 0.0 if they are available now."""
         count = check_tokens(tokens, self.config.capacity)
+        with self._lock:
+            if self._leased >= count and self._clock() < self._lease_expires:
+                return 0.0
         level = self.available_tokens()
         return 0.0 if level >= count else (count - level) / self._rate
 
     def snapshot(self) -> dict[str, Any]:
-        """As ``RateLimiter.snapshot`` plus the backend's health and fallback counters."""
-        return {**super().snapshot(), **self._bucket.describe()}
+        """As ``RateLimiter.snapshot`` plus the backend's health and fallback counters
+        (and ``lease``, ``leased_tokens``: the batch size and the tokens held now)."""
+        with self._lock:
+            leased = self._leased if self._clock() < self._lease_expires else 0
+        lease = {"lease": self._lease, "leased_tokens": leased}
+        return {**super().snapshot(), **self._bucket.describe(), **lease}
 
     def _take(self, count: int) -> float:
+        if self._lease:
+            return 0.0 if self._take_leased(count) else self._lease_batch(count)
         wait = self._bucket.take(self._redis_key, count)
         if not wait:
             with self._lock:
                 self.allowed += 1
         return wait
+
+    def _take_leased(self, count: int) -> bool:
+        """Admit from the tokens held locally, if there are enough (no I/O)."""
+        with self._lock:
+            if self._leased >= count and self._clock() < self._lease_expires:
+                self._leased -= count
+                self.allowed += 1
+                return True
+        return False
+
+    def _lease_batch(self, count: int) -> float:
+        """Lease a batch (one round trip) and admit from it: 0.0, or the wait."""
+        with self._lease_lock:
+            with self._lock:  # claim what is held, so no other thread spends it meanwhile
+                now = self._clock()
+                held = self._leased if now < self._lease_expires else 0
+                if held >= count:
+                    self._leased = held - count
+                    self.allowed += 1
+                    return 0.0
+                self._leased = 0
+            need = count - held
+            result = self._bucket.reserve(self._redis_key, need, max(self._lease, count) - held)
+            if result is None:
+                with self._lock:
+                    self._leased += held
+                if self._bucket.fail_open:
+                    self._bucket.fallback_admitted += 1
+                    with self._lock:
+                        self.allowed += 1
+                    return 0.0
+                self._bucket.fallback_rejected += 1
+                return self._bucket.backend.retry_interval
+            taken, level = result
+            with self._lock:
+                if taken < need:  # refused: nothing was taken
+                    self._leased += held
+                    return (need - level) / self._rate
+                self._leased += held + taken - count
+                self._lease_expires = self._clock() + self._lease_ttl
+                self.allowed += 1
+                return 0.0
 
 
 class RedisKeyedRateLimiter(KeyedRateLimiter):

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from resilience.checkpoint import StateCheckpointManager
+from resilience.checkpoint import StateCheckpointManager, compression
 from resilience.checkpoint import blob as blob_format
-from resilience.checkpoint import compression
 from resilience.checkpoint.compression import DEFAULT_MAX_STATE_SIZE
 from resilience.errors import CheckpointCorruptedError, CheckpointError, ConfigValueError
 from tests.resilience.checkpoint_support import STATE, blob_path
