@@ -13,7 +13,7 @@ from typing import Any
 
 from resilience.errors import ConfigTypeError, RateLimitError
 from resilience.rate_limiter._core import MIN_SLEEP, RateLimitConfig
-from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag, pack_command
+from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
 from resilience.redis.scripts import TOKEN_BUCKET, TOKEN_LEASE
 
 __all__ = ["DEFAULT_PREFIX", "Bucket", "await_tokens", "encode_key"]
@@ -109,7 +109,7 @@ class Bucket:
         if packed is None:
             capacity, rate, ttl = self.args
             sha = self.script.sha
-            packed = pack_command("EVALSHA", sha, 1, key, capacity, rate, requested, ttl)
+            packed = self.backend.pack("EVALSHA", sha, 1, key, capacity, rate, requested, ttl)
             if len(self.packed) >= 256:  # a keyed limiter sees unboundedly many keys
                 self.packed.clear()
             self.packed[(key, requested)] = packed

@@ -112,11 +112,15 @@ def default_client() -> redis.Redis:
         return client
 
 
-def pack_command(*args: str | int) -> bytes:
-    """One Redis command in RESP, to pack once and send many times (:meth:`Backend.run_packed`)."""
+def pack_command(*args: str | int, encoding: str = "utf-8") -> bytes:
+    """One Redis command in RESP, to pack once and send many times (:meth:`Backend.run_packed`).
+
+    ``encoding``: the client's (:meth:`Backend.pack` passes it), so a key is the same bytes
+    as when redis-py sends it.
+    """
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = str(arg).encode()
+        data = str(arg).encode(encoding)
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
@@ -231,6 +235,11 @@ class Backend:
         if self._down:
             self.recovered()
         return reply
+
+    def pack(self, *args: str | int) -> bytes:
+        """:func:`pack_command` with the client's encoding."""
+        encoding = self.client.connection_pool.connection_kwargs.get("encoding", "utf-8")
+        return pack_command(*args, encoding=encoding)
 
     def run_packed(self, script: Script, packed: bytes) -> Any:
         """Send ``packed`` (an EVALSHA of ``script``); its reply, or :data:`UNAVAILABLE`.

@@ -10,7 +10,7 @@ import redis
 
 from resilience.errors import ConfigTypeError, ConfigValueError
 from resilience.rate_limiter import RateLimitConfig
-from resilience.redis import RedisRateLimiter, from_url
+from resilience.redis import RedisKeyedRateLimiter, RedisRateLimiter, from_url
 from resilience.redis._client import pack_command
 from tests.resilience._redis_fixtures import *  # noqa: F403
 from tests.resilience.redis_server import RedisServer, free_port
@@ -222,3 +222,15 @@ def test_bad_lease_arguments_are_refused(redis_client, name, kwargs, error, fiel
             redis=redis_client,
             **kwargs,
         )
+
+
+def test_the_packed_path_encodes_keys_as_the_client_does(redis_server, name):
+    # A non-ASCII key in a latin-1 client: the packed EVALSHA must address the same bytes as
+    # redis-py's own commands (the lease reservation, HGET below).
+    client = from_url(redis_server.url, encoding="latin-1")
+    limiter = RedisKeyedRateLimiter(
+        RateLimitConfig(max_requests=2, time_window=3600.0), name=name, redis=client
+    )
+    assert limiter.try_acquire("café")
+    assert client.hget(limiter.redis_key("café"), "tokens") == b"1"
+    client.close()
