@@ -19,6 +19,7 @@ handling, for the cost of a thread hop (tens of µs) on top of the round trip.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -41,6 +42,17 @@ from resilience.rate_limiter._keyed import KeyedRateLimiter
 from resilience.redis._bucket import DEFAULT_PREFIX, Bucket, await_tokens, encode_key
 
 __all__ = ["RedisKeyedRateLimiter", "RedisRateLimiter"]
+
+# Incremented in a forked child: tokens leased before the fork belong to the parent.
+_forks = [0]
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 class RedisRateLimiter(RateLimiter):
@@ -90,6 +102,7 @@ class RedisRateLimiter(RateLimiter):
         "_bucket",
         "_lease",
         "_lease_expires",
+        "_lease_fork",
         "_lease_lock",
         "_lease_ttl",
         "_leased",
@@ -129,6 +142,7 @@ class RedisRateLimiter(RateLimiter):
         self._lease_ttl = duration("lease_ttl", lease_ttl, allow_zero=False)
         self._leased = 0
         self._lease_expires = 0.0
+        self._lease_fork = _forks[0]
         # Held across the reservation's round trip: one thread reserves at a time, so a
         # process never holds more than one batch (the others wait for it, then use it).
         self._lease_lock = threading.Lock()
@@ -204,7 +218,7 @@ class RedisRateLimiter(RateLimiter):
         """Seconds until ``tokens`` are available; 0.0 if they are available now."""
         count = check_tokens(tokens, self.config.capacity)
         with self._lock:
-            if self._leased >= count and self._clock() < self._lease_expires:
+            if self._held() >= count:
                 return 0.0
         level = self.available_tokens()
         return 0.0 if level >= count else (count - level) / self._rate
@@ -213,7 +227,7 @@ class RedisRateLimiter(RateLimiter):
         """As ``RateLimiter.snapshot`` plus the backend's health and fallback counters
         (and ``lease``, ``leased_tokens``: the batch size and the tokens held now)."""
         with self._lock:
-            leased = self._leased if self._clock() < self._lease_expires else 0
+            leased = self._held()
         lease = {"lease": self._lease, "leased_tokens": leased}
         return {**super().snapshot(), **self._bucket.describe(), **lease}
 
@@ -226,10 +240,23 @@ class RedisRateLimiter(RateLimiter):
                 self.allowed += 1
         return wait
 
+    def _held(self) -> int:
+        """Leased tokens this process may use now (call with ``_lock`` held): none once
+        ``lease_ttl`` is over, and none in a child forked while they were held (they are
+        the parent's: both using them would break the ``lease × processes`` bound)."""
+        if self._lease_fork != _forks[0]:
+            self._leased = 0
+            self._lease_fork = _forks[0]
+            # A thread of the parent may have held it across fork(): no one will release it.
+            self._lease_lock = threading.Lock()
+        if self._leased and self._clock() >= self._lease_expires:
+            self._leased = 0
+        return self._leased
+
     def _take_leased(self, count: int) -> bool:
         """Admit from the tokens held locally, if there are enough (no I/O)."""
         with self._lock:
-            if self._leased >= count and self._clock() < self._lease_expires:
+            if self._held() >= count:
                 self._leased -= count
                 self.allowed += 1
                 return True
@@ -237,10 +264,11 @@ class RedisRateLimiter(RateLimiter):
 
     def _lease_batch(self, count: int) -> float:
         """Lease a batch (one round trip) and admit from it: 0.0, or the wait."""
+        with self._lock:
+            self._held()  # after a fork: a fresh _lease_lock before it is taken
         with self._lease_lock:
             with self._lock:  # claim what is held, so no other thread spends it meanwhile
-                now = self._clock()
-                held = self._leased if now < self._lease_expires else 0
+                held = self._held()
                 if held >= count:
                     self._leased = held - count
                     self.allowed += 1

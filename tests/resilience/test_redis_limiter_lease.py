@@ -11,6 +11,7 @@ import redis
 from resilience.errors import ConfigTypeError, ConfigValueError
 from resilience.rate_limiter import RateLimitConfig
 from resilience.redis import RedisKeyedRateLimiter, RedisRateLimiter, from_url
+from resilience.redis import limiter as limiter_module
 from resilience.redis._client import pack_command
 from tests.resilience._redis_fixtures import *  # noqa: F403
 from tests.resilience.redis_server import RedisServer, free_port
@@ -234,3 +235,13 @@ def test_the_packed_path_encodes_keys_as_the_client_does(redis_server, name):
     assert limiter.try_acquire("café")
     assert client.hget(limiter.redis_key("café"), "tokens") == b"1"
     client.close()
+
+
+def test_a_forked_child_does_not_spend_the_parents_leased_tokens(redis_client, name, fake):
+    limiter = leased(redis_client, name, fake, lease=5)
+    assert limiter.try_acquire()  # the parent holds 4
+    assert limiter.snapshot()["leased_tokens"] == 4
+    limiter_module._forked()  # what os.register_at_fork runs in a child
+    assert limiter.snapshot()["leased_tokens"] == 0
+    assert limiter.try_acquire()  # a batch of its own
+    assert stored_tokens(redis_client, name) == 10.0  # 20 - the parent's 5 - the child's 5
