@@ -34,12 +34,16 @@ __all__ = ["FileBlobStore", "LocalCheckpointStore", "SqliteMetadataIndex"]
 BLOB_SUFFIX = ".ckpt"
 _TEMP_SUFFIX = ".tmp"
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# fdatasync skips flushing metadata a read does not need (mtime); the size of a new
+# file is still flushed, so the data is as durable as with fsync, one journal write less.
+_datasync = getattr(os, "fdatasync", os.fsync)
 
 
 class FileBlobStore:
     """Blobs as files in one directory, written atomically and durably.
 
-    A write goes to a temporary file in the same directory, is fsynced, renamed over
+    A write goes to a temporary file in the same directory (one ``write`` of the whole
+    blob), is fdatasynced, renamed over
     the final name with ``os.replace`` and the directory is fsynced, so after a crash a
     blob is either complete or absent. A directory the store creates (and each missing
     parent) has its parent fsynced too, so the directory entry itself survives a crash;
@@ -81,7 +85,7 @@ class FileBlobStore:
                 while view:
                     view = view[os.write(fd, view) :]
                 if self.fsync:
-                    os.fsync(fd)
+                    _datasync(fd)
             finally:
                 os.close(fd)
             os.replace(temp, final)

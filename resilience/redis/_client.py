@@ -30,6 +30,7 @@ from resilience.errors import ConfigTypeError, ConfigValueError
 __all__ = [
     "UNAVAILABLE",
     "Backend",
+    "pack_command",
     "check_client",
     "check_tag",
     "default_client",
@@ -109,6 +110,19 @@ def default_client() -> redis.Redis:
         if client is None:
             client = _defaults[url] = from_url(url or None)
         return client
+
+
+def pack_command(*args: str | int, encoding: str = "utf-8") -> bytes:
+    """One Redis command in RESP, to pack once and send many times (:meth:`Backend.run_packed`).
+
+    ``encoding``: the client's (:meth:`Backend.pack` passes it), so a key is the same bytes
+    as when redis-py sends it.
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = str(arg).encode(encoding)
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def check_client(client: object, *, what: str) -> redis.Redis:
@@ -221,6 +235,58 @@ class Backend:
         if self._down:
             self.recovered()
         return reply
+
+    def pack(self, *args: str | int) -> bytes:
+        """:func:`pack_command` with the client's encoding."""
+        encoding = self.client.connection_pool.connection_kwargs.get("encoding", "utf-8")
+        return pack_command(*args, encoding=encoding)
+
+    def run_packed(self, script: Script, packed: bytes) -> Any:
+        """Send ``packed`` (an EVALSHA of ``script``); its reply, or :data:`UNAVAILABLE`.
+
+        :meth:`run` with less work per call, for the limiter's hot path: the caller packs
+        the command once (:func:`pack_command`); it is written and its reply read (by
+        the hiredis parser when installed) directly on a pooled connection, skipping
+        redis-py's per-command packing and dispatch (about a third of a loopback round
+        trip). The pool hands each thread its own connection and grows to the number of
+        threads calling at once. NOSCRIPT (Redis restarted or flushed its scripts) loads
+        the script and sends again; a dropped connection is retried once on a fresh one,
+        as the client's ``Retry`` does (not a timeout: the script may have run).
+        """
+        if self._down and self._clock() < self._down_until:
+            return UNAVAILABLE
+        try:
+            reply = self._send_packed(script, packed)
+        except Exception as exc:  # RedisError, OSError, or a closed client's ValueError
+            self.failed(exc)
+            return UNAVAILABLE
+        if self._down:
+            self.recovered()
+        return reply
+
+    def _send_packed(self, script: Script, packed: bytes) -> Any:
+        pool = self.client.connection_pool
+        retried = False
+        while True:
+            conn = pool.get_connection()
+            try:
+                conn.send_packed_command((packed,))  # type: ignore[no-untyped-call]
+                try:
+                    return conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    self.client.script_load(script.script)
+                    conn.send_packed_command((packed,))  # type: ignore[no-untyped-call]
+                    return conn.read_response()
+            except redis.exceptions.TimeoutError:
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                raise
+            except redis.exceptions.ConnectionError:
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                if retried:
+                    raise
+                retried = True
+            finally:
+                pool.release(conn)
 
     def failed(self, exc: BaseException) -> None:
         """Count a failure, back off for ``retry_interval``, log if not logged lately."""

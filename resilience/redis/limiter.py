@@ -19,8 +19,8 @@ handling, for the cost of a thread hop (tens of µs) on top of the round trip.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
@@ -28,10 +28,10 @@ from typing import Any
 
 import redis
 
-from resilience.errors import ConfigTypeError, RateLimitError
+from resilience._validate import duration
+from resilience.errors import ConfigTypeError, ConfigValueError, RateLimitError
 from resilience.rate_limiter import RateLimiter
 from resilience.rate_limiter._core import (
-    MIN_SLEEP,
     ONE,
     RateLimitConfig,
     check_timeout,
@@ -39,147 +39,20 @@ from resilience.rate_limiter._core import (
     rate_limiter_registry,
 )
 from resilience.rate_limiter._keyed import KeyedRateLimiter
-from resilience.redis._client import UNAVAILABLE, Backend, check_client, check_tag
-from resilience.redis.scripts import TOKEN_BUCKET
+from resilience.redis._bucket import DEFAULT_PREFIX, Bucket, await_tokens, encode_key
 
 __all__ = ["RedisKeyedRateLimiter", "RedisRateLimiter"]
 
-DEFAULT_PREFIX = "resilience:rl:"
+# Incremented in a forked child: tokens leased before the fork belong to the parent.
+_forks = [0]
 
 
-def encode_key(key: Hashable) -> str:
-    """A type-tagged text for ``key``: keys that are equal in a dict (as in the in-memory
-    :class:`~resilience.rate_limiter.KeyedRateLimiter`) get one text, others differ.
-
-    ``1``, ``1.0`` and ``True`` are one key (``"i:1"``), ``"1"`` another (``"s:1"``),
-    ``b"1"`` a third (``"b:31"``); tuples are encoded item by item, frozensets too,
-    sorted (so every process, whatever its hash seed, gets the same text).
-    """
-    if isinstance(key, str):
-        return f"s:{key}"
-    if isinstance(key, int):
-        return f"i:{int(key)}"
-    if isinstance(key, float):
-        return f"i:{int(key)}" if key.is_integer() else f"f:{key!r}"
-    if isinstance(key, bytes):
-        return f"b:{key.hex()}"
-    if isinstance(key, tuple):
-        return "t:" + json.dumps([encode_key(item) for item in key], separators=(",", ":"))
-    if isinstance(key, frozenset):  # sorted: iteration order depends on the hash seed
-        return "z:" + json.dumps(sorted(encode_key(item) for item in key), separators=(",", ":"))
-    kind = type(key)
-    return f"o:{kind.__module__}.{kind.__qualname__}:{key!r}"
+def _forked() -> None:
+    _forks[0] += 1
 
 
-class _Bucket:
-    """The Redis side shared by both limiters: script, key layout, fallback policy."""
-
-    __slots__ = (
-        "args",
-        "backend",
-        "capacity",
-        "fail_open",
-        "fallback_admitted",
-        "fallback_rejected",
-        "prefix",
-        "rate",
-        "script",
-        "time_source",
-    )
-
-    def __init__(
-        self,
-        config: RateLimitConfig,
-        *,
-        kind: str,
-        name: str,
-        client: object,
-        key_prefix: str,
-        fail_open: bool,
-        retry_interval: float,
-        clock: Callable[[], float],
-        time_source: Callable[[], float] | None,
-    ) -> None:
-        if not isinstance(key_prefix, str):
-            raise ConfigTypeError(f"key_prefix must be a str, got {key_prefix!r}")
-        if not isinstance(fail_open, bool):
-            raise ConfigTypeError(f"fail_open must be a bool, got {fail_open!r}")
-        if time_source is not None and not callable(time_source):
-            raise ConfigTypeError(f"time_source must be callable or None, got {time_source!r}")
-        check_tag("name", name)
-        self.backend = Backend(
-            check_client(client, what=f"{kind} {name!r}"),
-            what=f"{kind} {name!r}",
-            retry_interval=retry_interval,
-            clock=clock,
-        )
-        self.script = self.backend.register(TOKEN_BUCKET)
-        self.prefix = f"{key_prefix}{{{name}}}"
-        self.capacity = float(config.capacity)
-        self.rate = config.rate
-        # An idle bucket is full again after capacity / rate seconds; keep it 1 s longer.
-        ttl_ms = math.ceil(config.capacity / config.rate * 1000) + 1000
-        self.args = (str(config.capacity), repr(config.rate), ttl_ms)
-        self.fail_open = fail_open
-        self.fallback_admitted = 0
-        self.fallback_rejected = 0
-        self.time_source = time_source
-
-    def check(self, key: str, requested: int) -> tuple[bool, float] | None:
-        """``(admitted, level after)`` from Redis, or None when Redis cannot answer."""
-        capacity, rate, ttl = self.args
-        now = "" if self.time_source is None else f"{self.time_source() * 1e6:.0f}"
-        reply = self.backend.run(self.script, (key,), (capacity, rate, requested, ttl, now))
-        if reply is UNAVAILABLE:
-            return None
-        admitted, level = reply
-        return bool(admitted), float(level)
-
-    def take(self, key: str, count: int) -> float:
-        """0.0 if ``count`` tokens were taken (or admitted by the fallback), else the wait."""
-        result = self.check(key, count)
-        if result is None:
-            if self.fail_open:
-                self.fallback_admitted += 1
-                return 0.0
-            self.fallback_rejected += 1
-            return self.backend.retry_interval
-        admitted, level = result
-        return 0.0 if admitted else (count - level) / self.rate
-
-    def level(self, key: str) -> float:
-        """Tokens in ``key``'s bucket; with Redis down, capacity if failing open, else 0."""
-        result = self.check(key, 0)
-        if result is None:
-            return self.capacity if self.fail_open else 0.0
-        return result[1]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **self.backend.describe(),
-            "key_prefix": self.prefix,
-            "fail_open": self.fail_open,
-            "fallback_admitted": self.fallback_admitted,
-            "fallback_rejected": self.fallback_rejected,
-        }
-
-
-async def _await_tokens(
-    take: Callable[[], float],
-    clock: Callable[[], float],
-    async_sleep: Callable[[float], Awaitable[object]],
-    timeout: float | None,  # noqa: ASYNC109 (a deadline checked before sleeping)
-    refuse: Callable[[float], RateLimitError],
-) -> None:
-    """``resilience.rate_limiter._core.await_for`` with ``take`` run in a worker thread."""
-    deadline = None if timeout is None else clock() + timeout
-    while True:
-        wait = await asyncio.to_thread(take)
-        if not wait:
-            return
-        if deadline is not None and clock() + wait > deadline:
-            raise refuse(wait)
-        await async_sleep(wait if wait > MIN_SLEEP else MIN_SLEEP)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 class RedisRateLimiter(RateLimiter):
@@ -202,12 +75,39 @@ class RedisRateLimiter(RateLimiter):
         clock, sleep, async_sleep, register: as for ``RateLimiter``; ``clock`` only
             times waits and back-off, the bucket is timed by Redis ``TIME``.
         time_source: tests only: epoch seconds to use instead of Redis ``TIME``.
+        lease: opt-in local lease mode (0, the default, is off): a check that finds no
+            token held locally takes up to ``lease`` tokens from the shared bucket in
+            one round trip (at least the ones it needs, or nothing), and the next checks
+            are served from them in memory. See "Lease mode" below.
+        lease_ttl: seconds (by ``clock``) after which tokens leased and not yet used
+            are dropped (never returned: that would be a second round trip), so an idle
+            process does not sit on them; default 1 s.
+
+    Lease mode: one round trip per ``lease`` admissions instead of one per check.
+    Tokens are taken from the shared bucket before they are handed out, so every
+    admission is backed by a token of the bucket; what changes is *when* a token is
+    used. A process holds at most ``lease - 1`` unused tokens after a check, so over
+    any interval the processes together admit at most ``lease × processes`` more than
+    the exact limiter would (tokens leased before the interval and used in it); a
+    leased token that is never used is an admission lost, never one gained. A refused
+    check costs one round trip, as in the exact mode. Keep ``lease`` small next to
+    ``capacity`` (each process can hold ``lease - 1`` tokens the others cannot get).
+    Processes in either mode can share one bucket.
 
     Raises:
         ConfigTypeError, ConfigValueError: bad arguments, or ``name`` taken.
     """
 
-    __slots__ = ("_bucket", "_redis_key")
+    __slots__ = (
+        "_bucket",
+        "_lease",
+        "_lease_expires",
+        "_lease_fork",
+        "_lease_lock",
+        "_lease_ttl",
+        "_leased",
+        "_redis_key",
+    )
 
     blocking_io = True
     """Every check is a Redis round trip: async callers should await ``atry_acquire``."""
@@ -226,11 +126,27 @@ class RedisRateLimiter(RateLimiter):
         async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         register: bool = True,
         time_source: Callable[[], float] | None = None,
+        lease: int = 0,
+        lease_ttl: float | timedelta = 1.0,
     ) -> None:
         super().__init__(
             config, name=name, clock=clock, sleep=sleep, async_sleep=async_sleep, register=False
         )
-        self._bucket = _Bucket(
+        if isinstance(lease, bool) or not isinstance(lease, int):
+            raise ConfigTypeError(f"lease must be an int, got {lease!r}")
+        if not 0 <= lease <= config.capacity:
+            raise ConfigValueError(
+                f"lease must be between 0 (off) and capacity ({config.capacity}), got {lease!r}"
+            )
+        self._lease = lease
+        self._lease_ttl = duration("lease_ttl", lease_ttl, allow_zero=False)
+        self._leased = 0
+        self._lease_expires = 0.0
+        self._lease_fork = _forks[0]
+        # Held across the reservation's round trip: one thread reserves at a time, so a
+        # process never holds more than one batch (the others wait for it, then use it).
+        self._lease_lock = threading.Lock()
+        self._bucket = Bucket(
             config,
             kind="rate limiter",
             name=name,
@@ -268,7 +184,12 @@ class RedisRateLimiter(RateLimiter):
         return True
 
     async def atry_acquire(self, tokens: int = 1) -> bool:
-        """:meth:`try_acquire` for coroutines (the round trip runs in a thread)."""
+        """:meth:`try_acquire` for coroutines (the round trip runs in a thread; a check
+        served from leased tokens runs on the loop)."""
+        if self._lease:
+            count = 1 if tokens is ONE else check_tokens(tokens, self.config.capacity)
+            if self._take_leased(count):
+                return True
         return await asyncio.to_thread(self.try_acquire, tokens)
 
     # ASYNC109: `timeout` is the contract's name (see RateLimiter.aacquire).
@@ -287,7 +208,7 @@ class RedisRateLimiter(RateLimiter):
         def refuse(wait: float) -> RateLimitError:
             return self._refuse(count, wait)
 
-        await _await_tokens(take, self._clock, self._async_sleep, limit, refuse)
+        await await_tokens(take, self._clock, self._async_sleep, limit, refuse)
 
     def available_tokens(self) -> float:
         """Tokens in the shared bucket now (one round trip, nothing taken)."""
@@ -296,19 +217,84 @@ class RedisRateLimiter(RateLimiter):
     def retry_after(self, tokens: int = 1) -> float:
         """Seconds until ``tokens`` are available; 0.0 if they are available now."""
         count = check_tokens(tokens, self.config.capacity)
+        with self._lock:
+            if self._held() >= count:
+                return 0.0
         level = self.available_tokens()
         return 0.0 if level >= count else (count - level) / self._rate
 
     def snapshot(self) -> dict[str, Any]:
-        """As ``RateLimiter.snapshot`` plus the backend's health and fallback counters."""
-        return {**super().snapshot(), **self._bucket.describe()}
+        """As ``RateLimiter.snapshot`` plus the backend's health and fallback counters
+        (and ``lease``, ``leased_tokens``: the batch size and the tokens held now)."""
+        with self._lock:
+            leased = self._held()
+        lease = {"lease": self._lease, "leased_tokens": leased}
+        return {**super().snapshot(), **self._bucket.describe(), **lease}
 
     def _take(self, count: int) -> float:
+        if self._lease:
+            return 0.0 if self._take_leased(count) else self._lease_batch(count)
         wait = self._bucket.take(self._redis_key, count)
         if not wait:
             with self._lock:
                 self.allowed += 1
         return wait
+
+    def _held(self) -> int:
+        """Leased tokens this process may use now (call with ``_lock`` held): none once
+        ``lease_ttl`` is over, and none in a child forked while they were held (they are
+        the parent's: both using them would break the ``lease × processes`` bound)."""
+        if self._lease_fork != _forks[0]:
+            self._leased = 0
+            self._lease_fork = _forks[0]
+            # A thread of the parent may have held it across fork(): no one will release it.
+            self._lease_lock = threading.Lock()
+        if self._leased and self._clock() >= self._lease_expires:
+            self._leased = 0
+        return self._leased
+
+    def _take_leased(self, count: int) -> bool:
+        """Admit from the tokens held locally, if there are enough (no I/O)."""
+        with self._lock:
+            if self._held() >= count:
+                self._leased -= count
+                self.allowed += 1
+                return True
+        return False
+
+    def _lease_batch(self, count: int) -> float:
+        """Lease a batch (one round trip) and admit from it: 0.0, or the wait."""
+        with self._lock:
+            self._held()  # after a fork: a fresh _lease_lock before it is taken
+        with self._lease_lock:
+            with self._lock:  # claim what is held, so no other thread spends it meanwhile
+                held = self._held()
+                if held >= count:
+                    self._leased = held - count
+                    self.allowed += 1
+                    return 0.0
+                self._leased = 0
+            need = count - held
+            result = self._bucket.reserve(self._redis_key, need, max(self._lease, count) - held)
+            if result is None:
+                with self._lock:
+                    self._leased += held
+                if self._bucket.fail_open:
+                    self._bucket.fallback_admitted += 1
+                    with self._lock:
+                        self.allowed += 1
+                    return 0.0
+                self._bucket.fallback_rejected += 1
+                return self._bucket.backend.retry_interval
+            taken, level = result
+            with self._lock:
+                if taken < need:  # refused: nothing was taken
+                    self._leased += held
+                    return (need - level) / self._rate
+                self._leased += held + taken - count
+                self._lease_expires = self._clock() + self._lease_ttl
+                self.allowed += 1
+                return 0.0
 
 
 class RedisKeyedRateLimiter(KeyedRateLimiter):
@@ -350,7 +336,7 @@ class RedisKeyedRateLimiter(KeyedRateLimiter):
         super().__init__(
             config, name=name, clock=clock, sleep=sleep, async_sleep=async_sleep, register=False
         )
-        self._bucket = _Bucket(
+        self._bucket = Bucket(
             config,
             kind="keyed rate limiter",
             name=name,
@@ -411,7 +397,7 @@ class RedisKeyedRateLimiter(KeyedRateLimiter):
         def refuse(wait: float) -> RateLimitError:
             return self._refuse(key, count, wait)
 
-        await _await_tokens(take, self._clock, self._async_sleep, limit, refuse)
+        await await_tokens(take, self._clock, self._async_sleep, limit, refuse)
 
     def available_tokens(self, key: Hashable) -> float:
         """Tokens in ``key``'s shared bucket now (a key never seen has a full bucket)."""

@@ -9,7 +9,7 @@ replies, and ``tostring`` keeps only 14 digits.
 
 from __future__ import annotations
 
-__all__ = ["BREAKER", "TOKEN_BUCKET"]
+__all__ = ["BREAKER", "TOKEN_BUCKET", "TOKEN_LEASE"]
 
 TOKEN_BUCKET = """
 -- KEYS[1]: the bucket hash {tokens, ts (microseconds)}.
@@ -42,6 +42,44 @@ if requested > 0 and level >= requested then
   return {1, string.format('%.17g', level)}
 end
 -- Refused (or a read): the stored (tokens, ts) pair still describes the bucket.
+return {0, string.format('%.17g', level)}
+"""
+
+TOKEN_LEASE = """
+-- The lease mode's reservation, on the same bucket hash as TOKEN_BUCKET (processes in
+-- either mode can share a bucket).
+-- KEYS[1]: the bucket hash {tokens, ts (microseconds)}.
+-- ARGV: capacity, rate (tokens/s), need, want (>= need), ttl (ms),
+--       now (microseconds; empty: Redis TIME).
+-- Takes min(want, floor(level)) tokens when level >= need, else nothing.
+-- Returns {tokens taken, level after}.
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local need = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local now
+if ARGV[6] ~= nil and ARGV[6] ~= '' then
+  now = tonumber(ARGV[6])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local level = capacity
+if state[1] then
+  local elapsed = now - tonumber(state[2])
+  if elapsed < 0 then elapsed = 0 end
+  level = tonumber(state[1]) + elapsed * rate / 1000000
+  if level > capacity then level = capacity end
+end
+if need > 0 and level >= need then
+  local taken = math.min(want, math.floor(level))
+  level = level - taken
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', level),
+             'ts', string.format('%.0f', now))
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return {taken, string.format('%.17g', level)}
+end
 return {0, string.format('%.17g', level)}
 """
 

@@ -4,6 +4,10 @@
 stdin, hammer the shared limiter (from START to END, or ATTEMPTS times), print one
 JSON line of results.
 
+``lease URL NAME CAPACITY LEASE``: a REPL over one lease-mode RedisRateLimiter (no
+refill to speak of: CAPACITY per day) whose bucket clock and lease clock are both set by
+hand: ``time T`` (epoch seconds), ``take N`` (N checks; answers the admissions).
+
 ``breaker URL NAME``: a REPL over one RedisCircuitBreaker. Reads commands on stdin,
 answers one JSON line each: ``fail N``, ``call``, ``state``, ``reset``,
 ``wait STATE SECONDS`` (until a BreakerStateChanged to STATE is published here),
@@ -149,9 +153,38 @@ def breaker_main(url: str, name: str) -> None:
     breaker.close()
 
 
+def lease_main(url: str, name: str, capacity: str, lease: str) -> None:
+    now = [1_700_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    limiter = RedisRateLimiter(
+        RateLimitConfig(max_requests=int(capacity), time_window=4.0),
+        name=name,
+        redis=from_url(url, socket_timeout=2.0),
+        clock=clock,
+        time_source=clock,
+        lease=int(lease),
+        lease_ttl=3600.0,
+    )
+    limiter.available_tokens()
+    say({"ready": True})
+    for line in sys.stdin:
+        command, value = line.split()
+        if command == "time":
+            now[0] = float(value)
+            say({"time": now[0]})
+        elif command == "take":
+            admitted = sum(limiter.try_acquire() for _ in range(int(value)))
+            say({"admitted": admitted, "errors": limiter.snapshot()["backend_errors"]})
+
+
 if __name__ == "__main__":
     kind, *rest = sys.argv[1:]
     if kind == "limiter":
         limiter_main(*rest)
+    elif kind == "lease":
+        lease_main(*rest)
     else:
         breaker_main(*rest)

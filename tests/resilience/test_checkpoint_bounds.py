@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from resilience.checkpoint import StateCheckpointManager
+from resilience.checkpoint import StateCheckpointManager, compression
 from resilience.checkpoint import blob as blob_format
 from resilience.checkpoint.compression import DEFAULT_MAX_STATE_SIZE
 from resilience.errors import CheckpointCorruptedError, CheckpointError, ConfigValueError
@@ -73,3 +73,21 @@ def test_a_state_above_the_bound_is_not_saved(tmp_path: Path) -> None:
 def test_max_state_size_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigValueError, match="max_state_size"):
         StateCheckpointManager(tmp_path, max_state_size=0)
+
+
+def test_a_large_state_compressed_by_worker_threads_is_one_verified_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The threaded path must keep the format: one frame that declares its content size
+    # (decompress refuses a frame whose declared size disagrees with the header).
+    monkeypatch.setattr(compression, "ZSTD_THREADS_MIN_SIZE", 1024)
+    monkeypatch.setattr(compression, "ZSTD_THREADS", 2)
+    data = b"".join(b"step %d of a long agent run; " % i for i in range(20_000))
+    packed = compression.compress("zstd", data)
+    assert zstandard.frame_content_size(packed) == len(data)
+    assert compression.decompress("zstd", packed, len(data)) == data
+    manager = StateCheckpointManager(tmp_path, compression="zstd")
+    state = {"log": data.decode()}
+    checkpoint_id = manager.save_checkpoint(state, "agent", "wf")
+    assert manager.load_checkpoint(checkpoint_id) == state
+    assert manager.get_checkpoint_info(checkpoint_id)["stored_size"] < len(data) // 4

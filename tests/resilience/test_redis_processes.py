@@ -208,3 +208,40 @@ def test_a_forked_child_follows_the_shared_breaker(redis_server):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"child": 0}
+
+
+def test_lease_mode_over_admission_is_bounded_by_lease_times_processes(redis_server, workers):
+    # 4 processes, a bucket of 40 refilling at 10 tokens/s, leases of 5 tokens. Time is
+    # set by hand in every process (bucket and lease clocks), so the counts are exact.
+    name = f"lease-{uuid.uuid4().hex[:8]}"
+    capacity, lease = 40, 5
+    group = [
+        start(workers, "lease", redis_server.url, name, str(capacity), str(lease)) for _ in range(4)
+    ]
+    assert all(worker.read()["ready"] for worker in group)
+
+    def at(epoch: float) -> None:
+        for worker in group:
+            assert worker.ask(f"time {epoch}")["time"] == epoch
+
+    def hammer() -> int:
+        for worker in group:  # all four at once
+            worker.send("take 100")
+        admitted = [worker.read() for worker in group]
+        assert all(r["errors"] == 0 for r in admitted)
+        # Then one by one, so that no leased token is left unused.
+        drained = [worker.ask(f"take {lease * 2}")["admitted"] for worker in group]
+        return sum(r["admitted"] for r in admitted) + sum(drained)
+
+    at(1_700_000_000.0)
+    # Without time passing, every admission is a token of the bucket: exactly the capacity.
+    assert hammer() == capacity
+
+    at(1_700_000_010.0)  # the bucket is full again (4 s refill)
+    # Each process admits once and keeps lease - 1 tokens: 4 + 4 * 4 = 20 tokens taken.
+    assert [worker.ask("take 1")["admitted"] for worker in group] == [1, 1, 1, 1]
+    at(1_700_000_020.0)  # full again: in this instant the exact limiter admits 40
+    admitted = hammer()
+    # The leases taken before the instant are spent in it: 40 + 4 * (5 - 1).
+    assert admitted == capacity + len(group) * (lease - 1)
+    assert admitted <= capacity + len(group) * lease  # the documented bound
