@@ -203,6 +203,33 @@ def _breakers(
         else:
             message = f"breaker {name} is {state}"
         result.append(Observation(name, round(elapsed, 3), active, message))
+    result.extend(_fleet_breakers(params, memory, key, now))
+    return result
+
+
+def _fleet_breakers(
+    params: BreakerParams, memory: SampleMemory, key: Any, now: float
+) -> list[Observation]:
+    """A breaker on any fleet instance (worker process), one subject per ``name@instance``."""
+    from dashboard.fleet.selectors import fleet_breakers
+
+    result = []
+    for row in fleet_breakers():
+        name = row["name"]
+        if not fnmatch.fnmatchcase(name, params.breaker) or (
+            params.exclude and fnmatch.fnmatchcase(name, params.exclude)
+        ):
+            continue
+        subject = f"{name}@{row['label']}"[:300]
+        state = str(row["snapshot"].get("state", ""))
+        active = state in params.states
+        since = memory.mark((key, "since", subject), None)
+        if active:
+            since = now if since is None else since
+            memory.mark((key, "since", subject), since)
+        elapsed = now - since if active and since is not None else 0.0
+        message = f"breaker {name} is {state} on instance {row['label']} ({row['instance']})"
+        result.append(Observation(subject, round(elapsed, 3), active, message))
     return result
 
 
