@@ -246,3 +246,33 @@ def test_checkpoint_endpoint_needs_a_reporter_token(client: Client) -> None:
     client.force_login(testing.make_user("s", "fleet.report_fleet"))
     assert client.post(CHECKPOINTS_PATH, b"{}", content_type="application/json").status_code == 403
     assert client.get(CHECKPOINTS_PATH).status_code == 405
+
+
+def test_the_forwarders_message_matches_the_protocol_schema(media: Path) -> None:
+    import jsonschema_rs
+
+    from resilience import fleet
+
+    sent: list[bytes] = []
+
+    class Capture:
+        def send(self, body: bytes) -> dict[str, Any]:
+            sent.append(body)
+            return {}
+
+    manager = StateCheckpointManager(media / "checkpoints", signing_key=store.signing_key())
+    forwarder = CheckpointForwarder(
+        manager, transport=Capture(), instance=instance_info(service="s"), event_bus=manager_bus
+    )
+    try:
+        manager.save_checkpoint({"x": 1}, "a", "w", {"m": [1, 2]})
+        assert forwarder.send_once()
+    finally:
+        forwarder.stop(0)
+        manager.close()
+    schema = fleet.schema()
+    (body,) = sent
+    jsonschema_rs.validate(
+        {"$defs": schema["$defs"], "$ref": "#/$defs/CheckpointsMessage"}, json.loads(body)
+    )
+    assert {"$ref": "#/$defs/CheckpointsMessage"} in schema["oneOf"]
