@@ -26,6 +26,7 @@ from .schemas import (
 
 router = Router(tags=["fleet"], auth=require())
 
+
 class FleetActionIn(Schema):
     reason: str = Field("", max_length=MAX_REASON, description="why (kept in the audit trail)")
     instance: str | None = Field(None, max_length=64, description="only this instance id")

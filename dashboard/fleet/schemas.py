@@ -95,5 +95,3 @@ class LimiterGroupOut(Schema):
 class LimiterGroupListOut(Schema):
     items: list[LimiterGroupOut]
     count: int
-
-

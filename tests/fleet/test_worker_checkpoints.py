@@ -75,3 +75,39 @@ def test_a_checkpoint_saved_in_a_manage_py_process_is_listed_and_verifies(tmp_pa
     assert (tmp_path / "media" / "checkpoints" / f"{checkpoint_id}.ckpt").is_file()
     seen = json.loads(run(env, "-c", ADMIN, checkpoint_id))
     assert seen == {"listed": True, "messages": [f"ok (1): {checkpoint_id}"]}
+
+
+PLAIN_WORKER = """
+import os, sys
+from resilience.checkpoint import StateCheckpointManager
+from resilience.fleet.checkpoints import forward
+manager = StateCheckpointManager(
+    os.environ["WORKER_CHECKPOINT_DIR"], signing_key=os.environ["WORKER_SIGNING_KEY"]
+)
+forwarder = forward(manager)  # RESILIENCE_DASHBOARD_URL / _TOKEN from the environment
+checkpoint_id = manager.save_checkpoint({"step": 9}, "plain-worker", "wf-2", {"by": "script"})
+forwarder.stop(10)
+assert forwarder.pending == 0 and forwarder.sent == 1, (forwarder.failed, forwarder.pending)
+assert "django" not in sys.modules
+print(checkpoint_id)
+"""
+
+
+def test_a_plain_python_worker_reports_metadata_and_the_admin_verifies_its_blob(
+    tmp_path: Path,
+) -> None:
+    from tests.fleet.processes import running_fleet
+
+    media, key = tmp_path / "media", "shared-signing-key-" + uuid.uuid4().hex
+    with running_fleet(MEDIA_ROOT=str(media), CHECKPOINT_SIGNING_KEY=key) as fleet:
+        env = {
+            **fleet.worker_env,
+            "WORKER_CHECKPOINT_DIR": str(media / "checkpoints"),
+            "WORKER_SIGNING_KEY": key,
+        }
+        checkpoint_id = run(env, "-c", PLAIN_WORKER)
+        admin_env = {**fleet.server.env, "ALLOWED_HOSTS": "testserver"}
+        seen = json.loads(
+            run(admin_env, "-c", ADMIN.replace("django-worker", "plain-worker"), checkpoint_id)
+        )
+    assert seen == {"listed": True, "messages": [f"ok (1): {checkpoint_id}"]}

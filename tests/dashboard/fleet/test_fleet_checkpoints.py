@@ -113,7 +113,9 @@ def test_a_plain_worker_checkpoint_is_listed_verified_downloaded_and_deleted(
     download = client.post(
         reverse(CHANGELIST), {"action": "download_state", "_selected_action": [checkpoint_id]}
     )
-    assert json.loads(b"".join(download.streaming_content if download.streaming else [download.content])) == {"step": 3}  # noqa: E501
+    assert json.loads(
+        b"".join(download.streaming_content if download.streaming else [download.content])
+    ) == {"step": 3}  # noqa: E501
     deleted = client.post(
         reverse(CHANGELIST),
         {"action": "delete_selected", "_selected_action": [checkpoint_id], "post": "yes"},
