@@ -7,6 +7,7 @@ transport posts with Django's test client, so both halves are tested together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,3 +279,42 @@ def test_the_forwarders_message_matches_the_protocol_schema(media: Path) -> None
         {"$defs": schema["$defs"], "$ref": "#/$defs/CheckpointsMessage"}, json.loads(body)
     )
     assert {"$ref": "#/$defs/CheckpointsMessage"} in schema["oneOf"]
+
+
+def _json_values() -> Any:
+    from hypothesis import strategies as st
+
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    )
+
+
+def test_any_json_is_parsed_or_refused_with_a_value_error() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dashboard.fleet.checkpoints import parse_message
+
+    fields = st.sampled_from(list(item()))
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
+    @given(field=fields, value=_json_values(), top=_json_values())
+    def check(field: str, value: Any, top: Any) -> None:
+        for body in (message(item(**{field: value})), top):
+            with contextlib.suppress(ValueError):  # anything else fails the test
+                parse_message(json.dumps(body).encode())
+
+    check()
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"big": 10**30}, {"deep": [[[[[[[[[[1]]]]]]]]]]}, {"k" * 200: "v"}, {"float": 1e308}],
+)
+def test_odd_but_small_metadata_is_stored_or_refused_never_a_500(
+    client: Client, token: str, metadata: dict[str, Any]
+) -> None:
+    response = post(client, token, message(item(metadata=metadata)))
+    assert response.status_code in (200, 400), response.content
