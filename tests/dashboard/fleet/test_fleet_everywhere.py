@@ -197,6 +197,33 @@ def test_a_breaker_open_on_any_instance_fires_labelled_with_that_instance(fleet:
     assert not Alert.objects.filter(state=Alert.State.FIRING).exists()
 
 
+def test_a_fleet_breaker_that_opened_and_closed_between_two_looks_still_fires(
+    fleet: None,
+) -> None:
+    AlertRule.objects.create(
+        name="tools search",
+        kind=RuleKind.BREAKER_OPEN,
+        parameters={"breaker": "search", "states": ["open"]},
+        for_seconds=0,
+        cooldown_seconds=0,
+    )
+    clock = FakeClock(1_800_000_000.0)
+    engine = Engine(clock=clock, notify=lambda alert, event: None)
+    engine.evaluate_all()  # w-1's search is open: one alert; w-2's is closed
+    assert list(Alert.objects.values_list("subject", flat=True)) == ["search@planner@h1:1"]
+    now = timezone.now().timestamp()
+    transitions = [
+        {"kind": "breaker_state", "name": "search", "from_state": a, "to_state": b, "time": now}
+        for a, b in (("closed", "open"), ("open", "closed"))
+    ]
+    body = report("w-2", "tools", [{"name": "search", "state": "closed"}])
+    ingest({**body, "seq": 2, "events": transitions})
+    clock.advance(5)
+    engine.evaluate_all()
+    flapped = Alert.objects.get(subject="search@tools@h1:2")
+    assert "opened and is closed again on instance tools@h1:2" in flapped.message
+
+
 # -- overview and charts ------------------------------------------------------------------
 
 
