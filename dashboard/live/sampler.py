@@ -191,6 +191,8 @@ class Sampler:
             except Exception:
                 self.fleet = None
                 logger.exception("live sampler: reading the fleet totals failed")
+        else:
+            self.fleet = None  # nobody charts them: no query, and no stale values kept
         sample, breakers, limiters = self.sample()
         self.ticks += 1
         for name in self.changed_breakers(breakers):
