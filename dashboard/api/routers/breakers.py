@@ -25,7 +25,10 @@ router = Router(tags=["circuit breakers"], auth=require())
 
 
 def _not_found(name: str) -> HttpError:
-    return HttpError(404, f"no circuit breaker named {name!r} in this process")
+    detail = f"no circuit breaker named {name!r} in this process"
+    if fleet_selectors.breaker_groups(name=name):
+        detail += f"; fleet instances hold it: see /api/observability/fleet/circuit-breakers/{name}"
+    return HttpError(404, detail)
 
 
 @router.get("", response={200: BreakerListOut, **READ_ERRORS}, summary="All circuit breakers")

@@ -262,3 +262,13 @@ def test_fleet_totals_sum_instances_and_feed_the_chart_sample(fleet: None) -> No
     plain: dict[str, Any] = {"counters": {}, "gauges": {}, "key": {}}
     add_fleet(plain, dict(totals))
     assert plain["key"]["fleet_limiter_rejected"] == 3
+
+
+def test_a_fleet_only_breaker_404_points_at_the_fleet_endpoint(
+    client: Client, viewer: dict[str, str], fleet: None
+) -> None:
+    response = client.get(f"{API}/circuit-breakers/search", **viewer)
+    assert response.status_code == 404
+    assert "/api/observability/fleet/circuit-breakers/search" in response.json()["detail"]
+    missing = client.get(f"{API}/circuit-breakers/nowhere", **viewer).json()["detail"]
+    assert "fleet" not in missing
