@@ -232,14 +232,14 @@ def test_overview_shows_fleet_breakers_worst_first_with_the_instance(
 ) -> None:
     client.force_login(testing.make_user("olga", "dashboard.view_dashboard"))
     page = client.get("/").content.decode()
-    assert 'data-fleet-breaker="search" data-state="open"' in page
+    assert 'data-fleet-chip="search" data-state="open"' in page
     assert "open on planner@h1:1" in page
     assert "across" in page and "2 instances" in page
 
 
 def test_overview_without_a_fleet_has_no_fleet_section(client: Client) -> None:
     client.force_login(testing.make_user("olga", "dashboard.view_dashboard"))
-    assert "data-fleet-breaker" not in client.get("/").content.decode()
+    assert "data-fleet-chip" not in client.get("/").content.decode()
 
 
 def test_fleet_totals_sum_instances_and_feed_the_chart_sample(fleet: None) -> None:
