@@ -7,6 +7,7 @@ from django.views.decorators.http import require_safe
 
 from dashboard import selectors
 from dashboard.breakers.models import BreakerEvent
+from dashboard.fleet import selectors as fleet_selectors
 from dashboard.live.fragments import to_json
 from dashboard.live.runtime import sampler
 from dashboard.permissions import VIEW_DASHBOARD
@@ -19,6 +20,8 @@ from dashboard.workflows.views import pattern_form_context
 def index(request: HttpRequest) -> HttpResponse:
     breakers = selectors.breaker_overview(history=0)
     limiters = selectors.limiter_overview()
+    fleet_breakers = fleet_selectors.breaker_groups()
+    fleet_limiters = fleet_selectors.limiter_groups()
     return render(
         request,
         "dashboard/index.html",
@@ -31,6 +34,12 @@ def index(request: HttpRequest) -> HttpResponse:
             "counts": selectors.state_counts(breakers),
             "busiest": selectors.busiest_limiters(limiters),
             "limiter_count": len(limiters),
+            "fleet_breakers": fleet_breakers,
+            "fleet_limiters": fleet_limiters,
+            "fleet_instances": len(
+                {i["instance"] for g in fleet_breakers for i in g["instances"]}
+                | {i["instance"] for g in fleet_limiters for i in g["instances"]}
+            ),
             "transitions": list(BreakerEvent.objects.all()[:10]),
             "failures": sorted(
                 (b for b in breakers if b["last_failure"]),

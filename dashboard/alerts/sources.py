@@ -159,6 +159,53 @@ def _breakers(params: BreakerParams, at: Evaluation) -> list[Observation]:
         else:
             message = f"breaker {name} is {state}"
         result.append(Observation(name, round(elapsed, 3), active, message))
+    result.extend(_fleet_breakers(params, memory, key, now))
+    return result
+
+
+def _fleet_breakers(
+    params: BreakerParams, memory: SampleMemory, key: Any, now: float
+) -> list[Observation]:
+    """A breaker on any fleet instance (worker process), one subject per ``name@instance``.
+
+    Openings between two looks are read from the transitions the instances reported
+    (history rows newer than the last one seen), so an open-and-closed-again still fires.
+    """
+    from dashboard.breakers.models import BreakerEvent
+    from dashboard.fleet.selectors import fleet_breakers
+
+    seen_id = memory.mark((key, "fleet-event-id"), None)
+    latest = BreakerEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    memory.mark((key, "fleet-event-id"), latest)
+    opened: set[tuple[str, str]] = set()
+    if seen_id is not None and latest > seen_id:
+        opened = set(
+            BreakerEvent.objects.filter(
+                id__gt=seen_id, id__lte=latest, to_state__in=[str(s) for s in _OPEN_STATES]
+            ).values_list("breaker", "process")[:10_000]
+        )
+    result = []
+    for row in fleet_breakers():
+        name = row["name"]
+        if not fnmatch.fnmatchcase(name, params.breaker) or (
+            params.exclude and fnmatch.fnmatchcase(name, params.exclude)
+        ):
+            continue
+        subject = f"{name}@{row['label']}"[:300]
+        state = str(row["snapshot"].get("state", ""))
+        flapped = (name, row["label"][:200]) in opened and state not in params.states
+        active = state in params.states or flapped
+        since = memory.mark((key, "since", subject), None)
+        if active:
+            since = now if since is None else since
+            memory.mark((key, "since", subject), since)
+        elapsed = now - since if active and since is not None else 0.0
+        where = f"on instance {row['label']} ({row['instance']})"
+        if flapped:
+            message = f"breaker {name} opened and is {state} again {where}"
+        else:
+            message = f"breaker {name} is {state} {where}"
+        result.append(Observation(subject, round(elapsed, 3), active, message))
     return result
 
 

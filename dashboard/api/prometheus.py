@@ -20,6 +20,10 @@ is trusted only where it can be: a request that arrived on a non-loopback local
 address, or that carries forwarding headers from a peer not in ``TRUSTED_PROXIES``
 (a reverse proxy on the same host makes every client look like 127.0.0.1), is refused
 with 403 and logged. Set ``METRICS_TOKEN`` for any scrape that crosses a network.
+
+Fleet primitives (worker processes' breakers and limiters) are rendered from the
+database, the same in every process; ``?fleet=none|only`` places them so that they are
+scraped once in total (:mod:`dashboard.fleet.metrics`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from dashboard.client_ip import client_address, forwarded_by_untrusted_peer, is_loopback
+from dashboard.fleet import metrics as fleet_metrics
 from resilience import telemetry
 
 logger = logging.getLogger(__name__)
@@ -124,6 +129,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if expected and not token:
             return _denied(401, "send Authorization: Bearer <METRICS_TOKEN>")
         return _denied(403, "metrics are not served to this address")
-    return HttpResponse(
-        telemetry.metrics.render_prometheus(), content_type=telemetry.PROMETHEUS_CONTENT_TYPE
-    )
+    try:
+        fleet = fleet_metrics.scope(request.GET.get("fleet"))
+    except ValueError as exc:
+        return _denied(400, str(exc))
+    own = b"" if fleet == "only" else telemetry.metrics.render_prometheus()
+    fleet_text = b"" if fleet == "none" else fleet_metrics.render()
+    return HttpResponse(own + fleet_text, content_type=telemetry.PROMETHEUS_CONTENT_TYPE)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from ninja import Field, Schema
 
 from dashboard.audit import MAX_REASON
+from dashboard.fleet.schemas import BreakerGroupOut, LimiterGroupOut
 
 HealthStatus = Literal["ok", "degraded", "down"]
 BreakerStateName = Literal["closed", "open", "half_open", "forced_open", "disabled"]
@@ -97,8 +98,14 @@ class BreakerOut(Schema):
 
 
 class BreakerListOut(Schema):
-    items: list[BreakerOut]
-    count: int
+    items: list[BreakerOut] = Field(description="the breakers of the process answering")
+    count: int = Field(description="len(items)")
+    fleet: list[BreakerGroupOut] = Field(
+        default_factory=list,
+        description="breakers of the fleet's worker processes (instances not gone), "
+        "grouped by name, worst state first, each with its instances",
+    )
+    fleet_count: int = Field(0, description="len(fleet)")
 
 
 class ReasonIn(Schema):
@@ -152,8 +159,14 @@ class LimiterOut(Schema):
 
 
 class LimiterListOut(Schema):
-    items: list[LimiterOut]
-    count: int
+    items: list[LimiterOut] = Field(description="the limiters of the process answering")
+    count: int = Field(description="len(items)")
+    fleet: list[LimiterGroupOut] = Field(
+        default_factory=list,
+        description="limiters of the fleet's worker processes, grouped by name, each with "
+        "its instances",
+    )
+    fleet_count: int = Field(0, description="len(fleet)")
 
 
 # ---- metrics ---------------------------------------------------------------------------

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
@@ -17,95 +16,15 @@ from dashboard.audit import MAX_REASON
 from dashboard.breakers.services import PERMISSIONS, Action
 
 from . import selectors, services
+from .schemas import (
+    BreakerGroupListOut,
+    BreakerGroupOut,
+    CommandOut,
+    InstanceListOut,
+    LimiterGroupListOut,
+)
 
 router = Router(tags=["fleet"], auth=require())
-
-Liveness = Literal["live", "stale", "gone"]
-
-
-class InstanceOut(Schema):
-    id: str
-    service: str
-    host: str
-    pid: int
-    label: str = Field(description="service@host:pid, as history rows name it")
-    version: str
-    language: str
-    status: Liveness
-    started_at: datetime
-    last_seen: datetime
-    uptime_seconds: float
-    seconds_since_report: float
-    reports: int
-    reports_failed: int
-    events_dropped: int
-    breakers: int
-    limiters: int
-
-
-class InstanceListOut(Schema):
-    items: list[InstanceOut]
-    count: int
-
-
-class CommandOut(Schema):
-    id: str
-    batch: str
-    action: str
-    status: Literal["pending", "applied", "failed", "unreachable"]
-    actor: str
-    reason: str
-    created_at: datetime
-    acked_at: datetime | None
-    result_state: str
-    error: str
-
-
-class InstanceBreakerOut(Schema):
-    instance: str
-    label: str
-    status: Liveness
-    state: str
-    failure_count: int
-    calls: dict[str, int]
-    command: CommandOut | None = Field(description="the latest command for it on this instance")
-
-
-class BreakerGroupOut(Schema):
-    name: str
-    state: str = Field(description="the worst state across instances")
-    instances: list[InstanceBreakerOut]
-    live_instances: int
-    calls: int
-    failures: int
-    rejections: int
-    state_counts: dict[str, int]
-
-
-class BreakerGroupListOut(Schema):
-    items: list[BreakerGroupOut]
-    count: int
-
-
-class InstanceLimiterOut(Schema):
-    instance: str
-    label: str
-    status: Liveness
-    allowed: int
-    rejected: int
-    available_tokens: float | None
-
-
-class LimiterGroupOut(Schema):
-    name: str
-    instances: list[InstanceLimiterOut]
-    allowed: int
-    rejected: int
-
-
-class LimiterGroupListOut(Schema):
-    items: list[LimiterGroupOut]
-    count: int
 
 
 class FleetActionIn(Schema):

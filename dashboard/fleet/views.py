@@ -16,7 +16,7 @@ from dashboard.breakers.services import PERMISSIONS, Action
 from dashboard.live import fragments
 from dashboard.permissions import REPORT_FLEET, VIEW_DASHBOARD
 
-from . import conf, live, selectors, services
+from . import checkpoints, conf, live, selectors, services
 from .report import parse_report
 
 VIEW = VIEW_DASHBOARD
@@ -62,6 +62,37 @@ def report(request: HttpRequest) -> HttpResponse:
     if parsed.events or parsed.acks:
         live.notify()
     return JsonResponse(answer)
+
+
+def _reporter_error(request: HttpRequest) -> JsonResponse | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        status = 403 if request.user.is_authenticated else 401
+        return _error(status, f"send Authorization: Bearer <API token with {REPORT!r}>")
+    found = authenticate_token(token.strip())
+    if found is None:
+        return _error(401, "invalid, expired or revoked API token")
+    if not found.user.has_perm(REPORT):
+        return _error(403, f"permission {REPORT!r} required")
+    return None
+
+
+@csrf_exempt  # bearer-token only, like the report
+@require_POST
+def report_checkpoints(request: HttpRequest) -> HttpResponse:
+    """``POST /api/fleet/v1/checkpoints``: a worker's checkpoint metadata (no blobs)."""
+    denied = _reporter_error(request)
+    if denied is not None:
+        return denied
+    limit = conf.max_report_bytes()
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return _error(413, f"a message must be at most {limit} bytes")
+    try:
+        message = checkpoints.parse_message(body)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return JsonResponse(checkpoints.record_checkpoints(message=message))
 
 
 @login_required

@@ -23,9 +23,11 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from dashboard import selectors
+from dashboard.fleet import selectors as fleet_selectors
 from resilience import telemetry
 from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.rate_limiter import rate_limiter_registry
@@ -34,6 +36,14 @@ from . import fragments
 from .broadcast import LIMITERS, METRICS, OVERVIEW, PROCESS, Broadcaster
 
 logger = logging.getLogger(__name__)
+
+
+def add_fleet(sample: dict[str, Any], totals: dict[str, int]) -> None:
+    """Chart the fleet's summed counters (``fleet.*``) beside this process's own."""
+    for key in ("calls", "failures", "breaker_rejected", "limiter_allowed", "limiter_rejected"):
+        sample["counters"][f"fleet.{key}"] = totals[key]
+        sample["key"][f"fleet_{key}"] = totals[key]
+    sample["gauges"]["fleet.instances"] = totals["instances"]
 
 
 def _breaker_signature(snap: dict[str, Any]) -> tuple[Any, ...]:
@@ -76,6 +86,9 @@ class Sampler:
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.errors = 0
+        # Fleet totals (worker processes, from the database), refreshed by tick() only
+        # while a page that charts them is watched; sample() adds them when present.
+        self.fleet: dict[str, int] | None = None
 
     @property
     def running(self) -> bool:
@@ -138,6 +151,8 @@ class Sampler:
                 "limiter_rejected": sum(lim["rejected"] for lim in limiters),
             },
         }
+        if self.fleet is not None:
+            add_fleet(sample, self.fleet)
         self.samples.append(sample)
         return sample, breakers, limiters
 
@@ -170,6 +185,14 @@ class Sampler:
         return changed
 
     async def tick(self) -> None:
+        if self.watchers["metrics"] or self.watchers["overview"]:
+            try:
+                self.fleet = dict(await database_sync_to_async(fleet_selectors.totals)())
+            except Exception:
+                self.fleet = None
+                logger.exception("live sampler: reading the fleet totals failed")
+        else:
+            self.fleet = None  # nobody charts them: no query, and no stale values kept
         sample, breakers, limiters = self.sample()
         self.ticks += 1
         for name in self.changed_breakers(breakers):

@@ -30,6 +30,14 @@ def test_reset_clicked_on_the_fleet_page_closes_the_breaker_in_the_worker(
     wait_until(lambda: rows.count() == 2)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(Path(SCREENSHOTS / "fleet-open.png")), full_page=True)
+    # The overview sees the worker's breaker too, naming the instance it is open on.
+    page.goto(f"{fleet.server.url}/")
+    chip = page.locator('[data-fleet-chip="ledger"][data-state="open"]')
+    chip.wait_for()
+    assert "open on billing@" in chip.inner_text()
+    page.click("nav >> text=Fleet")
+    group = page.locator('[data-fleet-breaker="ledger"]')
+    group.locator("[data-group-state]", has_text="open").wait_for()
 
     dialogs: list[str] = []
 

@@ -16,6 +16,7 @@ from dashboard.api.errors import (
 from dashboard.api.schemas import BreakerEventPageOut, BreakerListOut, BreakerOut, PageIn, ReasonIn
 from dashboard.breakers.models import BreakerEvent
 from dashboard.breakers.services import BreakerNotFound, act_on_breaker
+from dashboard.fleet import selectors as fleet_selectors
 from dashboard.permissions import RESET_BREAKER
 from dashboard.selectors import breaker_overview
 from resilience.circuit_breaker import circuit_breaker_registry
@@ -24,13 +25,17 @@ router = Router(tags=["circuit breakers"], auth=require())
 
 
 def _not_found(name: str) -> HttpError:
-    return HttpError(404, f"no circuit breaker named {name!r} in this process")
+    detail = f"no circuit breaker named {name!r} in this process"
+    if fleet_selectors.breaker_groups(name=name):
+        detail += f"; fleet instances hold it: see /api/observability/fleet/circuit-breakers/{name}"
+    return HttpError(404, detail)
 
 
 @router.get("", response={200: BreakerListOut, **READ_ERRORS}, summary="All circuit breakers")
 def list_breakers(request: HttpRequest) -> dict[str, Any]:
     items = breaker_overview(history=0)
-    return {"items": items, "count": len(items)}
+    fleet = fleet_selectors.breaker_groups()
+    return {"items": items, "count": len(items), "fleet": fleet, "fleet_count": len(fleet)}
 
 
 @router.get("/{name}", response={200: BreakerOut, **LOOKUP_ERRORS}, summary="One breaker's state")

@@ -9,6 +9,7 @@ from ninja.errors import HttpError
 from dashboard.api.auth import require
 from dashboard.api.errors import LOOKUP_ERRORS, READ_ERRORS
 from dashboard.api.schemas import LimiterListOut, LimiterOut
+from dashboard.fleet import selectors as fleet_selectors
 from dashboard.selectors import limiter_overview
 from resilience.rate_limiter import rate_limiter_registry
 
@@ -18,7 +19,8 @@ router = Router(tags=["rate limiters"], auth=require())
 @router.get("", response={200: LimiterListOut, **READ_ERRORS}, summary="All named rate limiters")
 def list_limiters(request: HttpRequest) -> dict[str, Any]:
     items = limiter_overview()
-    return {"items": items, "count": len(items)}
+    fleet = fleet_selectors.limiter_groups()
+    return {"items": items, "count": len(items), "fleet": fleet, "fleet_count": len(fleet)}
 
 
 @router.get("/{name}", response={200: LimiterOut, **LOOKUP_ERRORS}, summary="One rate limiter")

@@ -236,7 +236,10 @@ def test_bad_paging_is_422_naming_the_field(
 
 @pytest.mark.django_db
 def test_limiters_list_and_detail(client: Client, viewer: dict[str, str]) -> None:
-    bucket = RateLimiter(RateLimitConfig(max_requests=10, time_window=60), name="search")
+    # A frozen clock: no refill between the acquire and the read, however slow the request.
+    bucket = RateLimiter(
+        RateLimitConfig(max_requests=10, time_window=60), name="search", clock=lambda: 1000.0
+    )
     bucket.try_acquire()
     keyed = KeyedRateLimiter(RateLimitConfig(max_requests=2, time_window=1), name="per-user")
     keyed.try_acquire("u1")

@@ -141,3 +141,15 @@ def test_docs_page_is_served(client: Any) -> None:
     response = client.get("/api/observability/docs")
     assert response.status_code == 200
     assert SCHEMA_URL in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_breaker_and_limiter_lists_document_their_fleet_fields(client: Any) -> None:
+    client.force_login(testing.make_user("reader", "dashboard.view_dashboard"))
+    schemas = client.get(SCHEMA_URL).json()["components"]["schemas"]
+    for listing in ("BreakerListOut", "LimiterListOut"):
+        fields = schemas[listing]["properties"]
+        # Old clients read items/count only: those stay required, the fleet is additive.
+        assert set(schemas[listing]["required"]) == {"items", "count"}
+        assert {"items", "count", "fleet", "fleet_count"} <= set(fields)
+    assert "service" in schemas["InstanceBreakerOut"]["properties"]
