@@ -9,6 +9,9 @@ from django.test import Client, RequestFactory
 
 from dashboard.client_ip import client_address
 
+# A served /metrics reads the fleet's state from the database.
+pytestmark = pytest.mark.django_db
+
 TOKEN = "scrape-secret"
 
 
