@@ -30,6 +30,7 @@ from bench._harness import Row, Table, quick
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 16
+FLOOR = "bare Django view"
 
 
 def _free_port() -> int:
@@ -37,6 +38,12 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -51,7 +58,7 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float 
 
 
 @contextlib.contextmanager
-def _daphne(app: str, env: dict[str, str]) -> Iterator[int]:
+def _daphne(app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
@@ -62,7 +69,7 @@ def _daphne(app: str, env: dict[str, str]) -> Iterator[int]:
     )
     try:
         _wait_listening(port, process)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
@@ -121,8 +128,11 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _load(port: int, path: str, headers: dict[str, str], seconds: float) -> float:
-    """Requests per second over ``seconds`` after a warm-up, 16 keep-alive connections."""
+async def _load(
+    port: int, path: str, headers: dict[str, str], seconds: float, server_pid: int
+) -> tuple[float, float]:
+    """Requests per second over ``seconds`` after a warm-up, 16 keep-alive connections,
+    and the server's CPU time per request (microseconds) over the same window."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
     counting = False
@@ -146,9 +156,10 @@ async def _load(port: int, path: str, headers: dict[str, str], seconds: float) -
     tasks = [asyncio.create_task(connection()) for _ in range(CONNECTIONS)]
     await asyncio.sleep(1.0 if quick() else 2.0)  # warm-up: caches, connections, JIT-less
     counting = True
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds(server_pid)
     await asyncio.sleep(seconds)
     counted, elapsed = done, time.perf_counter() - start
+    cpu = _cpu_seconds(server_pid) - cpu_start
     stop = True
     for task in tasks:
         task.cancel()
@@ -158,34 +169,39 @@ async def _load(port: int, path: str, headers: dict[str, str], seconds: float) -
     ]
     if errors:
         raise errors[0]
-    return counted / elapsed
+    return counted / elapsed, cpu / max(counted, 1) * 1e6
 
 
 def tables() -> list[Table]:
     seconds = 2.0 if quick() else 6.0
-    rows: list[Row] = []
+    rates: list[Row] = []
+    costs: list[Row] = []
+
+    def measure(label: str, port: int, pid: int, path: str, headers: dict[str, str]) -> None:
+        rate, cpu = asyncio.run(_load(port, path, headers, seconds, pid))
+        note = "no middleware, no database" if label == FLOOR else path
+        rates.append(Row(label, rate, note))
+        costs.append(Row(label, cpu, note))
+
     with tempfile.TemporaryDirectory(prefix="bench-http-") as directory:
         env = _dashboard_env(directory)
         _manage(env, "migrate", "--noinput")
         _manage(env, "ensure_demo_admin")
         token = _manage(env, "create_api_token", "bench", "--name", "bench").strip().split()[-1]
         auth = {"Authorization": f"Bearer {token}"}
-        with _daphne("bench._bare_site:application", dict(os.environ)) as port:
-            rate = asyncio.run(_load(port, "/", {}, seconds))
-            rows.append(Row("bare Django view", rate, "no middleware, no database"))
-        with _daphne("dashboard.asgi:application", env) as port:
+        with _daphne("bench._bare_site:application", dict(os.environ)) as (port, pid):
+            measure(FLOOR, port, pid, "/", {})
+        with _daphne("dashboard.asgi:application", env) as (port, pid):
             for label, path, headers in [
                 ("health, anonymous", "/api/observability/health", {}),
                 ("circuit-breakers, token", "/api/observability/circuit-breakers", auth),
                 ("metrics, token", "/api/observability/metrics", auth),
             ]:
-                rows.append(Row(label, asyncio.run(_load(port, path, headers, seconds)), path))
+                measure(label, port, pid, path, headers)
+    title = f"HTTP request path, {CONNECTIONS} keep-alive connections (daphne, loopback)"
     return [
-        Table(
-            f"HTTP request path, {CONNECTIONS} keep-alive connections (daphne, loopback)",
-            "req/s",
-            "bare Django view",
-            rows,
-            lower_is_better=False,
-        )
+        Table(title, "req/s", FLOOR, rates, lower_is_better=False),
+        # The server's own CPU per answered request: steadier than req/s on a busy
+        # machine, since the load client and other processes share the cores.
+        Table(f"{title}: server CPU per request", "us/request", FLOOR, costs),
     ]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
+
+# Django's handler, entering the (synchronous) middleware chain once per request.
+from dashboard.handler import OneHopASGIHandler  # noqa: E402
+
+django_asgi_app = OneHopASGIHandler()
 
 # Imported after Django is set up: routing imports models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -157,7 +157,15 @@ DATABASES = {
         env_str("DATABASE_URL", "") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+# Django's engines with idle connections pooled across the per-request threads of ASGI
+# (dashboard/db: an open costs more than an API read's queries).
+_POOLED_ENGINES = {
+    "django.db.backends.sqlite3": "dashboard.db.sqlite3",
+    "django.db.backends.postgresql": "dashboard.db.postgresql",
+}
+_ENGINE = DATABASES["default"]["ENGINE"]
+DATABASES["default"]["ENGINE"] = _POOLED_ENGINES.get(_ENGINE, _ENGINE)
+if _ENGINE == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",

@@ -74,7 +74,7 @@ def test_settings_defaults_are_safe_and_env_overrides_apply(tmp_path: Path) -> N
         env, "s.DEBUG, s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND']"
     )
     assert default.stdout.strip() == (
-        "False django.db.backends.sqlite3 channels.layers.InMemoryChannelLayer"
+        "False dashboard.db.sqlite3 channels.layers.InMemoryChannelLayer"
     )
     env.update(
         DEBUG="true",
@@ -85,7 +85,7 @@ def test_settings_defaults_are_safe_and_env_overrides_apply(tmp_path: Path) -> N
         env, "s.DEBUG, s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND']"
     )
     assert custom.stdout.strip() == (
-        "True django.db.backends.postgresql channels_redis.core.RedisChannelLayer"
+        "True dashboard.db.postgresql channels_redis.core.RedisChannelLayer"
     )
     env["DEBUG"] = "maybe"
     bad = _settings_value(env, "s.DEBUG")

@@ -1,0 +1,216 @@
+"""The pooled backends (dashboard/db): on SQLite here, on PostgreSQL in `make test-postgres`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.core.asgi import get_asgi_application
+from django.db import DatabaseError, connection, connections
+
+from dashboard import db
+from dashboard.db import ConnectionPool, pool
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def empty_pool() -> Iterator[None]:
+    for raw in pool.clear():
+        raw.close()
+    yield
+    for raw in pool.clear():
+        raw.close()
+
+
+def in_thread(work: Callable[[], Any]) -> Any:
+    """Run ``work`` on a new thread (its own Django connection), as ASGI runs a request."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(work())
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            errors.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def query_and_close() -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+    raw = connection.connection
+    connection.close()
+    return raw
+
+
+def raw_is_open(raw: Any) -> bool:
+    if connection.vendor == "sqlite":
+        try:
+            raw.execute("SELECT 1")
+        except Exception:  # noqa: BLE001 - sqlite3.ProgrammingError once closed
+            return False
+        return True
+    return not raw.closed
+
+
+def test_an_idle_connection_closed_on_one_thread_serves_the_next_thread() -> None:
+    first = in_thread(query_and_close)
+    assert pool.idle_count() == 1
+    second = in_thread(query_and_close)
+    assert second is first
+    assert raw_is_open(second)
+
+
+def test_a_connection_closed_inside_a_transaction_is_really_closed() -> None:
+    def begin_and_close() -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT 1")
+        raw = connection.connection
+        connection.close()
+        return raw
+
+    raw = in_thread(begin_and_close)
+    assert pool.idle_count() == 0
+    assert not raw_is_open(raw)
+    assert in_thread(query_and_close) is not raw
+
+
+def test_a_connection_that_saw_a_database_error_is_not_pooled() -> None:
+    def fail_and_close() -> Any:
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table_here")
+        assert connection.errors_occurred
+        raw = connection.connection
+        connection.close()
+        return raw
+
+    raw = in_thread(fail_and_close)
+    assert pool.idle_count() == 0
+    assert not raw_is_open(raw)
+
+
+def test_a_dead_pooled_connection_is_dropped_and_a_new_one_opened() -> None:
+    first = in_thread(query_and_close)
+    first.close()  # the server went away, or the file handle did
+    second = in_thread(query_and_close)
+    assert second is not first
+    assert raw_is_open(second)
+
+
+def test_pool_size_zero_turns_pooling_off(settings: Any) -> None:
+    original = connection.settings_dict.get("POOL_SIZE")
+    connection.settings_dict["POOL_SIZE"] = 0
+    try:
+
+        def with_size_zero() -> Any:
+            connection.settings_dict["POOL_SIZE"] = 0
+            return query_and_close()
+
+        raw = in_thread(with_size_zero)
+    finally:
+        if original is None:
+            connection.settings_dict.pop("POOL_SIZE", None)
+        else:
+            connection.settings_dict["POOL_SIZE"] = original
+    assert pool.idle_count() == 0
+    assert not raw_is_open(raw)
+
+
+def test_the_pool_keeps_at_most_size_idle_connections_per_key() -> None:
+    own = ConnectionPool()
+    assert own.give("a", object(), size=2)
+    assert own.give("a", object(), size=2)
+    assert not own.give("a", object(), size=2)
+    assert own.give("b", object(), size=2)  # another database has its own room
+    assert own.idle_count() == 3
+
+
+def test_a_forked_child_never_takes_its_parents_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    own = ConnectionPool()
+    parent_connection = object()
+    own.give("a", parent_connection, size=2)
+    monkeypatch.setattr(db.os, "getpid", lambda: -1)  # as after os.fork()
+    assert own.take("a") is None
+    assert own.idle_count() == 0
+
+
+def test_connections_for_other_parameters_are_not_shared() -> None:
+    own = ConnectionPool()
+    mine = object()
+    own.give("main-db", mine, size=2)
+    assert own.take("test-db") is None
+    assert own.take("main-db") is mine
+
+
+async def asgi_get(application: Any, path: str) -> int:
+    """One GET through Django's ASGI handler, as daphne delivers it."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    body_sent = asyncio.Event()
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not body_sent.is_set():
+            body_sent.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # no disconnect: the handler cancels this wait
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await application(scope, receive, send)
+    return int(messages[0]["status"])
+
+
+async def test_successive_asgi_requests_share_one_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ASGI runs each request's sync code on a thread of its own: without the pool, each
+    request opened (and closed) a connection."""
+    opened: list[Any] = []
+    stock = next(  # Django's own DatabaseWrapper, under the mixin
+        cls
+        for cls in type(connections["default"]).__mro__
+        if cls.__module__.startswith("django.db.backends") and "get_new_connection" in vars(cls)
+    )
+    original = stock.get_new_connection
+
+    def counting(self: Any, conn_params: dict[str, Any]) -> Any:
+        raw = original(self, conn_params)
+        opened.append(raw)
+        return raw
+
+    monkeypatch.setattr(stock, "get_new_connection", counting)
+    application = get_asgi_application()
+    for _ in range(10):
+        assert await asgi_get(application, "/api/observability/health") == 200
+    # Without the pool: 10. A background thread (the span writer) may take the pooled
+    # connection once and keep it, so the next request opens a second one.
+    assert len(opened) <= 2

@@ -1,0 +1,173 @@
+"""dashboard/handler.py: the middleware chain entered once per request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref import sync as asgiref_sync
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.test import override_settings
+from django.urls import path
+
+from dashboard.handler import OneHopASGIHandler, chunks_in_thread
+
+seen_threads: list[int] = []
+
+
+class RecordingMiddleware:
+    """A plain sync-and-async middleware that notes the thread it runs on."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        seen_threads.append(threading.get_ident())
+        return self.get_response(request)
+
+
+def plain(request: HttpRequest) -> HttpResponse:
+    seen_threads.append(threading.get_ident())
+    return HttpResponse(f"ok {request.path}")
+
+
+async def coroutine_view(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(0)
+    return HttpResponse("async ok")
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        for n in range(3):
+            seen_threads.append(threading.get_ident())
+            yield f"part{n};".encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+urlpatterns = [path("plain/", plain), path("async/", coroutine_view), path("stream/", stream)]
+
+SETTINGS = {
+    "ROOT_URLCONF": __name__,
+    "MIDDLEWARE": [
+        "django.middleware.security.SecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        f"{__name__}.RecordingMiddleware",
+    ],
+}
+
+
+async def get(application: Any, url: str) -> tuple[int, bytes, list[dict[str, Any]]]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": url,
+        "raw_path": url.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    delivered = asyncio.Event()
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not delivered.is_set():
+            delivered.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await application(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return messages[0]["status"], body, messages
+
+
+@pytest.fixture
+def counted_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every sync_to_async call made while a request is handled."""
+    calls: list[str] = []
+    original = asgiref_sync.SyncToAsync.__call__
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(asgiref_sync.SyncToAsync, "__call__", counting)
+    return calls
+
+
+@override_settings(**SETTINGS)
+async def test_the_whole_chain_and_the_view_run_in_one_hop_on_one_thread(
+    counted_hops: list[str],
+) -> None:
+    seen_threads.clear()
+    application = OneHopASGIHandler()
+    counted_hops.clear()
+    status, body, _ = await get(application, "/plain/")
+    assert (status, body) == (200, b"ok /plain/")
+    chain_hops = [c for c in counted_hops if "log_response" not in c and "close" not in c]
+    # Django's stock handler: two hops per MiddlewareMixin middleware plus the view.
+    assert len([c for c in chain_hops if "signal" not in c.lower()]) == 1, counted_hops
+    assert len(set(seen_threads)) == 1
+    assert seen_threads[0] != threading.get_ident()  # not on the event loop's thread
+
+
+@override_settings(**SETTINGS)
+async def test_middleware_still_applies_its_behaviour() -> None:
+    application = OneHopASGIHandler()
+    status, _, messages = await get(application, "/plain/")
+    headers = {bytes(k).lower(): v for k, v in messages[0]["headers"]}
+    assert status == 200
+    assert headers[b"x-content-type-options"] == b"nosniff"  # SecurityMiddleware ran
+    status, _, messages = await get(application, "/plain")  # CommonMiddleware: APPEND_SLASH
+    assert status == 301
+    assert {bytes(k).lower(): v for k, v in messages[0]["headers"]}[b"location"] == b"/plain/"
+
+
+@override_settings(**SETTINGS)
+async def test_an_async_view_still_works() -> None:
+    status, body, _ = await get(OneHopASGIHandler(), "/async/")
+    assert (status, body) == (200, b"async ok")
+
+
+@override_settings(**SETTINGS)
+async def test_a_sync_stream_is_read_off_the_event_loop_without_a_warning() -> None:
+    seen_threads.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Django warns when it must consume a sync iterator
+        status, body, messages = await get(OneHopASGIHandler(), "/stream/")
+    assert (status, body) == (200, b"part0;part1;part2;")
+    assert threading.get_ident() not in seen_threads
+    assert len([m for m in messages if m["type"] == "http.response.body"]) >= 3  # streamed
+
+
+async def test_chunks_in_thread_reads_lazily() -> None:
+    produced: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for n in range(5):
+            produced.append(n)
+            yield n
+
+    reader = chunks_in_thread(numbers())
+    assert await reader.__anext__() == 0
+    assert produced == [0]  # one chunk at a time, not the whole body
+    assert [n async for n in reader] == [1, 2, 3, 4]
