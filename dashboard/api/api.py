@@ -16,7 +16,7 @@ from dashboard.permissions import VIEW_DASHBOARD
 from . import throttle
 from .auth import docs_guard
 from .errors import install_handlers
-from .routers import breakers, checkpoints, health, limiters, metrics, traces
+from .routers import breakers, checkpoints, health, limiters, metrics, servicemap, traces
 
 
 class LenientParser(Parser):
@@ -77,3 +77,4 @@ api.add_router("/rate-limiters", limiters.router)
 api.add_router("/health", health.router)
 api.add_router("/alerts", alerts_router)
 api.add_router("/fleet", fleet_router)
+api.add_router("/service-map", servicemap.router)
