@@ -29,11 +29,12 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Q
+import orjson
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.db.models.fields.json import KT
 
 from dashboard.traces.models import SpanKind, SpanRecord, SpanStatus
@@ -46,7 +47,7 @@ from .models import EdgeMinute, RollupWatermark
 BREAKER_KEYS = ("resilience.breaker", "breaker")
 #: Attributes naming the called service on a CLIENT span (first wins).
 PEER_KEYS = ("peer.service", "server.address")
-BATCH = 2000
+BATCH = 5000
 #: Rows older than this many minutes are pruned (the longest range is 24 h).
 KEEP_MINUTES = 25 * 60
 
@@ -83,31 +84,49 @@ class _Span:
     peer_key: str  # the attribute that named it ("peer.service", ...), else ""
 
 
-def _first(row: dict[str, Any], prefix: str, keys: Sequence[str]) -> tuple[str, str]:
+def _first(values: Sequence[Any], keys: Sequence[str]) -> tuple[str, str]:
     """(value, key) of the first of ``keys`` the span has, else ("", "")."""
-    for i, key in enumerate(keys):
-        value = row.get(f"{prefix}{i}")
+    for value, key in zip(values, keys, strict=True):
         if value not in (None, ""):
             return str(value)[:255], key
     return "", ""
 
 
-def _span(row: dict[str, Any]) -> _Span:
-    service = row["service"]
-    peer, peer_key = _first(row, "p", PEER_KEYS) if row["kind"] == SpanKind.CLIENT else ("", "")
-    if peer == service:
-        peer, peer_key = "", ""
-    start: datetime = row["start"]
+_minutes: dict[str, int] = {}
+
+
+def _minute(start: Any) -> int:
+    """Minutes since the epoch of a raw ``start`` column value (text on SQLite)."""
+    if isinstance(start, datetime):
+        return int(start.timestamp()) // 60
+    text = str(start)[:16]  # "YYYY-MM-DD HH:MM", UTC as Django stores it
+    minute = _minutes.get(text)
+    if minute is None:
+        if len(_minutes) > 100_000:
+            _minutes.clear()
+        parsed = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        minute = _minutes[text] = int(parsed.timestamp()) // 60
+    return minute
+
+
+def _span(row: Sequence[Any]) -> _Span:
+    id_, trace_id, span_id, parent, service, kind, start, duration_us, status = row[:9]
+    breaker = _first(row[9 : 9 + len(BREAKER_KEYS)], BREAKER_KEYS)[0]
+    peer, peer_key = ("", "")
+    if kind == SpanKind.CLIENT:
+        peer, peer_key = _first(row[9 + len(BREAKER_KEYS) :], PEER_KEYS)
+        if peer == service:
+            peer, peer_key = "", ""
     return _Span(
-        id=row["id"],
-        trace_id=row["trace_id"],
-        span_id=row["span_id"],
-        parent=row["parent_span_id"],
+        id=id_,
+        trace_id=trace_id,
+        span_id=span_id,
+        parent=parent,
         service=service,
-        minute=int(start.timestamp()) // 60,
-        duration_us=row["duration_us"],
-        error=row["status"] == SpanStatus.ERROR,
-        breaker=_first(row, "b", BREAKER_KEYS)[0],
+        minute=_minute(start),
+        duration_us=duration_us,
+        error=status == SpanStatus.ERROR,
+        breaker=breaker,
         peer=peer,
         peer_key=peer_key,
     )
@@ -155,8 +174,13 @@ def count_calls(new: Sequence[_Span], older: Iterable[_Span], deltas: _Deltas) -
                 pair(span, child)
 
 
-def _rows(spans: Any) -> list[_Span]:
-    return [_span(row) for row in spans.annotate(**_ANNOTATIONS).values(*_FIELDS, *_ANNOTATIONS)]
+def _rows(spans: QuerySet[SpanRecord]) -> list[_Span]:
+    # Raw rows: Django's per-row converters (datetimes, JSON) cost more than the rollup.
+    query = spans.annotate(**_ANNOTATIONS).values_list(*_FIELDS, *_ANNOTATIONS)
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [_span(row) for row in cursor.fetchall()]
 
 
 class _LostRace(Exception):
@@ -179,7 +203,8 @@ def _save(watermark: int, new_watermark: int, deltas: _Deltas) -> None:
             (row.minute, row.caller, row.callee, row.breaker, row.peer_key): row
             for row in EdgeMinute.objects.filter(minute__in=minutes)
         }
-        changed, created = [], []
+        changed: list[tuple[Any, ...]] = []
+        created = []
         for key, (calls, errors, total_us, hist) in deltas.rows.items():
             row = existing.get(key)
             if row is None:
@@ -190,18 +215,20 @@ def _save(watermark: int, new_watermark: int, deltas: _Deltas) -> None:
                                duration_sum_us=total_us, histogram=hist)  # fmt: skip
                 )
                 continue
-            row.calls += calls
-            row.errors += errors
-            row.duration_sum_us += total_us
             merged = dict(row.histogram)
             for index, count in hist.items():
                 merged[index] = merged.get(index, 0) + count
-            row.histogram = merged
-            changed.append(row)
+            changed.append((calls, errors, total_us, orjson.dumps(merged).decode(), row.pk))
         EdgeMinute.objects.bulk_create(created, batch_size=500)
-        EdgeMinute.objects.bulk_update(
-            changed, ["calls", "errors", "duration_sum_us", "histogram"], batch_size=500
-        )
+        if changed:
+            # Django's bulk_update builds a CASE per column: 10x slower than this.
+            table = connection.ops.quote_name(EdgeMinute._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    f"UPDATE {table} SET calls = calls + %s, errors = errors + %s, "  # noqa: S608
+                    "duration_sum_us = duration_sum_us + %s, histogram = %s WHERE id = %s",
+                    changed,
+                )
 
 
 def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
