@@ -74,10 +74,16 @@ def _run(total: int) -> list[Table]:
         unit="µs/span",
         baseline="fold in the whole store",
         rows=[
-            Row("fold in the whole store", first * 1e6 / result.processed,
-                f"{result.processed:,} spans in {first:.1f} s"),  # fmt: skip
-            Row("fold in new spans (up to date before)", steady * 1e6 / max(extra.processed, 1),
-                f"{extra.processed:,} spans in {steady * 1000:.0f} ms"),  # fmt: skip
+            Row(
+                "fold in the whole store",
+                first * 1e6 / result.processed,
+                f"{result.processed:,} spans in {first:.1f} s",
+            ),  # fmt: skip
+            Row(
+                "fold in new spans (up to date before)",
+                steady * 1e6 / max(extra.processed, 1),
+                f"{extra.processed:,} spans in {steady * 1000:.0f} ms",
+            ),  # fmt: skip
         ],
     )
     repeats = 3 if quick() else 7

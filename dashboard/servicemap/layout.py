@@ -98,6 +98,7 @@ def draw(services: list[str], edges: list[Edge]) -> Drawing:
         callers[e.callee].append(e.caller)
     for _ in range(3):
         for index in sorted(columns)[1:]:
+
             def weight(name: str) -> float:
                 near = [position[c] for c in callers[name] if layer[c] < layer[name]]
                 return sum(near) / len(near) if near else position[name]

@@ -210,9 +210,17 @@ def _save(watermark: int, new_watermark: int, deltas: _Deltas) -> None:
             if row is None:
                 minute, caller, callee, breaker, peer_key = key
                 created.append(
-                    EdgeMinute(minute=minute, caller=caller, callee=callee, breaker=breaker,
-                               peer_key=peer_key, calls=calls, errors=errors,
-                               duration_sum_us=total_us, histogram=hist)  # fmt: skip
+                    EdgeMinute(
+                        minute=minute,
+                        caller=caller,
+                        callee=callee,
+                        breaker=breaker,
+                        peer_key=peer_key,
+                        calls=calls,
+                        errors=errors,
+                        duration_sum_us=total_us,
+                        histogram=hist,
+                    )  # fmt: skip
                 )
                 continue
             merged = dict(row.histogram)

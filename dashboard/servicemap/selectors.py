@@ -31,9 +31,7 @@ def range_minutes(key: str) -> int:
     try:
         return RANGES[key]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"range must be one of {', '.join(RANGES)}, got {key!r}"
-        ) from None
+        raise ValueError(f"range must be one of {', '.join(RANGES)}, got {key!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

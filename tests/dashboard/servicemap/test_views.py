@@ -130,7 +130,12 @@ def test_the_api_answers_edges_with_rate_errors_and_p95(viewer: Client) -> None:
     assert body["range"] == "5m" and body["caught_up"] is True
     assert body["services"] == ["gateway", "orders"]
     [edge] = body["edges"]
-    assert (edge["caller"], edge["callee"], edge["calls"], edge["errors"]) == ("gateway", "orders", 4, 1)
+    assert (edge["caller"], edge["callee"], edge["calls"], edge["errors"]) == (
+        "gateway",
+        "orders",
+        4,
+        1,
+    )
     assert edge["error_rate"] == 0.25
     assert 3.6 <= edge["p95_ms"] <= 4.4  # 4 ms, within its log bucket
     # 4 calls over the range: 5 minutes plus the part of the first minute it starts in.
@@ -142,7 +147,11 @@ def test_a_peer_edge_links_to_the_callers_client_spans(viewer: Client) -> None:
     make(service="gateway", kind=SpanKind.CLIENT, start=timezone.now() - timedelta(minutes=1),
          attributes={"peer.service": "stripe"})  # fmt: skip
     [edge] = viewer.get(API).json()["edges"]
-    assert edge["trace_filter"] == {"service": "gateway", "attr": "peer.service=stripe", "lookback": "15m"}
+    assert edge["trace_filter"] == {
+        "service": "gateway",
+        "attr": "peer.service=stripe",
+        "lookback": "15m",
+    }
 
 
 def test_the_page_catches_up_before_answering(viewer: Client) -> None:
@@ -168,3 +177,13 @@ def test_every_service_gets_a_box_and_every_edge_a_line() -> None:
     assert {n.name for n in drawing.nodes} == {"a", "b"}
     assert [line.backward for line in drawing.lines] == [False, True]
     assert all(n.x + n.w <= drawing.width and n.y + n.h <= drawing.height for n in drawing.nodes)
+
+
+def test_hostile_service_names_are_escaped_in_the_svg_and_the_link(viewer: Client) -> None:
+    start = timezone.now() - timedelta(minutes=1)
+    root = make(service='<script>alert("x")</script>', start=start)
+    make(service="a&b \"q\"", parent=root.span_id, start=start)
+    html = viewer.get(PAGE).content.decode()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    assert "service=a%26b+%22q%22" in html
