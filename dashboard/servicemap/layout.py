@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .selectors import Edge
 
 NODE_W, NODE_H = 180, 44
-COL_GAP, ROW_GAP, MARGIN = 170, 44, 24
+COL_GAP, ROW_GAP, MARGIN = 250, 44, 24
 
 
 @dataclass(frozen=True, slots=True)

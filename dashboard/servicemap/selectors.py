@@ -60,6 +60,13 @@ class Edge:
     def error_percent(self) -> float:
         return self.error_rate * 100
 
+    @property
+    def rate_label(self) -> str:
+        """Calls per second, or per minute when under one every 10 seconds."""
+        if self.rate_per_s >= 0.1:
+            return f"{self.rate_per_s:.1f}/s"
+        return f"{self.rate_per_s * 60:.1f}/min"
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceMap:

@@ -32,7 +32,7 @@ def map_context(*, range_key: str) -> dict[str, Any]:
             "edge": line.edge,
             "url": f"{search}?{urlencode(line.edge.trace_filter)}",
             "badges": [
-                (badge, line.label_x - 60, line.label_y + 4 + i * 18, line.label_y + 16 + i * 18)
+                (badge, line.label_x - 75, line.label_y + 4 + i * 18, line.label_y + 16 + i * 18)
                 for i, badge in enumerate(line.edge.breakers)
             ],
         }
