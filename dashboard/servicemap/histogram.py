@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-GROWTH = 2 ** (1 / 4)
+GROWTH: float = 2 ** (1 / 4)
 BUCKETS = 128  # GROWTH**128 µs = 2**32 µs ≈ 71.6 min
 _LOG_GROWTH = math.log(GROWTH)
 
@@ -40,7 +40,7 @@ def upper_bound(index: int) -> float:
 
 def middle(index: int) -> float:
     """The bucket's representative value: its geometric middle, in µs."""
-    return GROWTH ** (index + 0.5)
+    return float(GROWTH ** (index + 0.5))
 
 
 def add(into: dict[str, int], duration_us: int, count: int = 1) -> None:
