@@ -47,6 +47,8 @@ def _naive(since_us: int) -> object:
 
 
 def _run(total: int) -> list[Table]:
+    from django.db.models import Value
+    from django.db.models.functions import Concat, Substr
     from django.utils import timezone
 
     from dashboard.servicemap import selectors
@@ -63,7 +65,12 @@ def _run(total: int) -> list[Table]:
     first = time.perf_counter() - started
     assert result.caught_up, result
     more = 20_000 if not quick() else 5_000
+    last = SpanRecord.objects.latest("id").id
     generate(more, now + timedelta(seconds=1))
+    # generate() is seeded: give the new spans their own traces (a non-hex first digit).
+    SpanRecord.objects.filter(id__gt=last).update(
+        trace_id=Concat(Value("z"), Substr("trace_id", 2))
+    )
     started = time.perf_counter()
     extra = rollup(now=now)
     steady = time.perf_counter() - started
@@ -80,7 +87,7 @@ def _run(total: int) -> list[Table]:
                 f"{result.processed:,} spans in {first:.1f} s",
             ),  # fmt: skip
             Row(
-                "fold in new spans (up to date before)",
+                "fold in 20k new spans (up to date before; over the same 50 min)",
                 steady * 1e6 / max(extra.processed, 1),
                 f"{extra.processed:,} spans in {steady * 1000:.0f} ms",
             ),  # fmt: skip

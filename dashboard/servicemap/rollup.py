@@ -25,6 +25,7 @@ spans would be skipped (SQLite serialises writers, so ids commit in order there)
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -244,6 +245,23 @@ def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
         yield values[i : i + size]
 
 
+_WATERMARK = -7_919_000_001  # placeholders, swapped for real values at execution
+
+
+@functools.lru_cache(maxsize=8)
+def _older_sql(size: int) -> tuple[str, tuple[Any, ...]]:
+    """The SQL of "spans of these ``size`` traces at or below the watermark", compiled once:
+    Django's per-value processing of a 500-item ``IN`` costs more than running it."""
+    query = (
+        SpanRecord.objects.filter(id__lte=_WATERMARK)
+        .filter(trace_id__in=[f"\x00{i}" for i in range(size)])
+        .annotate(**_ANNOTATIONS)
+        .values_list(*_FIELDS, *_ANNOTATIONS)
+    )
+    sql, params = query.query.sql_with_params()
+    return sql, tuple(params)
+
+
 def _older(new: Sequence[_Span], watermark: int) -> list[_Span]:
     """Stored spans at or below the watermark that may pair with ``new``."""
     found: list[_Span] = []
@@ -251,8 +269,14 @@ def _older(new: Sequence[_Span], watermark: int) -> list[_Span]:
     parents = {span.parent for span in new if span.parent}
     ids = {span.span_id for span in new}
     for chunk in _chunks(traces):
-        candidates = SpanRecord.objects.filter(id__lte=watermark, trace_id__in=chunk)
-        for span in _rows(candidates):
+        sql, template = _older_sql(len(chunk))
+        values: dict[Any, Any] = {f"\x00{i}": trace for i, trace in enumerate(chunk)}
+        values[_WATERMARK] = watermark
+        params = [values.get(p, p) if isinstance(p, str | int) else p for p in template]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        for span in map(_span, rows):
             if span.span_id in parents or (span.parent is not None and span.parent in ids):
                 found.append(span)
     return found
