@@ -16,7 +16,7 @@ from . import layout, selectors
 from .rollup import rollup
 
 #: Spans the page folds in before answering; the periodic rollup does the rest.
-ON_DEMAND_SPANS = 50_000
+ON_DEMAND_SPANS = 20_000
 POLL_SECONDS = 3
 
 
