@@ -182,7 +182,7 @@ def test_every_service_gets_a_box_and_every_edge_a_line() -> None:
 def test_hostile_service_names_are_escaped_in_the_svg_and_the_link(viewer: Client) -> None:
     start = timezone.now() - timedelta(minutes=1)
     root = make(service='<script>alert("x")</script>', start=start)
-    make(service="a&b \"q\"", parent=root.span_id, start=start)
+    make(service='a&b "q"', parent=root.span_id, start=start)
     html = viewer.get(PAGE).content.decode()
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
