@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "dashboard.live",
     "dashboard.alerts",
     "dashboard.fleet",
+    "dashboard.servicemap",
 ]
 
 MIDDLEWARE = [

@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("dashboard.live.urls")),
     path("traces/", include("dashboard.traces.urls")),
+    path("service-map/", include("dashboard.servicemap.urls")),
     path("alerts/", include("dashboard.alerts.urls")),
     path("simulation/", include("dashboard.workflows.urls")),
     path("checkpoints/", include("dashboard.checkpoints.urls")),

@@ -37,6 +37,7 @@ from .routers import (
     health,
     limiters,
     metrics,
+    servicemap,
     traces,
     workflows,
 )
@@ -106,6 +107,7 @@ api.add_router("/health", health.router)
 api.add_router("/alerts", alerts.router)
 # The fleet's router lives with its app (dashboard/fleet/api.py) for now.
 api.add_router("/fleet", fleet_router)
+api.add_router("/service-map", servicemap.router)
 
 workflows_api = build_api(
     title="Resilience workflow API",

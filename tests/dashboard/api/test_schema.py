@@ -89,7 +89,7 @@ def test_api_conforms_to_its_schema(
     api_schema: Any, token: dict[str, str], mode: GenerationMode
 ) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 24
+    assert len(operations) == 25
     failures = []
     for operation in operations:
         try:
@@ -131,6 +131,7 @@ def test_schema_lists_every_endpoint(client: Any) -> None:
         f"{base}/fleet/circuit-breakers/{{name}}/force_open",
         f"{base}/fleet/circuit-breakers/{{name}}/disable",
         f"{base}/fleet/commands/{{batch}}",
+        f"{base}/service-map",
     }
     assert set(paths[f"{base}/checkpoints/{{checkpoint_id}}"]) == {"get", "delete"}
 
