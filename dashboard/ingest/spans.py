@@ -1,7 +1,15 @@
-"""OTLP ResourceSpans → SDK ReadableSpans for the dashboard's own span pipeline.
+"""OTLP ResourceSpans → SpanRows, masked: what the span writer stores, with no SDK objects.
 
-Ingested spans then take the same road as the server's spans: the database span
-processor's queue, masking, storage and retention. Limits applied here:
+Ingested spans join the server's own spans in the database span processor's queue
+(same retention, same storage) as rows, built here straight from the decoded
+protobuf, and masked here with the pipeline's Masker, by the same rules the writer
+applies to SDK spans (``dashboard.traces.convert.span_rows``): top-level keys of
+span, event and resource attributes; strings and strings inside lists; the status
+message. Building rows here, in the request, rather than ReadableSpans the writer
+converts again, halves the CPU per span (bench/bench_ingest.py);
+tests/dashboard/ingest/test_rows.py checks the rows equal the old path's.
+
+Limits applied here:
 
 - spans beyond ``max_spans`` in one request, and spans with invalid ids or no start
   time, are *rejected*: not stored, counted in the answer's ``partial_success``;
@@ -12,8 +20,7 @@ processor's queue, masking, storage and retention. Limits applied here:
 
 Text is made storable everywhere: NUL characters are removed (PostgreSQL refuses
 them), non-finite floats become strings (not valid JSON), maps nested deeper than
-``_MAX_DEPTH`` become a placeholder, and keys of nested maps are masked here (the
-pipeline's masker looks at top-level keys only).
+``_MAX_DEPTH`` become a placeholder, and keys of nested maps are masked here.
 """
 
 from __future__ import annotations
@@ -22,33 +29,24 @@ import base64
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import SpanContext, TraceFlags
-from opentelemetry.trace.status import Status, StatusCode
 
+from dashboard.traces.convert import SpanRow
 from dashboard.traces.masking import MASK, Masker
 
 UNKNOWN_SERVICE = "unknown_service"
 _MAX_DEPTH = 8
 _NAME_LENGTH = 255
-_KINDS = {
-    1: trace.SpanKind.INTERNAL,
-    2: trace.SpanKind.SERVER,
-    3: trace.SpanKind.CLIENT,
-    4: trace.SpanKind.PRODUCER,
-    5: trace.SpanKind.CONSUMER,
-}
-_REMOTE_KINDS = (trace.SpanKind.SERVER, trace.SpanKind.CONSUMER)
+# Span.SpanKind numbers → stored names; UNSPECIFIED (0) and unknown numbers: INTERNAL.
+_KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_REMOTE_KINDS = (2, 5)  # SERVER, CONSUMER: their parent is in another process
 # SpanFlags in trace.proto: bit 8 says whether bit 9 (parent is remote) is known.
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_STATUS_OK, _STATUS_ERROR = 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +57,9 @@ class Limits:
     max_value_length: int
 
 
-class _Resource:
-    """What the span writer reads of a Resource. The SDK's Resource drops map values."""
-
-    __slots__ = ("attributes", "schema_url")
-
-    def __init__(self, attributes: dict[str, Any], schema_url: str) -> None:
-        self.attributes = attributes
-        self.schema_url = schema_url
-
-
 @dataclass(slots=True)
 class Converted:
-    spans: list[ReadableSpan] = field(default_factory=list)
+    rows: list[SpanRow] = field(default_factory=list)
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -98,8 +86,10 @@ class _Values:
         kind = any_value.WhichOneof("value")
         if kind == "string_value":
             return _text(any_value.string_value, self._limits.max_value_length)
-        if kind in ("bool_value", "int_value"):
-            return getattr(any_value, kind)
+        if kind == "int_value":
+            return any_value.int_value
+        if kind == "bool_value":
+            return any_value.bool_value
         if kind == "double_value":
             number = any_value.double_value
             return number if math.isfinite(number) else str(number)
@@ -112,32 +102,40 @@ class _Values:
             values = any_value.array_value.values
             return [self.value(v, depth + 1) for v in values[: self._limits.max_attributes]]
         if kind == "kvlist_value":
-            return self.attributes(any_value.kvlist_value.values, depth + 1, nested=True)
+            return self._nested(any_value.kvlist_value.values, depth + 1)
         return None
 
-    def attributes(
-        self, pairs: Iterable[KeyValue], depth: int = 0, *, nested: bool = False
-    ) -> dict[str, Any]:
+    def _nested(self, pairs: Iterable[KeyValue], depth: int) -> dict[str, Any]:
+        # Inside a map only keys are masked (the writer's masker never looks inside).
         out: dict[str, Any] = {}
         limit, length = self._limits.max_attributes, self._limits.max_value_length
+        sensitive = self._masker.is_sensitive
         for pair in pairs:
             if len(out) >= limit:
                 break
             key = _text(pair.key, length)
-            if nested and self._masker.is_sensitive(key):
-                out[key] = MASK
-            else:
-                out[key] = self.value(pair.value, depth)
+            out[key] = MASK if sensitive(key) else self.value(pair.value, depth)
         return out
 
-
-def _context(trace_id: bytes, span_id: bytes, *, remote: bool) -> SpanContext:
-    return SpanContext(
-        int.from_bytes(trace_id, "big"),
-        int.from_bytes(span_id, "big"),
-        is_remote=remote,
-        trace_flags=_SAMPLED,
-    )
+    def attributes(self, pairs: Iterable[KeyValue]) -> dict[str, Any]:
+        """Top-level attributes, masked as ``Masker.mask`` masks a span's attributes."""
+        out: dict[str, Any] = {}
+        limit, length = self._limits.max_attributes, self._limits.max_value_length
+        sensitive, mask_text = self._masker.is_sensitive, self._masker.mask_text
+        for pair in pairs:
+            if len(out) >= limit:
+                break
+            key = _text(pair.key, length)
+            if sensitive(key):
+                out[key] = MASK
+                continue
+            value = self.value(pair.value, 0)
+            if type(value) is str:
+                value = mask_text(value)
+            elif type(value) is list:
+                value = [mask_text(v) if isinstance(v, str) else v for v in value]
+            out[key] = value
+        return out
 
 
 def _invalid(span: Span) -> str | None:
@@ -152,62 +150,84 @@ def _invalid(span: Span) -> str | None:
     return None
 
 
-def _span(span: Span, resource: Resource, values: _Values, limits: Limits) -> ReadableSpan:
-    kind = _KINDS.get(span.kind, trace.SpanKind.INTERNAL)
-    parent = None
-    if any(span.parent_span_id):
+def _row(
+    span: Span,
+    resource: dict[str, Any],
+    service: str,
+    values: _Values,
+    limits: Limits,
+    masker: Masker,
+) -> SpanRow:
+    kind = span.kind
+    parent_id = span.parent_span_id
+    if any(parent_id):
+        parent: str | None = parent_id.hex()
         if span.flags & _HAS_IS_REMOTE:
             remote = bool(span.flags & _IS_REMOTE)
         else:
             remote = kind in _REMOTE_KINDS
-        parent = _context(span.trace_id, span.parent_span_id, remote=remote)
-    code = span.status.code
-    if code == 2:
-        status = Status(StatusCode.ERROR, _text(span.status.message, limits.max_value_length))
+        root_class = 1 if remote else 2
     else:
-        status = Status(StatusCode.OK if code == 1 else StatusCode.UNSET)
-    events = [
-        Event(
-            _text(event.name, _NAME_LENGTH),
-            values.attributes(event.attributes),
-            event.time_unix_nano or span.start_time_unix_nano,
-        )
-        for event in span.events[: limits.max_events]
-    ]
-    return ReadableSpan(
-        name=_text(span.name, _NAME_LENGTH),
-        context=_context(span.trace_id, span.span_id, remote=False),
-        parent=parent,
-        resource=resource,
-        attributes=values.attributes(span.attributes),
-        events=events,
-        kind=kind,
-        status=status,
-        start_time=span.start_time_unix_nano,
-        end_time=span.end_time_unix_nano or span.start_time_unix_nano,
+        parent, root_class = None, 0
+    status = span.status
+    code = status.code
+    if code == _STATUS_ERROR:
+        message = _text(status.message, limits.max_value_length)
+        status_name, status_message = "ERROR", masker.mask_text(message) if message else ""
+    else:
+        status_name, status_message = "OK" if code == _STATUS_OK else "UNSET", ""
+    start = span.start_time_unix_nano
+    start_us = start // 1000
+    events = span.events
+    return SpanRow(
+        span.trace_id.hex(),
+        span.span_id.hex(),
+        parent,
+        _text(span.name, _NAME_LENGTH),
+        service,
+        _KINDS.get(kind, "INTERNAL"),
+        start_us,
+        max((span.end_time_unix_nano or start) // 1000, start_us),
+        status_name,
+        status_message,
+        values.attributes(span.attributes),
+        [
+            {
+                "name": _text(event.name, _NAME_LENGTH),
+                "time_us": (event.time_unix_nano or start) // 1000,
+                "attributes": values.attributes(event.attributes),
+            }
+            for event in events[: limits.max_events]
+        ]
+        if events
+        else [],
+        resource,
+        root_class,
     )
 
 
 def convert(
     resource_spans: Iterable[ResourceSpans], *, limits: Limits, masker: Masker
 ) -> Converted:
-    """ReadableSpans for every valid span (up to ``limits.max_spans``), and what was rejected."""
+    """Masked rows for every valid span (up to ``limits.max_spans``), and what was rejected."""
     result = Converted()
+    rows = result.rows
     values = _Values(limits, masker)
     for group in resource_spans:
-        attributes = values.attributes(group.resource.attributes)
-        service = attributes.get("service.name")
+        resource = values.attributes(group.resource.attributes)
+        service = resource.get("service.name")
         if not isinstance(service, str) or not service:
-            attributes["service.name"] = UNKNOWN_SERVICE
-        resource = cast(Resource, _Resource(attributes, _text(group.schema_url, 2048)))
+            # Masked like any value: "unknown_service" has nothing to mask.
+            resource["service.name"] = service = UNKNOWN_SERVICE
+        service = service[:_NAME_LENGTH]
         for scope in group.scope_spans:
             for span in scope.spans:
-                if len(result.spans) >= limits.max_spans:
+                if len(rows) >= limits.max_spans:
                     result.reject(f"spans beyond the limit of {limits.max_spans} per request")
                     continue
                 reason = _invalid(span)
                 if reason is not None:
                     result.reject(reason)
                     continue
-                result.spans.append(_span(span, resource, values, limits))
+                rows.append(_row(span, resource, service, values, limits, masker))
     return result

@@ -111,16 +111,16 @@ def traces(request: HttpRequest) -> HttpResponse:
     except IngestError as exc:
         stats.add(bad_requests=1)
         return _status(exc.status, exc.message, reply_kind)
-    queued = processor.offer(converted.spans)
+    queued = processor.offer(converted.rows)
     if queued is None:
-        stats.add(refused_requests=1, refused_spans=len(converted.spans))
+        stats.add(refused_requests=1, refused_spans=len(converted.rows))
         return _status(
             503,
             "the span writer's queue is full: retry later",
             reply_kind,
             Retry_After=str(conf.retry_after()),
         )
-    lost = len(converted.spans) - queued
+    lost = len(converted.rows) - queued
     if lost:
         converted.reject("spans dropped: the span writer's queue filled up", lost)
     stats.add(accepted_spans=queued, rejected_spans=converted.rejected)

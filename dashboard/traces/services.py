@@ -102,11 +102,46 @@ def _insert_sql(connection: BaseDatabaseWrapper) -> str:
     )
 
 
-def write_spans(spans: Sequence[ReadableSpan], *, masker: Masker, using: str = "default") -> int:
+def _copy_spans(cursor: Any, rows: Sequence[SpanRow]) -> None:
+    """PostgreSQL: rows through ``COPY ... FROM STDIN`` (psycopg 3), in text format,
+    where the server parses timestamps and JSON itself (2-3x an executemany)."""
+    table = SpanRecord._meta.db_table
+    columns = ", ".join(f'"{c}"' for c in _SPAN_COLUMNS)
+    resources: dict[int, str] = {}
+    with cursor.cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
+        write = copy.write_row
+        for row in rows:
+            resource = resources.get(id(row.resource))
+            if resource is None:
+                resource = resources[id(row.resource)] = _json_text(row.resource)
+            write(
+                (
+                    row.trace_id,
+                    row.span_id,
+                    row.parent_span_id,
+                    row.name,
+                    row.service,
+                    row.kind,
+                    f"{_NAIVE_EPOCH + timedelta(microseconds=row.start_us)}+00",
+                    f"{_NAIVE_EPOCH + timedelta(microseconds=row.end_us)}+00",
+                    row.end_us - row.start_us,
+                    row.status,
+                    row.status_message,
+                    _json_text(row.attributes),
+                    _json_text(row.events),
+                    resource,
+                )
+            )
+
+
+def write_spans(
+    spans: Sequence[ReadableSpan | SpanRow], *, masker: Masker, using: str = "default"
+) -> int:
     """Insert ``spans`` and fold them into their traces' summaries, in one transaction.
 
-    Rows go in with one ``executemany`` (a multi-row bulk insert on SQLite and
-    PostgreSQL); values are adapted by the backend's own operations.
+    SDK spans are masked and converted here; SpanRows (OTLP ingest) come masked.
+    Rows go in with ``COPY`` on PostgreSQL and one ``executemany`` (a multi-row bulk
+    insert) elsewhere, values adapted as the backend's own operations do.
 
     Returns:
         The number of span rows written.
@@ -115,9 +150,11 @@ def write_spans(spans: Sequence[ReadableSpan], *, masker: Masker, using: str = "
     if not rows:
         return 0
     connection = connections[using]
-    params = _span_params(rows, connection)
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        cursor.executemany(_insert_sql(connection), params)
+        if connection.vendor == "postgresql":
+            _copy_spans(cursor, rows)
+        else:
+            cursor.executemany(_insert_sql(connection), _span_params(rows, connection))
         cursor.executemany(_upsert_sql(connection), [delta.as_params() for delta in deltas])
     return len(rows)
 

@@ -219,8 +219,9 @@ def test_missing_service_name_is_stored_as_unknown_service(sender: dict[str, str
     message = ExportTraceServiceRequest()
     message.ParseFromString(_request(_span(), service=None))
     limits = Limits(max_spans=10, max_attributes=10, max_events=10, max_value_length=10)
-    spans = convert(message.resource_spans, limits=limits, masker=Masker(())).spans
-    assert spans[0].resource.attributes["service.name"] == "unknown_service"
+    rows = convert(message.resource_spans, limits=limits, masker=Masker(())).rows
+    assert rows[0].resource["service.name"] == "unknown_service"
+    assert rows[0].service == "unknown_service"
 
 
 # -- partial success: invalid spans and limits -----------------------------------------
@@ -279,10 +280,10 @@ def test_attribute_count_and_length_caps_truncate_and_keep_the_span(settings: An
     message.ParseFromString(_request(span, **{"nul\0key": "a\0b"}))
     converted = convert(message.resource_spans, limits=limits, masker=Masker(()))
     assert converted.rejected == 0
-    (stored,) = converted.spans
+    (stored,) = converted.rows
     assert stored.attributes == {"k0": "xxxxx", "k1": "xxxxx", "k2": "xxxxx"}
     assert len(stored.events) == 1
-    assert stored.resource.attributes["nulke"] == "ab"
+    assert stored.resource["nulke"] == "ab"
 
 
 # -- bad payloads: 400 / 413 / 415 with a reason, never a 500 ---------------------------
@@ -357,7 +358,7 @@ def test_nesting_within_the_parsers_limits_is_stored_with_a_placeholder() -> Non
     message = ExportTraceServiceRequest()
     message.ParseFromString(_request(span))
     limits = Limits(max_spans=10, max_attributes=10, max_events=10, max_value_length=10)
-    (stored,) = convert(message.resource_spans, limits=limits, masker=Masker(())).spans
+    (stored,) = convert(message.resource_spans, limits=limits, masker=Masker(())).rows
     value = stored.attributes["deep"]
     for _ in range(8):
         value = value["k"]
@@ -562,7 +563,7 @@ def _decode_or_refuse(body: bytes, content_type: str) -> None:
         return
     converted = convert(message.resource_spans, limits=limits, masker=Masker(["key"]))
 
-    rows, _ = span_rows(converted.spans, Masker(["key"]))
+    rows, _ = span_rows(converted.rows, Masker(["key"]))
     orjson.dumps([row.attributes for row in rows])  # storable as JSON
 
 
