@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,48 @@ _REMOTE_KINDS = (2, 5)  # SERVER, CONSUMER: their parent is in another process
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _STATUS_OK, _STATUS_ERROR = 1, 2
+
+
+_TEXT_CACHE_SIZE = 20_000
+_TEXT_CACHE_LENGTH = 256
+
+
+class CachingMasker:
+    """A Masker with a bounded memo of ``mask_text`` for short strings.
+
+    Telemetry repeats the same values (methods, statuses, table names, hosts) in
+    every span; the regular expressions run once per distinct value instead of per
+    span. Lives as long as its settings (``masker_for``); the view's threads share
+    it, and a dict's get and set are atomic, so a lost race only recomputes a value.
+    """
+
+    __slots__ = ("_memo", "masker")
+
+    def __init__(self, masker: Masker) -> None:
+        self.masker = masker
+        self._memo: dict[str, str] = {}
+
+    def mask_text(self, text: str) -> str:
+        masked = self._memo.get(text)
+        if masked is None:
+            masked = self.masker.mask_text(text)
+            if len(text) <= _TEXT_CACHE_LENGTH:
+                if len(self._memo) >= _TEXT_CACHE_SIZE:
+                    self._memo = {}
+                self._memo[text] = masked
+        return masked
+
+
+_maskers: dict[tuple[tuple[str, ...], tuple[str, ...]], CachingMasker] = {}
+
+
+def masker_for(keys: tuple[str, ...], value_patterns: tuple[str, ...]) -> CachingMasker:
+    """The (cached) masker for these settings: the span writer's rules, so ingested
+    rows are masked exactly as the writer masks local spans."""
+    found = _maskers.get((keys, value_patterns))
+    if found is None:
+        found = _maskers[(keys, value_patterns)] = CachingMasker(Masker(keys, value_patterns))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +120,10 @@ def _text(value: str, limit: int) -> str:
 
 
 class _Values:
-    def __init__(self, limits: Limits, masker: Masker) -> None:
+    def __init__(self, limits: Limits, masker: CachingMasker) -> None:
         self._limits = limits
-        self._masker = masker
+        self._masker = masker.masker
+        self._mask_text = masker.mask_text
 
     def value(self, any_value: AnyValue, depth: int) -> Any:
         kind = any_value.WhichOneof("value")
@@ -121,7 +164,7 @@ class _Values:
         """Top-level attributes, masked as ``Masker.mask`` masks a span's attributes."""
         out: dict[str, Any] = {}
         limit, length = self._limits.max_attributes, self._limits.max_value_length
-        sensitive, mask_text = self._masker.is_sensitive, self._masker.mask_text
+        sensitive, mask_text = self._masker.is_sensitive, self._mask_text
         for pair in pairs:
             if len(out) >= limit:
                 break
@@ -156,7 +199,7 @@ def _row(
     service: str,
     values: _Values,
     limits: Limits,
-    masker: Masker,
+    mask_text: Callable[[str], str],
 ) -> SpanRow:
     kind = span.kind
     parent_id = span.parent_span_id
@@ -173,7 +216,7 @@ def _row(
     code = status.code
     if code == _STATUS_ERROR:
         message = _text(status.message, limits.max_value_length)
-        status_name, status_message = "ERROR", masker.mask_text(message) if message else ""
+        status_name, status_message = "ERROR", mask_text(message) if message else ""
     else:
         status_name, status_message = "OK" if code == _STATUS_OK else "UNSET", ""
     start = span.start_time_unix_nano
@@ -207,12 +250,15 @@ def _row(
 
 
 def convert(
-    resource_spans: Iterable[ResourceSpans], *, limits: Limits, masker: Masker
+    resource_spans: Iterable[ResourceSpans], *, limits: Limits, masker: Masker | CachingMasker
 ) -> Converted:
     """Masked rows for every valid span (up to ``limits.max_spans``), and what was rejected."""
     result = Converted()
     rows = result.rows
+    if isinstance(masker, Masker):
+        masker = CachingMasker(masker)
     values = _Values(limits, masker)
+    mask_text = masker.mask_text
     for group in resource_spans:
         resource = values.attributes(group.resource.attributes)
         service = resource.get("service.name")
@@ -229,5 +275,5 @@ def convert(
                 if reason is not None:
                     result.reject(reason)
                     continue
-                rows.append(_row(span, resource, service, values, limits, masker))
+                rows.append(_row(span, resource, service, values, limits, mask_text))
     return result

@@ -28,11 +28,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from dashboard.api.tokens import authenticate_token
 from dashboard.traces import conf as traces_conf
 from dashboard.traces import tracing
-from dashboard.traces.masking import Masker
 
 from . import conf, stats
 from .decode import JSON, PROTOBUF, IngestError, decompress, media_type, parse, read_body
-from .spans import Limits, convert
+from .spans import Limits, convert, masker_for
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +104,8 @@ def traces(request: HttpRequest) -> HttpResponse:
             max_events=conf.max_events(),
             max_value_length=conf.max_value_length(),
         )
-        converted = convert(
-            message.resource_spans, limits=limits, masker=Masker(traces_conf.masked_keys())
-        )
+        masker = masker_for(traces_conf.masked_keys(), traces_conf.masked_value_patterns())
+        converted = convert(message.resource_spans, limits=limits, masker=masker)
     except IngestError as exc:
         stats.add(bad_requests=1)
         return _status(exc.status, exc.message, reply_kind)

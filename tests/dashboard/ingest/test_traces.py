@@ -583,3 +583,17 @@ def test_fuzzed_protobuf_bodies_give_a_4xx_or_spans_never_another_error(body: by
 def test_fuzzed_json_bodies_give_a_4xx_or_spans_never_another_error(value: Any) -> None:
     payload = {"resourceSpans": [{"scopeSpans": [{"spans": [value, {"attributes": value}]}]}]}
     _decode_or_refuse(json.dumps(payload).encode(), "application/json")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingested_spans_are_masked_with_the_configured_value_patterns(
+    client: Client, sender: dict[str, str], no_request_spans: None, settings: Any
+) -> None:
+    # Rows are masked in the request, so the request must use the writer's rules.
+    settings.TRACES_MASKED_VALUE_PATTERNS = [r"\bcustom-[0-9]+"]
+    tracing.processor().enabled = True  # type: ignore[union-attr]
+    body = _request(_span(attributes={"note": "id custom-123 sk-abcdefghijklmnopqrstu"}))
+    assert _post(client, body, sender).status_code == 200
+    assert tracing.flush()
+    row = SpanRecord.objects.get(trace_id=TRACE.hex())
+    assert row.attributes["note"] == "id *** sk-abcdefghijklmnopqrstu"
