@@ -6,8 +6,9 @@ Processes: this one (the conductor: starts, polls /api/observability/health, rea
 (``python -m bench._ingest_server client ...``) that import only the OpenTelemetry
 exporter and bench data. Figures:
 
-- sustained spans/s (INGEST_RETRY_AFTER=1): spans sent by 2 clients sending back to back for ``seconds``,
-  divided by the time from the first send until the server has *stored* them all;
+- sustained spans/s (INGEST_RETRY_AFTER=1): spans sent by 2 clients sending back to
+  back for ``seconds``, divided by the time from the first send until the server has
+  *stored* them all;
 - server µs/span: CPU time (user + system) of the server process over that run,
   per span; PostgreSQL's backends are counted separately;
 - at 5,000 spans/s offered (one paced client, full ``exporter.export`` of SDK spans):
@@ -277,7 +278,7 @@ def client(mode: str, base: str, token: str, seed: int, seconds: float, rate: fl
                 sent += BATCH
             else:
                 failed += BATCH
-    exporter.shutdown()
+    exporter.shutdown()  # type: ignore[no-untyped-call]
     print(json.dumps({"sent": sent, "failed": failed}))
 
 

@@ -55,7 +55,7 @@ def _ingest_table(count: int) -> Table:
     from dashboard.ingest.decode import parse
     from dashboard.ingest.spans import Limits, convert, masker_for
     from dashboard.traces import conf, tracing
-    from dashboard.traces.masking import DEFAULT_VALUE_PATTERNS, Masker
+    from dashboard.traces.masking import DEFAULT_VALUE_PATTERNS
     from dashboard.traces.models import SpanRecord
     from dashboard.traces.processor import DatabaseSpanProcessor
 
@@ -64,7 +64,6 @@ def _ingest_table(count: int) -> Table:
         encode_spans(spans[i : i + BATCH]).SerializeToString() for i in range(0, count, BATCH)
     ]
     zipped = [gzip.compress(body, compresslevel=6) for body in bodies]
-    masker = Masker(conf.DEFAULT_MASKED_KEYS)
     limits = Limits(max_spans=10_000, max_attributes=128, max_events=128, max_value_length=4096)
     repeats = 1 if quick() else 3
 

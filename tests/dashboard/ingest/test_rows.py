@@ -163,8 +163,10 @@ _scalars = (
 )
 _values = st.recursive(
     _scalars,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(["k", "secret", "n", "Api-Key"]), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["k", "secret", "n", "Api-Key"]), children, max_size=3)
+    ),
     max_leaves=8,
 )
 _keys = st.sampled_from(["a", "b", "password", "x.token", "service.name", "n\0ul", "k" * 50])
