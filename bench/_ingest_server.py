@@ -163,12 +163,23 @@ def health(base: str, token: str) -> dict[str, Any]:
     return {**checks["span_queue"]["data"], **checks["span_ingest"]["data"]}
 
 
-def _wait_written(base: str, token: str, target: int, timeout: float = 120) -> float:
+def _wait_written(base: str, token: str, target: int, timeout: float = 300) -> tuple[float, int]:
+    """(when the server had written ``target`` spans, health polls it took)."""
     deadline = time.monotonic() + timeout
+    polls = 0
     while True:
+        polls += 1
         if health(base, token)["written"] >= target or time.monotonic() > deadline:
-            return time.perf_counter()
-        time.sleep(0.05)
+            return time.perf_counter(), polls
+        time.sleep(0.25)
+
+
+def _health_cpu(base: str, token: str, pid: int, calls: int = 20) -> float:
+    """Server CPU seconds per health poll (subtracted: the conductor's, not ingest's)."""
+    before = _cpu_seconds([pid])
+    for _ in range(calls):
+        health(base, token)
+    return (_cpu_seconds([pid]) - before) / calls
 
 
 def _clients(base: str, token: str, mode: str, count: int, *args: str) -> list[dict[str, int]]:
@@ -193,18 +204,19 @@ def run(kind: str, *, seconds: float) -> dict[str, float]:
     """The figures for one database kind (see the module docstring)."""
     with database(kind) as (url, postmaster), server(url) as (base, token, pid):
         _clients(base, token, "sustained", 1, "1")  # warm up: imports, connections
+        per_poll = _health_cpu(base, token, pid)
         before = health(base, token)
         cpu0 = _cpu_seconds([pid])
         db0 = _cluster_cpu_seconds(postmaster) if postmaster else 0.0
         start = time.perf_counter()
         sent = sum(r["sent"] for r in _clients(base, token, "sustained", 2, str(seconds)))
-        end = _wait_written(base, token, before["written"] + sent)
-        cpu1 = _cpu_seconds([pid])
+        end, polls = _wait_written(base, token, before["written"] + sent)
+        cpu1 = _cpu_seconds([pid]) - per_poll * (polls + 1)
         db1 = _cluster_cpu_seconds(postmaster) if postmaster else 0.0
         after = health(base, token)
         stored = after["written"] - before["written"]
         (paced,) = _clients(base, token, "paced", 1, str(seconds), "5000")
-        _wait_written(base, token, after["written"] + paced["sent"])
+        paced_end, _ = _wait_written(base, token, after["written"] + paced["sent"])
         final = health(base, token)
     return {
         "sent": sent,
@@ -212,6 +224,7 @@ def run(kind: str, *, seconds: float) -> dict[str, float]:
         "seconds": end - start,
         "spans_per_s": stored / (end - start),
         "server_us": (cpu1 - cpu0) / max(stored, 1) * 1e6,
+        "health_ms": per_poll * 1e3,
         "database_us": (db1 - db0) / max(stored, 1) * 1e6,
         "refused_sustained": after["refused_spans"] - before["refused_spans"],
         "paced_sent": paced["sent"],
