@@ -31,7 +31,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
 from dashboard.traces.convert import to_us
 
 from .models import MetricPoint, MetricSeries
-from .spans import UNKNOWN_SERVICE, CachingMasker, Limits, _text, _Values
+from .spans import UNKNOWN_SERVICE, AttributeValues, CachingMasker, Limits, clean_text
 
 _NAME_LENGTH = 255
 _CLEANUP_EVERY = 60.0  # seconds
@@ -91,7 +91,7 @@ def convert(
 ) -> Points:
     """Masked points for every valid data point (up to ``limits.max_spans``)."""
     result = Points()
-    values = _Values(limits, masker)
+    values = AttributeValues(limits, masker)
     for group in resource_metrics:
         resource = values.attributes(group.resource.attributes)
         service = resource.get("service.name")
@@ -101,7 +101,7 @@ def convert(
         instance = str(instance)[:_NAME_LENGTH] if instance is not None else ""
         for scope in group.scope_metrics:
             for metric in scope.metrics:
-                unit = _text(metric.unit, 64)
+                unit = clean_text(metric.unit, 64)
                 for name, kind, point, read in _streams(metric):
                     if len(result.points) >= limits.max_spans:
                         result.reject(f"data points beyond the limit of {limits.max_spans}")
@@ -118,7 +118,7 @@ def convert(
                             Point(
                                 service=service[:_NAME_LENGTH],
                                 instance=instance,
-                                name=_text(name, _NAME_LENGTH),
+                                name=clean_text(name, _NAME_LENGTH),
                                 labels=values.attributes(point.attributes),
                                 kind=kind,
                                 unit=unit,

@@ -113,13 +113,13 @@ class Converted:
         return "; ".join(f"{count} {reason}" for reason, count in self.reasons.items())
 
 
-def _text(value: str, limit: int) -> str:
+def clean_text(value: str, limit: int) -> str:
     if "\0" in value:
         value = value.replace("\0", "")
     return value[:limit]
 
 
-class _Values:
+class AttributeValues:
     def __init__(self, limits: Limits, masker: CachingMasker) -> None:
         self._limits = limits
         self._masker = masker.masker
@@ -128,7 +128,7 @@ class _Values:
     def value(self, any_value: AnyValue, depth: int) -> Any:
         kind = any_value.WhichOneof("value")
         if kind == "string_value":
-            return _text(any_value.string_value, self._limits.max_value_length)
+            return clean_text(any_value.string_value, self._limits.max_value_length)
         if kind == "int_value":
             return any_value.int_value
         if kind == "bool_value":
@@ -156,7 +156,7 @@ class _Values:
         for pair in pairs:
             if len(out) >= limit:
                 break
-            key = _text(pair.key, length)
+            key = clean_text(pair.key, length)
             out[key] = MASK if sensitive(key) else self.value(pair.value, depth)
         return out
 
@@ -168,7 +168,7 @@ class _Values:
         for pair in pairs:
             if len(out) >= limit:
                 break
-            key = _text(pair.key, length)
+            key = clean_text(pair.key, length)
             if sensitive(key):
                 out[key] = MASK
                 continue
@@ -197,7 +197,7 @@ def _row(
     span: Span,
     resource: dict[str, Any],
     service: str,
-    values: _Values,
+    values: AttributeValues,
     limits: Limits,
     mask_text: Callable[[str], str],
 ) -> SpanRow:
@@ -215,7 +215,7 @@ def _row(
     status = span.status
     code = status.code
     if code == _STATUS_ERROR:
-        message = _text(status.message, limits.max_value_length)
+        message = clean_text(status.message, limits.max_value_length)
         status_name, status_message = "ERROR", mask_text(message) if message else ""
     else:
         status_name, status_message = "OK" if code == _STATUS_OK else "UNSET", ""
@@ -226,7 +226,7 @@ def _row(
         span.trace_id.hex(),
         span.span_id.hex(),
         parent,
-        _text(span.name, _NAME_LENGTH),
+        clean_text(span.name, _NAME_LENGTH),
         service,
         _KINDS.get(kind, "INTERNAL"),
         start_us,
@@ -236,7 +236,7 @@ def _row(
         values.attributes(span.attributes),
         [
             {
-                "name": _text(event.name, _NAME_LENGTH),
+                "name": clean_text(event.name, _NAME_LENGTH),
                 "time_us": (event.time_unix_nano or start) // 1000,
                 "attributes": values.attributes(event.attributes),
             }
@@ -257,7 +257,7 @@ def convert(
     rows = result.rows
     if isinstance(masker, Masker):
         masker = CachingMasker(masker)
-    values = _Values(limits, masker)
+    values = AttributeValues(limits, masker)
     mask_text = masker.mask_text
     for group in resource_spans:
         resource = values.attributes(group.resource.attributes)
