@@ -1,7 +1,15 @@
-"""OTLP ResourceSpans → SDK ReadableSpans for the dashboard's own span pipeline.
+"""OTLP ResourceSpans → SpanRows, masked: what the span writer stores, with no SDK objects.
 
-Ingested spans then take the same road as the server's spans: the database span
-processor's queue, masking, storage and retention. Limits applied here:
+Ingested spans join the server's own spans in the database span processor's queue
+(same retention, same storage) as rows, built here straight from the decoded
+protobuf, and masked here with the pipeline's Masker, by the same rules the writer
+applies to SDK spans (``dashboard.traces.convert.span_rows``): top-level keys of
+span, event and resource attributes; strings and strings inside lists; the status
+message. Building rows here, in the request, rather than ReadableSpans the writer
+converts again, halves the CPU per span (bench/bench_ingest.py);
+tests/dashboard/ingest/test_rows.py checks the rows equal the old path's.
+
+Limits applied here:
 
 - spans beyond ``max_spans`` in one request, and spans with invalid ids or no start
   time, are *rejected*: not stored, counted in the answer's ``partial_success``;
@@ -12,44 +20,75 @@ processor's queue, masking, storage and retention. Limits applied here:
 
 Text is made storable everywhere: NUL characters are removed (PostgreSQL refuses
 them), non-finite floats become strings (not valid JSON), maps nested deeper than
-``_MAX_DEPTH`` become a placeholder, and keys of nested maps are masked here (the
-pipeline's masker looks at top-level keys only).
+``_MAX_DEPTH`` become a placeholder, and keys of nested maps are masked here.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import Link, SpanContext, TraceFlags
-from opentelemetry.trace.status import Status, StatusCode
 
-from dashboard.traces.convert import MAX_LINKS
+from dashboard.traces.convert import MAX_LINKS, SpanRow
 from dashboard.traces.masking import MASK, Masker
 
 UNKNOWN_SERVICE = "unknown_service"
 _MAX_DEPTH = 8
 _NAME_LENGTH = 255
-_KINDS = {
-    1: trace.SpanKind.INTERNAL,
-    2: trace.SpanKind.SERVER,
-    3: trace.SpanKind.CLIENT,
-    4: trace.SpanKind.PRODUCER,
-    5: trace.SpanKind.CONSUMER,
-}
-_REMOTE_KINDS = (trace.SpanKind.SERVER, trace.SpanKind.CONSUMER)
+# Span.SpanKind numbers → stored names; UNSPECIFIED (0) and unknown numbers: INTERNAL.
+_KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_REMOTE_KINDS = (2, 5)  # SERVER, CONSUMER: their parent is in another process
 # SpanFlags in trace.proto: bit 8 says whether bit 9 (parent is remote) is known.
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_STATUS_OK, _STATUS_ERROR = 1, 2
+
+
+_TEXT_CACHE_SIZE = 20_000
+_TEXT_CACHE_LENGTH = 256
+
+
+class CachingMasker:
+    """A Masker with a bounded memo of ``mask_text`` for short strings.
+
+    Telemetry repeats the same values (methods, statuses, table names, hosts) in
+    every span; the regular expressions run once per distinct value instead of per
+    span. Lives as long as its settings (``masker_for``); the view's threads share
+    it, and a dict's get and set are atomic, so a lost race only recomputes a value.
+    """
+
+    __slots__ = ("_memo", "masker")
+
+    def __init__(self, masker: Masker) -> None:
+        self.masker = masker
+        self._memo: dict[str, str] = {}
+
+    def mask_text(self, text: str) -> str:
+        masked = self._memo.get(text)
+        if masked is None:
+            masked = self.masker.mask_text(text)
+            if len(text) <= _TEXT_CACHE_LENGTH:
+                if len(self._memo) >= _TEXT_CACHE_SIZE:
+                    self._memo = {}
+                self._memo[text] = masked
+        return masked
+
+
+_maskers: dict[tuple[tuple[str, ...], tuple[str, ...]], CachingMasker] = {}
+
+
+def masker_for(keys: tuple[str, ...], value_patterns: tuple[str, ...]) -> CachingMasker:
+    """The (cached) masker for these settings: the span writer's rules, so ingested
+    rows are masked exactly as the writer masks local spans."""
+    found = _maskers.get((keys, value_patterns))
+    if found is None:
+        found = _maskers[(keys, value_patterns)] = CachingMasker(Masker(keys, value_patterns))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +99,9 @@ class Limits:
     max_value_length: int
 
 
-class _Resource:
-    """What the span writer reads of a Resource. The SDK's Resource drops map values."""
-
-    __slots__ = ("attributes", "schema_url")
-
-    def __init__(self, attributes: dict[str, Any], schema_url: str) -> None:
-        self.attributes = attributes
-        self.schema_url = schema_url
-
-
 @dataclass(slots=True)
 class Converted:
-    spans: list[ReadableSpan] = field(default_factory=list)
+    rows: list[SpanRow] = field(default_factory=list)
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -84,23 +113,26 @@ class Converted:
         return "; ".join(f"{count} {reason}" for reason, count in self.reasons.items())
 
 
-def _text(value: str, limit: int) -> str:
+def clean_text(value: str, limit: int) -> str:
     if "\0" in value:
         value = value.replace("\0", "")
     return value[:limit]
 
 
-class _Values:
-    def __init__(self, limits: Limits, masker: Masker) -> None:
+class AttributeValues:
+    def __init__(self, limits: Limits, masker: CachingMasker) -> None:
         self._limits = limits
-        self._masker = masker
+        self._masker = masker.masker
+        self._mask_text = masker.mask_text
 
     def value(self, any_value: AnyValue, depth: int) -> Any:
         kind = any_value.WhichOneof("value")
         if kind == "string_value":
-            return _text(any_value.string_value, self._limits.max_value_length)
-        if kind in ("bool_value", "int_value"):
-            return getattr(any_value, kind)
+            return clean_text(any_value.string_value, self._limits.max_value_length)
+        if kind == "int_value":
+            return any_value.int_value
+        if kind == "bool_value":
+            return any_value.bool_value
         if kind == "double_value":
             number = any_value.double_value
             return number if math.isfinite(number) else str(number)
@@ -113,32 +145,40 @@ class _Values:
             values = any_value.array_value.values
             return [self.value(v, depth + 1) for v in values[: self._limits.max_attributes]]
         if kind == "kvlist_value":
-            return self.attributes(any_value.kvlist_value.values, depth + 1, nested=True)
+            return self._nested(any_value.kvlist_value.values, depth + 1)
         return None
 
-    def attributes(
-        self, pairs: Iterable[KeyValue], depth: int = 0, *, nested: bool = False
-    ) -> dict[str, Any]:
+    def _nested(self, pairs: Iterable[KeyValue], depth: int) -> dict[str, Any]:
+        # Inside a map only keys are masked (the writer's masker never looks inside).
         out: dict[str, Any] = {}
         limit, length = self._limits.max_attributes, self._limits.max_value_length
+        sensitive = self._masker.is_sensitive
         for pair in pairs:
             if len(out) >= limit:
                 break
-            key = _text(pair.key, length)
-            if nested and self._masker.is_sensitive(key):
-                out[key] = MASK
-            else:
-                out[key] = self.value(pair.value, depth)
+            key = clean_text(pair.key, length)
+            out[key] = MASK if sensitive(key) else self.value(pair.value, depth)
         return out
 
-
-def _context(trace_id: bytes, span_id: bytes, *, remote: bool) -> SpanContext:
-    return SpanContext(
-        int.from_bytes(trace_id, "big"),
-        int.from_bytes(span_id, "big"),
-        is_remote=remote,
-        trace_flags=_SAMPLED,
-    )
+    def attributes(self, pairs: Iterable[KeyValue]) -> dict[str, Any]:
+        """Top-level attributes, masked as ``Masker.mask`` masks a span's attributes."""
+        out: dict[str, Any] = {}
+        limit, length = self._limits.max_attributes, self._limits.max_value_length
+        sensitive, mask_text = self._masker.is_sensitive, self._mask_text
+        for pair in pairs:
+            if len(out) >= limit:
+                break
+            key = clean_text(pair.key, length)
+            if sensitive(key):
+                out[key] = MASK
+                continue
+            value = self.value(pair.value, 0)
+            if type(value) is str:
+                value = mask_text(value)
+            elif type(value) is list:
+                value = [mask_text(v) if isinstance(v, str) else v for v in value]
+            out[key] = value
+        return out
 
 
 def _invalid(span: Span) -> str | None:
@@ -153,72 +193,104 @@ def _invalid(span: Span) -> str | None:
     return None
 
 
-def _links(span: Span, values: _Values) -> list[Link]:
+def _links(span: Span, values: AttributeValues) -> list[dict[str, Any]]:
     """Links with valid ids, at most ``MAX_LINKS`` (the span writer keeps no more)."""
     return [
-        Link(_context(link.trace_id, link.span_id, remote=True), values.attributes(link.attributes))
+        {
+            "trace_id": link.trace_id.hex(),
+            "span_id": link.span_id.hex(),
+            "attributes": values.attributes(link.attributes),
+        }
         for link in span.links[:MAX_LINKS]
-        if len(link.trace_id) == 16 and len(link.span_id) == 8 and any(link.span_id)
+        if len(link.trace_id) == 16
+        and any(link.trace_id)
+        and len(link.span_id) == 8
+        and any(link.span_id)
     ]
 
 
-def _span(span: Span, resource: Resource, values: _Values, limits: Limits) -> ReadableSpan:
-    kind = _KINDS.get(span.kind, trace.SpanKind.INTERNAL)
-    parent = None
-    if any(span.parent_span_id):
+def _row(
+    span: Span,
+    resource: dict[str, Any],
+    service: str,
+    values: AttributeValues,
+    limits: Limits,
+    mask_text: Callable[[str], str],
+) -> SpanRow:
+    kind = span.kind
+    parent_id = span.parent_span_id
+    if any(parent_id):
+        parent: str | None = parent_id.hex()
         if span.flags & _HAS_IS_REMOTE:
             remote = bool(span.flags & _IS_REMOTE)
         else:
             remote = kind in _REMOTE_KINDS
-        parent = _context(span.trace_id, span.parent_span_id, remote=remote)
-    code = span.status.code
-    if code == 2:
-        status = Status(StatusCode.ERROR, _text(span.status.message, limits.max_value_length))
+        root_class = 1 if remote else 2
     else:
-        status = Status(StatusCode.OK if code == 1 else StatusCode.UNSET)
-    events = [
-        Event(
-            _text(event.name, _NAME_LENGTH),
-            values.attributes(event.attributes),
-            event.time_unix_nano or span.start_time_unix_nano,
-        )
-        for event in span.events[: limits.max_events]
-    ]
-    return ReadableSpan(
-        name=_text(span.name, _NAME_LENGTH),
-        context=_context(span.trace_id, span.span_id, remote=False),
-        parent=parent,
-        resource=resource,
-        attributes=values.attributes(span.attributes),
-        events=events,
-        links=_links(span, values),
-        kind=kind,
-        status=status,
-        start_time=span.start_time_unix_nano,
-        end_time=span.end_time_unix_nano or span.start_time_unix_nano,
+        parent, root_class = None, 0
+    status = span.status
+    code = status.code
+    if code == _STATUS_ERROR:
+        message = clean_text(status.message, limits.max_value_length)
+        status_name, status_message = "ERROR", mask_text(message) if message else ""
+    else:
+        status_name, status_message = "OK" if code == _STATUS_OK else "UNSET", ""
+    start = span.start_time_unix_nano
+    start_us = start // 1000
+    events = span.events
+    return SpanRow(
+        span.trace_id.hex(),
+        span.span_id.hex(),
+        parent,
+        clean_text(span.name, _NAME_LENGTH),
+        service,
+        _KINDS.get(kind, "INTERNAL"),
+        start_us,
+        max((span.end_time_unix_nano or start) // 1000, start_us),
+        status_name,
+        status_message,
+        values.attributes(span.attributes),
+        [
+            {
+                "name": clean_text(event.name, _NAME_LENGTH),
+                "time_us": (event.time_unix_nano or start) // 1000,
+                "attributes": values.attributes(event.attributes),
+            }
+            for event in events[: limits.max_events]
+        ]
+        if events
+        else [],
+        resource,
+        _links(span, values) if span.links else [],
+        root_class,
     )
 
 
 def convert(
-    resource_spans: Iterable[ResourceSpans], *, limits: Limits, masker: Masker
+    resource_spans: Iterable[ResourceSpans], *, limits: Limits, masker: Masker | CachingMasker
 ) -> Converted:
-    """ReadableSpans for every valid span (up to ``limits.max_spans``), and what was rejected."""
+    """Masked rows for every valid span (up to ``limits.max_spans``), and what was rejected."""
     result = Converted()
-    values = _Values(limits, masker)
+    rows = result.rows
+    if isinstance(masker, Masker):
+        masker = CachingMasker(masker)
+    values = AttributeValues(limits, masker)
+    mask_text = masker.mask_text
     for group in resource_spans:
-        attributes = values.attributes(group.resource.attributes)
-        service = attributes.get("service.name")
+        resource = values.attributes(group.resource.attributes)
+        service = resource.get("service.name")
         if not isinstance(service, str) or not service:
-            attributes["service.name"] = UNKNOWN_SERVICE
-        resource = cast(Resource, _Resource(attributes, _text(group.schema_url, 2048)))
+            # Masked like any value: "unknown_service" has nothing to mask.
+            resource["service.name"] = service = UNKNOWN_SERVICE
+        service = service[:_NAME_LENGTH]
         for scope in group.scope_spans:
             for span in scope.spans:
-                if len(result.spans) >= limits.max_spans:
+                if len(rows) >= limits.max_spans:
                     result.reject(f"spans beyond the limit of {limits.max_spans} per request")
                     continue
                 reason = _invalid(span)
                 if reason is not None:
                     result.reject(reason)
                     continue
-                result.spans.append(_span(span, resource, values, limits))
+                rows.append(_row(span, resource, service, values, limits, mask_text))
     return result

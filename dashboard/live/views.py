@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from dashboard import selectors
 from dashboard.breakers import recorder, services
+from dashboard.ingest.metrics import latest_series
 from dashboard.permissions import VIEW_DASHBOARD
 
 from . import fragments
@@ -62,6 +63,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         "metrics",
         json=fragments.to_json(list(sampler.samples)),
         minutes=round(keep * sampler.interval / 60),
+        series=latest_series(),  # OTLP /v1/metrics, by service and instance
     )
 
 

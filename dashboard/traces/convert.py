@@ -56,7 +56,12 @@ class TraceDelta:
 
 
 class SpanRow(NamedTuple):
-    """One span, ready to adapt for any database backend (times in µs since the epoch)."""
+    """One span, ready to adapt for any database backend (times in µs since the epoch).
+
+    Masked already. ``root_class`` ranks it as its trace's root: 0 no parent, 1 a
+    remote parent, 2 a local parent. OTLP ingest builds these straight from protobuf
+    (``dashboard.ingest.spans``) and queues them next to local SDK spans.
+    """
 
     trace_id: str
     span_id: str
@@ -72,6 +77,7 @@ class SpanRow(NamedTuple):
     events: list[dict[str, Any]]
     resource: dict[str, Any]
     links: list[dict[str, Any]] = []  # noqa: RUF012 (a NamedTuple default, never mutated)
+    root_class: int = 2
 
 
 def _links(span: ReadableSpan, mask: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -86,19 +92,20 @@ def _links(span: ReadableSpan, mask: Callable[[Any], dict[str, Any]]) -> list[di
 
 
 def span_rows(
-    spans: Iterable[ReadableSpan], masker: Masker
+    spans: Iterable[ReadableSpan | SpanRow], masker: Masker
 ) -> tuple[list[SpanRow], list[TraceDelta]]:
     """Masked rows for ``spans`` and one TraceDelta per trace among them.
 
-    Spans sharing a Resource share one (masked) resource dict, so a writer can
-    encode it once per batch.
+    SpanRows among ``spans`` (masked already) are taken as they are. Spans sharing a
+    Resource share one (masked) resource dict, so a writer can encode it once per batch.
     """
     rows: list[SpanRow] = []
-    deltas: dict[str, TraceDelta] = {}
     resources: dict[int, tuple[object, dict[str, Any], str]] = {}
-    error = StatusCode.ERROR
     mask = masker.mask
     for span in spans:
+        if isinstance(span, SpanRow):
+            rows.append(span)
+            continue
         context = span.context
         if context is None:
             continue
@@ -142,22 +149,32 @@ def span_rows(
                 else [],
                 cached[1],
                 _links(span, mask) if span.links else [],
+                0 if parent is None else 1 if parent.is_remote else 2,
             )
         )
-        is_error = code is error
-        rank = (0 if parent is None else 1 if parent.is_remote else 2) * _RANK_STEP + start_us
+    return rows, trace_deltas(rows)
+
+
+def trace_deltas(rows: Iterable[SpanRow]) -> list[TraceDelta]:
+    """One TraceDelta per trace among ``rows``."""
+    deltas: dict[str, TraceDelta] = {}
+    error = StatusCode.ERROR.name
+    for row in rows:
+        trace_id, start_us, end_us = row.trace_id, row.start_us, row.end_us
+        is_error = row.status == error
+        rank = row.root_class * _RANK_STEP + start_us
         delta = deltas.get(trace_id)
         if delta is None:
             deltas[trace_id] = TraceDelta(
-                trace_id, rank, name, service, start_us, end_us, 1, int(is_error)
+                trace_id, rank, row.name, row.service, start_us, end_us, 1, int(is_error)
             )
             continue
         if rank < delta.root_rank:
-            delta.root_rank, delta.root_name, delta.root_service = rank, name, service
+            delta.root_rank, delta.root_name, delta.root_service = rank, row.name, row.service
         if start_us < delta.start_us:
             delta.start_us = start_us
         if end_us > delta.end_us:
             delta.end_us = end_us
         delta.span_count += 1
         delta.error_count += is_error
-    return rows, list(deltas.values())
+    return list(deltas.values())

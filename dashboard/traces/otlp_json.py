@@ -150,7 +150,7 @@ def read_upload(data: bytes, *, max_bytes: int, limits: Limits, masker: Masker) 
         data = gunzip(data, limit=max_bytes)
     message = parse(ExportTraceServiceRequest(), data, content_type=JSON)
     converted = convert(message.resource_spans, limits=limits, masker=masker)
-    rows, _ = span_rows(converted.spans, masker)
+    rows, _ = span_rows(converted.rows, masker)
     if not rows:
         reason = converted.error_message() or "it holds no spans"
         raise IngestError(400, f"no span to show: {reason}")

@@ -23,11 +23,14 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from resilience._validate import positive, positive_int
 from resilience.dispatch import BatchDispatcher
 
+from .convert import SpanRow
 from .masking import Masker
 
 logger = logging.getLogger(__name__)
 
-Writer = Callable[[Sequence[ReadableSpan]], int]
+# Local SDK spans, and OTLP-ingested spans already converted (and masked) to rows.
+Item = ReadableSpan | SpanRow
+Writer = Callable[[Sequence[Item]], int]
 
 
 class ProcessorStats(TypedDict):
@@ -42,7 +45,7 @@ def database_writer(masker: Masker, *, using: str = "default") -> Writer:
     """A writer that stores spans with ``services.write_spans`` on ``using``."""
     from .services import write_spans
 
-    def write(spans: Sequence[ReadableSpan]) -> int:
+    def write(spans: Sequence[Item]) -> int:
         # Like a request: the worker's connection is dropped when broken or older than
         # CONN_MAX_AGE (0 closes it after each batch, so no session outlives its use).
         close_old_connections()
@@ -102,7 +105,7 @@ class DatabaseSpanProcessor(SpanProcessor):
         self._name = name
         self._on_first_span = on_first_span
         self.enabled = True
-        self._dispatcher: BatchDispatcher[tuple[ReadableSpan, object]] | None = None
+        self._dispatcher: BatchDispatcher[tuple[Item, object]] | None = None
         self._lock = threading.Lock()
         self._offer_lock = threading.Lock()
         self._shutdown = False
@@ -112,7 +115,7 @@ class DatabaseSpanProcessor(SpanProcessor):
         self._failed_batches = 0
         self._last_error_log = -1e9
 
-    def _start(self) -> BatchDispatcher[tuple[ReadableSpan, object]]:
+    def _start(self) -> BatchDispatcher[tuple[Item, object]]:
         with self._lock:
             if self._dispatcher is None:
                 self._dispatcher = BatchDispatcher(
@@ -129,7 +132,7 @@ class DatabaseSpanProcessor(SpanProcessor):
                         logger.exception("on_first_span hook failed")
             return self._dispatcher
 
-    def _write(self, batch: list[tuple[ReadableSpan, object]]) -> None:
+    def _write(self, batch: list[tuple[Item, object]]) -> None:
         database = self._database.get("NAME")
         spans = [span for span, tag in batch if tag == database]
         self._failed += len(batch) - len(spans)
@@ -163,8 +166,10 @@ class DatabaseSpanProcessor(SpanProcessor):
         except Exception:
             self._dropped += 1
 
-    def offer(self, spans: Sequence[ReadableSpan]) -> int | None:
+    def offer(self, spans: Sequence[Item]) -> int | None:
         """Queue finished spans received from elsewhere (OTLP ingest), all or none.
+
+        OTLP ingest offers SpanRows, masked already: the writer stores them as they are.
 
         Returns:
             How many were queued, or None (nothing queued, nothing counted as dropped)

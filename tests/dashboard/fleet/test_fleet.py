@@ -467,13 +467,17 @@ def test_run_agents_mints_a_token_and_runs_its_loop_until_stopped() -> None:
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     out = io.StringIO()
-    call_command("run_agents", "--service", "planner", "--url", url, "--seconds", "0.3", stdout=out)
+    call_command(
+        "run_agents", "--service", "planner", "--url", url, "--seconds", "0.3", "--no-traces",
+        stdout=out,
+    )  # fmt: skip
     assert "agent 'planner'" in out.getvalue() and "stopped after" in out.getvalue()
     assert {"llm-api", "search", "vector-db", "planner.tools"} <= set(
         circuit_breaker_registry.names()
     )
     token = ApiToken.objects.get(name="run_agents planner")
     assert token.user.has_perm("fleet.report_fleet")
+    assert token.user.has_perm("traces.ingest_spans")  # the same token exports its spans
 
 
 def test_fleet_settings_come_from_the_environment() -> None:

@@ -219,8 +219,9 @@ def test_missing_service_name_is_stored_as_unknown_service(sender: dict[str, str
     message = ExportTraceServiceRequest()
     message.ParseFromString(_request(_span(), service=None))
     limits = Limits(max_spans=10, max_attributes=10, max_events=10, max_value_length=10)
-    spans = convert(message.resource_spans, limits=limits, masker=Masker(())).spans
-    assert spans[0].resource.attributes["service.name"] == "unknown_service"
+    rows = convert(message.resource_spans, limits=limits, masker=Masker(())).rows
+    assert rows[0].resource["service.name"] == "unknown_service"
+    assert rows[0].service == "unknown_service"
 
 
 # -- partial success: invalid spans and limits -----------------------------------------
@@ -279,10 +280,10 @@ def test_attribute_count_and_length_caps_truncate_and_keep_the_span(settings: An
     message.ParseFromString(_request(span, **{"nul\0key": "a\0b"}))
     converted = convert(message.resource_spans, limits=limits, masker=Masker(()))
     assert converted.rejected == 0
-    (stored,) = converted.spans
+    (stored,) = converted.rows
     assert stored.attributes == {"k0": "xxxxx", "k1": "xxxxx", "k2": "xxxxx"}
     assert len(stored.events) == 1
-    assert stored.resource.attributes["nulke"] == "ab"
+    assert stored.resource["nulke"] == "ab"
 
 
 # -- bad payloads: 400 / 413 / 415 with a reason, never a 500 ---------------------------
@@ -357,7 +358,7 @@ def test_nesting_within_the_parsers_limits_is_stored_with_a_placeholder() -> Non
     message = ExportTraceServiceRequest()
     message.ParseFromString(_request(span))
     limits = Limits(max_spans=10, max_attributes=10, max_events=10, max_value_length=10)
-    (stored,) = convert(message.resource_spans, limits=limits, masker=Masker(())).spans
+    (stored,) = convert(message.resource_spans, limits=limits, masker=Masker(())).rows
     value = stored.attributes["deep"]
     for _ in range(8):
         value = value["k"]
@@ -562,7 +563,7 @@ def _decode_or_refuse(body: bytes, content_type: str) -> None:
         return
     converted = convert(message.resource_spans, limits=limits, masker=Masker(["key"]))
 
-    rows, _ = span_rows(converted.spans, Masker(["key"]))
+    rows, _ = span_rows(converted.rows, Masker(["key"]))
     orjson.dumps([row.attributes for row in rows])  # storable as JSON
 
 
@@ -582,3 +583,17 @@ def test_fuzzed_protobuf_bodies_give_a_4xx_or_spans_never_another_error(body: by
 def test_fuzzed_json_bodies_give_a_4xx_or_spans_never_another_error(value: Any) -> None:
     payload = {"resourceSpans": [{"scopeSpans": [{"spans": [value, {"attributes": value}]}]}]}
     _decode_or_refuse(json.dumps(payload).encode(), "application/json")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingested_spans_are_masked_with_the_configured_value_patterns(
+    client: Client, sender: dict[str, str], no_request_spans: None, settings: Any
+) -> None:
+    # Rows are masked in the request, so the request must use the writer's rules.
+    settings.TRACES_MASKED_VALUE_PATTERNS = [r"\bcustom-[0-9]+"]
+    tracing.processor().enabled = True  # type: ignore[union-attr]
+    body = _request(_span(attributes={"note": "id custom-123 sk-abcdefghijklmnopqrstu"}))
+    assert _post(client, body, sender).status_code == 200
+    assert tracing.flush()
+    row = SpanRecord.objects.get(trace_id=TRACE.hex())
+    assert row.attributes["note"] == "id *** sk-abcdefghijklmnopqrstu"

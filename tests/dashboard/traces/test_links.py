@@ -96,7 +96,7 @@ def test_ingested_span_links_are_kept_and_invalid_ones_dropped() -> None:
     )
     bad = Span.Link(trace_id=b"\x01", span_id=b"\x02")
     converted = convert([_otlp_span([good, bad, good])], limits=LIMITS, masker=MASKER)
-    assert write_spans(converted.spans, masker=MASKER) == 1
+    assert write_spans(converted.rows, masker=MASKER) == 1
     record = SpanRecord.objects.get()
     assert (
         record.links
@@ -110,7 +110,7 @@ def test_ingested_span_links_are_kept_and_invalid_ones_dropped() -> None:
 def test_ingested_links_are_capped() -> None:
     link = Span.Link(trace_id=bytes.fromhex("33" * 16), span_id=bytes.fromhex("44" * 8))
     converted = convert([_otlp_span([link] * (MAX_LINKS * 3))], limits=LIMITS, masker=MASKER)
-    write_spans(converted.spans, masker=MASKER)
+    write_spans(converted.rows, masker=MASKER)
     assert len(SpanRecord.objects.get().links) == MAX_LINKS
 
 

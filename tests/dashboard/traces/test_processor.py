@@ -215,13 +215,14 @@ def test_full_queue_drops_and_counts_without_blocking_the_caller() -> None:
 def test_database_failure_never_raises_and_is_counted_then_recovers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(self: Any, sql: str, param_list: Any) -> None:
+    def broken(self: Any, sql: str, params: Any = None) -> None:
         raise OperationalError("disk I/O error")
 
     processor = DatabaseSpanProcessor(masked_keys=(), interval=0.01)
     tracer = _provider(processor).get_tracer("t")
     with monkeypatch.context() as patch:
         patch.setattr(CursorWrapper, "executemany", broken)
+        patch.setattr(CursorWrapper, "execute", broken)  # PostgreSQL: COPY, then one upsert
         for _ in range(3):
             with tracer.start_as_current_span("lost"):
                 pass

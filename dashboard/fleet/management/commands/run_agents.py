@@ -6,8 +6,11 @@ dependencies have outages now and then, so its breakers open, probe and close, a
 the Fleet page shows it; Reset / Force open / Disable there reach this process.
 
 Django is used only to mint the API token (a ``fleet-agent`` user with
-``fleet.report_fleet``) when none is given; the loop itself is plain ``resilience``.
-Ctrl-C stops it.
+``fleet.report_fleet`` and ``traces.ingest_spans``) when none is given; the loop
+itself is plain ``resilience``. Each call is traced with the OpenTelemetry SDK under
+``service.name`` = the agent's service and exported with the OTLP/HTTP exporter to
+the dashboard's ``/v1/traces`` with the same token (``--no-traces``: off), as a
+user's worker would. Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -61,6 +65,50 @@ class Dependency:
         return "ok"
 
 
+# ---- traces: the agent's spans, exported over OTLP/HTTP to the dashboard -------------
+
+
+def agent_tracer(url: str, *, token: str, service: str, instance: str) -> tuple[Any, Any]:
+    """(provider, tracer): an SDK provider of its own (not the global one, which the
+    dashboard app may have set up in this process) exporting to ``url``/v1/traces."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": service, "service.instance.id": instance})
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    exporter = OTLPSpanExporter(
+        endpoint=f"{url.rstrip('/')}/v1/traces",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,  # a dashboard that is down holds Ctrl-C up for this long at most
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider, provider.get_tracer("resilience.run_agents")
+
+
+@contextlib.contextmanager
+def traced_call(tracer: Any, service: str, dependency: str, breaker: str) -> Iterator[None]:
+    """A step span with a CLIENT child for the call; an exception marks both as errors."""
+    if tracer is None:
+        yield
+        return
+    from opentelemetry.trace import SpanKind
+
+    with (
+        tracer.start_as_current_span(f"{service}.step"),
+        tracer.start_as_current_span(
+            f"call {dependency}",
+            kind=SpanKind.CLIENT,
+            attributes={"peer.service": dependency, "resilience.breaker": breaker},
+        ),
+    ):
+        yield
+
+
+# ---- the fleet -------------------------------------------------------------------------
+
+
 def agent_token(service: str) -> str:
     """A fresh week-long token of the ``fleet-agent`` user (created if missing)."""
     from django.contrib.auth.models import Permission, User
@@ -69,7 +117,8 @@ def agent_token(service: str) -> str:
 
     user, _ = User.objects.get_or_create(username="fleet-agent")
     user.user_permissions.add(
-        Permission.objects.get(content_type__app_label="fleet", codename="report_fleet")
+        Permission.objects.get(content_type__app_label="fleet", codename="report_fleet"),
+        Permission.objects.get(content_type__app_label="traces", codename="ingest_spans"),
     )
     _token, plaintext = create_token(
         user=user,
@@ -79,7 +128,14 @@ def agent_token(service: str) -> str:
     return plaintext
 
 
-def run(service: str, *, stop: threading.Event, rate: float, seed: int | None = None) -> int:
+def run(
+    service: str,
+    *,
+    stop: threading.Event,
+    rate: float,
+    seed: int | None = None,
+    tracer: Any = None,
+) -> int:
     """Call the dependencies through breakers and a limiter until ``stop``; calls made."""
     rng = random.Random(seed)
     config = CircuitBreakerConfig(failure_threshold=5, timeout=8, half_open_max_calls=2)
@@ -95,7 +151,10 @@ def run(service: str, *, stop: threading.Event, rate: float, seed: int | None = 
     while not stop.wait(rng.expovariate(rate)):
         breaker, dependency = rng.choice(breakers)
         calls += 1
-        with contextlib.suppress(UpstreamError, CircuitOpenError, RateLimitError):
+        with (
+            contextlib.suppress(UpstreamError, CircuitOpenError, RateLimitError),
+            traced_call(tracer, service, dependency.name, breaker.name),
+        ):
             limiter.acquire(timeout=0)
             breaker.call(dependency.call)
     return calls
@@ -118,6 +177,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--rate", type=float, default=20.0, help="calls per second")
         parser.add_argument("--seconds", type=float, default=0, help="stop after (0: never)")
+        parser.add_argument(
+            "--no-traces",
+            action="store_true",
+            help="do not export spans to the dashboard's /v1/traces",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         service: str = options["service"]
@@ -135,11 +199,18 @@ class Command(BaseCommand):
         stop = threading.Event()
         if options["seconds"]:
             threading.Timer(options["seconds"], stop.set).start()
+        provider, tracer = (None, None)
+        if not options["no_traces"]:
+            provider, tracer = agent_tracer(
+                options["url"], token=token, service=service, instance=reporter.instance["id"]
+            )
         try:
-            calls = run(service, stop=stop, rate=options["rate"])
+            calls = run(service, stop=stop, rate=options["rate"], tracer=tracer)
         except KeyboardInterrupt:
             calls = -1
         finally:
             resilience.fleet.disconnect(timeout=2)
+            if provider is not None:
+                provider.shutdown()  # exports what is still queued
         if calls >= 0:
             self.stdout.write(f"agent {service!r} stopped after {calls} calls")
