@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from resilience.fleet.protocol import REPORT_PATH
 
-__all__ = ["HttpTransport", "Transport", "TransportError"]
+__all__ = ["HttpTransport", "PushTransport", "Transport", "TransportError"]
 
 MAX_ANSWER_BYTES = 1 << 20
 
@@ -29,6 +29,17 @@ class Transport(Protocol):
     """Sends one encoded report; returns the parsed answer or raises TransportError."""
 
     def send(self, body: bytes) -> dict[str, Any]: ...
+
+
+class PushTransport(Transport, Protocol):
+    """A transport that also receives answers pushed by the dashboard (Redis).
+
+    ``receive`` waits up to ``wait`` seconds and returns the answers that arrived
+    (possibly none), or raises TransportError; the reporter calls it in a loop on a
+    thread of its own.
+    """
+
+    def receive(self, instance_id: str, wait: float) -> list[dict[str, Any]]: ...
 
 
 def report_url(url: str) -> str:
