@@ -173,32 +173,28 @@ class RedisLink:
             return 0
         changed = False
         stored = 0
-        close_old_connections()
-        try:
-            for _entry_id, fields in entries:
-                body = fields.get(REDIS_REPORT_FIELD.encode(), b"")
-                if len(body) > conf.max_report_bytes():
-                    self.rejected += 1
-                    logger.warning("fleet: dropped a Redis report of %d bytes", len(body))
-                    continue
-                try:
-                    report = parse_report(body)
-                except ValueError as exc:
-                    self.rejected += 1
-                    logger.warning("fleet: dropped a malformed Redis report: %s", exc)
-                    continue
-                try:
-                    answer = services.ingest_report(report=report, transport="redis")
-                except Exception:
-                    self.failed += 1
-                    logger.exception("fleet: storing a Redis report failed")
-                    continue
-                stored += 1
-                changed = changed or bool(report.events or report.acks)
-                if answer["commands"]:
-                    self.push(report.instance.id, answer)
-        finally:
-            close_old_connections()
+        for _entry_id, fields in entries:
+            body = fields.get(REDIS_REPORT_FIELD.encode(), b"")
+            if len(body) > conf.max_report_bytes():
+                self.rejected += 1
+                logger.warning("fleet: dropped a Redis report of %d bytes", len(body))
+                continue
+            try:
+                report = parse_report(body)
+            except ValueError as exc:
+                self.rejected += 1
+                logger.warning("fleet: dropped a malformed Redis report: %s", exc)
+                continue
+            try:
+                answer = services.ingest_report(report=report, transport="redis")
+            except Exception:
+                self.failed += 1
+                logger.exception("fleet: storing a Redis report failed")
+                continue
+            stored += 1
+            changed = changed or bool(report.events or report.acks)
+            if answer["commands"]:
+                self.push(report.instance.id, answer)
         self.client.xack(REDIS_REPORTS_KEY, REDIS_GROUP, *(entry_id for entry_id, _ in entries))
         self.reports += stored
         if changed:
@@ -227,7 +223,12 @@ class RedisLink:
                     if self._down:
                         self._down = False
                         logger.warning("fleet: Redis reachable again")
-                    self.process(entries)
+                    if entries:
+                        close_old_connections()  # this thread's connection, as per request
+                        try:
+                            self.process(entries)
+                        finally:
+                            close_old_connections()
                 except (RedisError, OSError) as exc:
                     self.errors += 1
                     self._group_ready = False
