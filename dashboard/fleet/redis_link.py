@@ -244,4 +244,3 @@ class RedisLink:
             if self._loop is not None:
                 self._loop.close()
                 self._loop = None
-

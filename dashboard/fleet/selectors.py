@@ -38,6 +38,7 @@ class InstanceRow(TypedDict):
     events_dropped: int
     breakers: int
     limiters: int
+    transport: str
 
 
 class InstanceBreaker(TypedDict):
@@ -98,6 +99,7 @@ def _row(instance: FleetInstance, now: datetime, stale: timedelta, gone: timedel
         "events_dropped": instance.events_dropped,
         "breakers": len(instance.breakers),
         "limiters": len(instance.limiters),
+        "transport": instance.transport,
     }
 
 

@@ -14,8 +14,8 @@ running :mod:`~dashboard.fleet.redis_link`), instead of waiting for its next rep
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
 from django.contrib.auth.base_user import AbstractBaseUser

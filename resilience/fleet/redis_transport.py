@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import RedisError
@@ -59,7 +60,9 @@ class RedisTransport:
         if not (isinstance(timeout, int | float) and timeout > 0):
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"redis url must start with redis://, rediss:// or unix://, got {url!r}")
+            raise ValueError(
+                f"redis url must start with redis://, rediss:// or unix://, got {url!r}"
+            )
         self.url = url
         self.timeout = float(timeout)
         self._client = client if client is not None else from_url(url, socket_timeout=timeout)
@@ -68,7 +71,11 @@ class RedisTransport:
         self._last_id = "0-0"
 
     def __repr__(self) -> str:
-        return f"<RedisTransport {self._client.connection_pool!r}>"
+        parts = urlsplit(self.url)  # shown without the password
+        if not parts.hostname:
+            return f"<RedisTransport {parts.scheme}://{parts.path}>"
+        port = f":{parts.port}" if parts.port else ""
+        return f"<RedisTransport {parts.scheme}://{parts.hostname}{port}{parts.path}>"
 
     def send(self, body: bytes) -> dict[str, Any]:
         """XADD ``body`` to the reports stream; returns an empty answer.

@@ -60,6 +60,10 @@ def push(client: redis.Redis, instance_id: str, answer: object) -> None:
     client.xadd(redis_commands_key(instance_id), {REDIS_ANSWER_FIELD: body})
 
 
+def answer(command_id: str, target: str, action: str = "reset") -> dict[str, Any]:
+    return {"protocol": 1, "commands": [command(command_id, target, action)]}
+
+
 def command(command_id: str, target: str, action: str = "reset") -> dict[str, Any]:
     return {
         "id": command_id,
@@ -136,7 +140,7 @@ def test_a_pushed_command_is_applied_and_acked_in_the_next_report(
     reporter = make(RedisTransport(redis_server.url), interval=60.0).start()
     try:
         wait_until(lambda: reports(client))  # the first report, then 60 s of quiet
-        push(client, reporter.instance["id"], {"protocol": 1, "commands": [command("c1", "search")]})
+        push(client, reporter.instance["id"], answer("c1", "search"))
         acks = wait_until(lambda: [a for r in reports(client) for a in r["acks"]])
     finally:
         reporter.stop()
@@ -152,11 +156,11 @@ def test_a_command_pushed_twice_is_applied_once_and_acked_with_its_first_result(
     breaker = open_breaker("search")
     transport = RedisTransport(redis_server.url)
     reporter = make(transport)
-    answer = {"protocol": 1, "commands": [command("c1", "search")]}
-    reporter._pushed.extend([answer, answer])
+    twice = answer("c1", "search")
+    reporter._pushed.extend([twice, twice])
     assert reporter.report_once()
     breaker.force_open()
-    push(client, reporter.instance["id"], answer)
+    push(client, reporter.instance["id"], twice)
     reporter._pushed.extend(transport.receive(reporter.instance["id"], 0.01))
     assert reporter.report_once()
     assert breaker.state.value == "forced_open"  # the repeat was not applied again
@@ -171,9 +175,7 @@ def test_redis_down_never_raises_counts_and_the_worker_catches_up_after_a_restar
     breaker = open_breaker("db")
     bus = EventBus()
     transport = RedisTransport(fresh_server.url, timeout=0.5)
-    reporter = FleetReporter(
-        transport, instance=instance_info(service="planner"), event_bus=bus
-    )
+    reporter = FleetReporter(transport, instance=instance_info(service="planner"), event_bus=bus)
     bus.subscribe(reporter._on_event)
     breaker.add_listener(bus.publish)
     assert reporter.report_once()
@@ -192,7 +194,7 @@ def test_redis_down_never_raises_counts_and_the_worker_catches_up_after_a_restar
     (report,) = reports(client)
     assert [(e["name"], e["to_state"]) for e in report["events"]] == [("db", "closed")]
     assert report["stats"]["reports_failed"] == 2
-    push(client, reporter.instance["id"], {"protocol": 1, "commands": [command("c9", "db", "disable")]})
+    push(client, reporter.instance["id"], answer("c9", "db", "disable"))
     assert [a["commands"][0]["id"] for a in transport.receive(reporter.instance["id"], 0.01)] == [
         "c9"
     ]
@@ -211,7 +213,7 @@ def test_the_listener_thread_survives_redis_going_away_and_coming_back(
         fresh_server.start()
         wait_until(lambda: reporter.connected)
         client = redis.Redis.from_url(fresh_server.url)
-        push(client, reporter.instance["id"], {"protocol": 1, "commands": [command("c2", "search")]})
+        push(client, reporter.instance["id"], answer("c2", "search"))
         wait_until(lambda: breaker.state.value == "closed")
         client.close()
     finally:

@@ -264,3 +264,26 @@ def test_runtime_start_needs_redis_url_and_its_thread_consumes_reports(
         runtime.stop()
     assert runtime.current() is None and not link.running
     assert client_redis.exists(redis_commands_key("none")) == 0
+
+
+def test_run_agents_with_a_redis_url_reports_through_redis_without_a_token(
+    links: list[Link],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    from dashboard.api.models import ApiToken
+    from resilience.circuit_breaker import circuit_breaker_registry
+
+    out = io.StringIO()
+    call_command(
+        "run_agents", "--service", "tools", "--redis-url", redis_server.url,
+        "--seconds", "0.3", stdout=out,
+    )  # fmt: skip
+    circuit_breaker_registry.clear()
+    assert "RedisTransport redis://127.0.0.1" in out.getvalue()
+    assert links[0].step() >= 1
+    assert FleetInstance.objects.get(service="tools").transport == "redis"
+    assert not ApiToken.objects.exists()
