@@ -211,4 +211,6 @@ def command_table() -> Table:
 
 
 def tables() -> list[Table]:
-    return [fleet_table(), command_table()]
+    from bench._fleet_scale import scale_tables
+
+    return [fleet_table(), command_table(), *scale_tables()]

@@ -2,26 +2,25 @@
 
 Keys and messages are the protocol's (:mod:`resilience.fleet.protocol`): workers
 ``XADD`` reports to one stream; every server process reads it in the consumer group
-``dashboard`` under a consumer name of its own, so each report is stored by exactly
-one server (no double history rows, no double acks) however many run. Commands go to
-``resilience:fleet:v1:commands:<instance>``, read by that worker alone; command ids
-are idempotent on the worker, so a command pushed twice (at the click, then after a
-report while its ack is on the way) is applied once.
+``dashboard`` under a consumer name of its own, so each report is stored by exactly one
+server (no double history rows, no double acks) however many run. Commands go to
+``resilience:fleet:v1:commands:<instance>``, read by that worker alone; command ids are
+idempotent on the worker, so a command pushed twice (at the click, then after a report
+while its ack is on the way) is applied once.
 
 Concurrency model: one daemon thread per server process (``fleet-redis``) runs
 :meth:`RedisLink.run`: a blocking ``XREADGROUP`` (``block`` seconds), then, for the
-batch, the ORM writes of :func:`services.ingest_report` in this thread (Django gives
-it its own database connection; stale ones are closed around each batch), the pushes
-of the commands waiting for those instances, one ``XACK``, and one Fleet-page
-notification for the batch. :meth:`RedisLink.push` is called from request threads
-(an operator's click) too: it only sends one pipeline on the thread-safe client. The
-notification uses an event loop owned by this thread (channels-redis keeps its
-connections per loop, so they are reused). A report that cannot be parsed is logged
-and acknowledged (it would fail again); one whose storage fails is acknowledged too:
-the next report of that instance is complete again, and its command acks are
-repeated by the worker when the command is pushed again. Redis down: the thread logs
-once, retries every ``retry`` seconds, and re-creates the group after a restart
-(``NOGROUP``).
+batch, the ORM writes of :func:`services.ingest_report` in this thread (Django gives it
+its own database connection; stale ones are closed around each batch), the pushes of the
+commands waiting for those instances, one ``XACK``, and one Fleet-page notification for
+the batch. :meth:`RedisLink.push` is called from request threads (an operator's click)
+too: it only sends one pipeline on the thread-safe client. The notification (the names
+of the breakers concerned) uses an event loop owned by this thread (channels-redis keeps
+its connections per loop, so they are reused). A report that cannot be parsed is logged
+and acknowledged (it would fail again); one whose storage fails is acknowledged too: the
+next report of that instance is complete again, and its command acks are repeated by the
+worker when the command is pushed again. Redis down: the thread logs once, retries every
+``retry`` seconds, and re-creates the group after a restart (``NOGROUP``).
 """
 
 from __future__ import annotations
@@ -76,7 +75,7 @@ class RedisLink:
         consumer: str | None = None,
         block: float = 1.0,
         retry: float = 0.5,
-        notify: Callable[[], None] | None = None,
+        notify: Callable[[set[str]], None] | None = None,
     ) -> None:
         self.client = client
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -171,7 +170,7 @@ class RedisLink:
         """
         if not entries:
             return 0
-        changed = False
+        changed: set[str] = set()
         stored = 0
         for _entry_id, fields in entries:
             body = fields.get(REDIS_REPORT_FIELD.encode(), b"")
@@ -192,18 +191,19 @@ class RedisLink:
                 logger.exception("fleet: storing a Redis report failed")
                 continue
             stored += 1
-            changed = changed or bool(report.events or report.acks)
+            if report.events or report.acks:
+                changed |= services.changed_breakers(report)
             if answer["commands"]:
                 self.push(report.instance.id, answer)
         self.client.xack(REDIS_REPORTS_KEY, REDIS_GROUP, *(entry_id for entry_id, _ in entries))
         self.reports += stored
         if changed:
-            self.notify()
+            self.notify(changed)
         return stored
 
-    def notify(self) -> None:
+    def notify(self, names: set[str]) -> None:
         if self._notify is not None:
-            self._notify()
+            self._notify(names)
             return
         layer = get_channel_layer()
         if layer is None:
@@ -211,7 +211,7 @@ class RedisLink:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         try:
-            self._loop.run_until_complete(layer.group_send(live.GROUP, {"type": "fleet.changed"}))
+            self._loop.run_until_complete(layer.group_send(live.GROUP, live.message(names)))
         except Exception:
             logger.exception("fleet: could not notify the Fleet pages")
 

@@ -6,6 +6,8 @@ tested with an injected clock instead of sleeps.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
@@ -53,6 +55,7 @@ class InstanceBreaker(TypedDict):
 
 class BreakerGroup(TypedDict):
     name: str
+    dom_id: str
     state: str
     instances: list[InstanceBreaker]
     live_instances: int
@@ -160,14 +163,22 @@ def _latest_commands(instance_ids: list[int]) -> dict[tuple[int, str], FleetComm
     return latest
 
 
+def dom_id(name: str) -> str:
+    """The HTML id of a breaker group's card (any name becomes a valid, stable id)."""
+    return "fleet-group-" + hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
 def breaker_groups(
     *,
     now: datetime | None = None,
     stale_after: timedelta | None = None,
     gone_after: timedelta | None = None,
     name: str | None = None,
+    names: Collection[str] | None = None,
 ) -> list[BreakerGroup]:
     """Breakers of every instance not gone, grouped by name, worst state first.
+
+    ``name`` (or ``names``) keeps only those groups.
 
     Each group has the per-instance breakdown (with the latest command for that
     breaker on that instance), and calls, failures and rejections summed.
@@ -191,6 +202,8 @@ def breaker_groups(
             breaker = str(snap.get("name", ""))
             if not breaker or (name is not None and breaker != name):
                 continue
+            if names is not None and breaker not in names:
+                continue
             calls = {k: int(v) for k, v in (snap.get("calls") or {}).items() if isinstance(v, int)}
             command = commands.get((holder.pk, breaker))
             state = str(snap.get("state", "closed"))
@@ -198,6 +211,7 @@ def breaker_groups(
                 breaker,
                 {
                     "name": breaker,
+                    "dom_id": dom_id(breaker),
                     "state": "closed",
                     "instances": [],
                     "live_instances": 0,

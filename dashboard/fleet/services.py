@@ -153,6 +153,15 @@ def _uuid(value: str) -> uuid.UUID | None:
         return None
 
 
+def changed_breakers(report: ReportIn) -> set[str]:
+    """The breakers whose cards ``report`` changes: transitions, and acked commands'."""
+    names = {event.name for event in report.events}
+    ids = [found for ack in report.acks if (found := _uuid(ack.command_id)) is not None]
+    if ids:
+        names.update(FleetCommand.objects.filter(pk__in=ids).values_list("target", flat=True))
+    return names
+
+
 def push_commands(commands: list[FleetCommand], *, now: datetime | None = None) -> int:
     """Push ``commands`` to their Redis instances now (if the Redis link runs); how many.
 

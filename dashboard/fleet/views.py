@@ -60,7 +60,7 @@ def report(request: HttpRequest) -> HttpResponse:
         return _error(400, str(exc))
     answer = services.ingest_report(report=parsed)
     if parsed.events or parsed.acks:
-        live.notify()
+        live.notify(services.changed_breakers(parsed))
     return JsonResponse(answer)
 
 

@@ -47,10 +47,12 @@ class Link(RedisLink):
     def __init__(self, url: str, consumer: str) -> None:
         super().__init__(redis.Redis.from_url(url), consumer=consumer, block=0.01)
         self.notified = 0
+        self.names: list[set[str]] = []
         self._notify = self._count
 
-    def _count(self) -> None:
+    def _count(self, names: set[str]) -> None:
         self.notified += 1
+        self.names.append(names)
 
     def step(self) -> int:
         return self.process(self.read())
@@ -109,6 +111,7 @@ def test_a_redis_report_is_stored_with_its_transitions_and_the_pages_told_once(
     assert [b["state"] for b in instance.breakers] == ["open"]
     assert BreakerEvent.objects.get(breaker="payments").process == instance.label
     assert link.notified == 1  # one batch with a transition: one notification
+    assert link.names == [{"payments"}]
     assert link.client.xpending(REDIS_REPORTS_KEY, REDIS_GROUP)["pending"] == 0
 
 
@@ -166,7 +169,7 @@ def test_a_reset_is_pushed_to_a_redis_worker_at_commit_and_acked_through_redis(
     assert links[0].step() == 1
     mine.refresh_from_db()
     assert (mine.status, mine.result_state) == (CommandStatus.APPLIED, "closed")
-    assert links[0].notified == 1  # the ack
+    assert links[0].names == [{"search"}]  # the ack names its command's breaker
     other = FleetCommand.objects.get(instance__instance_id=http_worker.instance["id"])
     assert other.status == CommandStatus.PENDING  # it waits for the HTTP worker's report
 
