@@ -16,6 +16,7 @@ the call counters, which change with every report (and for the order of groups).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -57,6 +58,28 @@ def notify(names: Iterable[str] | None = None) -> None:
         logger.exception("fleet: could not notify the Fleet pages")
 
 
+def wake_group(instance_id: str) -> str:
+    """The channel-layer group of an instance's held long-polls (a valid group name)."""
+    digest = hashlib.sha1(instance_id.encode(), usedforsecurity=False).hexdigest()[:20]
+    return f"fleet.commands.{digest}"
+
+
+def wake(instance_ids: Iterable[str]) -> None:
+    """Answer the held ``GET /api/fleet/v1/commands`` of these instances now (never raises).
+
+    Through the channel layer, so a long-poll held by another server process (cluster
+    mode, channels-redis) is woken too.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        for instance_id in set(instance_ids):
+            async_to_sync(layer.group_send)(wake_group(instance_id), {"type": "fleet.command"})
+    except Exception:
+        logger.exception("fleet: could not wake the instances' long-polls")
+
+
 def _can(user: Any) -> dict[str, bool]:
     return {action: user.has_perm(perm) for action, perm in PERMISSIONS.items()}
 
@@ -96,8 +119,11 @@ class FleetConsumer(LiveConsumer):
 
     async def initial(self) -> str:
         # A (re)connected page is brought up to date at once.
-        rendered, self.known = await database_sync_to_async(render_all)(self.scope["user"])
-        return rendered
+        rendered: tuple[str, set[str]] = await database_sync_to_async(render_all)(
+            self.scope["user"]
+        )
+        self.known = rendered[1]
+        return rendered[0]
 
     async def fleet_changed(self, event: dict[str, Any]) -> None:
         names = event.get("names")

@@ -29,7 +29,7 @@ from dashboard.breakers.models import BreakerEvent
 from dashboard.breakers.services import PERMISSIONS, Action
 from resilience.fleet.protocol import PROTOCOL_VERSION, Command
 
-from . import conf
+from . import conf, live
 from .models import CommandStatus, FleetCommand, FleetInstance
 from .report import ReportIn
 from .selectors import LIVE, instance_status
@@ -162,6 +162,30 @@ def changed_breakers(report: ReportIn) -> set[str]:
     return names
 
 
+def take_new_commands(*, instance_id: str, now: datetime | None = None) -> list[FleetCommand]:
+    """The commands for ``instance_id`` not yet delivered (within the TTL), now delivered.
+
+    For the HTTP long-poll: a command already delivered is not handed out again here
+    (that would spin while its ack is on the way); the answers to reports repeat it.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        waiting = list(
+            FleetCommand.objects.select_for_update()
+            .filter(
+                instance__instance_id=instance_id,
+                status=CommandStatus.PENDING,
+                created_at__gte=now - conf.command_ttl(),
+            )
+            .order_by("created_at")
+        )
+        if waiting:
+            FleetCommand.objects.filter(pk__in=[command.pk for command in waiting]).update(
+                status=CommandStatus.DELIVERED, delivered_at=now
+            )
+    return waiting
+
+
 def push_commands(commands: list[FleetCommand], *, now: datetime | None = None) -> int:
     """Push ``commands`` to their Redis instances now (if the Redis link runs); how many.
 
@@ -268,6 +292,9 @@ def act_on_fleet_breaker(
         pushed = [command for command in created if command.instance.transport == "redis"]
         if pushed:
             transaction.on_commit(lambda: push_commands(pushed))
+        polling = [t.instance_id for t in targets if t.transport != "redis"]
+        if polling:
+            transaction.on_commit(lambda: live.wake(polling))
     return {
         "batch": str(batch),
         "name": name,

@@ -10,5 +10,6 @@ urlpatterns = [
     path("fleet/instances/", views.instances, name="instances"),
     path("fleet/breakers/<path:name>/<slug:action>/", views.breaker_action, name="breaker-action"),
     path("api/fleet/v1/report", views.report, name="report"),
+    path("api/fleet/v1/commands", views.commands, name="commands"),
     path("api/fleet/v1/schema.json", views.protocol_schema, name="schema"),
 ]

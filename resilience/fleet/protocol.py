@@ -41,6 +41,7 @@ from typing import Any, Literal, TypedDict
 
 __all__ = [
     "ACTIONS",
+    "COMMANDS_PATH",
     "MAX_NAME",
     "MAX_PRIMITIVES",
     "PROTOCOL_VERSION",
@@ -65,6 +66,8 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 REPORT_PATH = "/api/fleet/v1/report"
+COMMANDS_PATH = "/api/fleet/v1/commands"
+"""The HTTP long-poll: ``GET ?instance=<id>&wait=<seconds>`` answers an Answer."""
 MAX_PRIMITIVES = 1000
 """Breakers (and limiters) per report at most; a worker sends the first by name."""
 MAX_NAME = 200

@@ -64,7 +64,7 @@ __all__ = ["FleetReporter"]
 logger = logging.getLogger(__name__)
 
 MIN_GAP = 0.05
-LISTEN_WAIT = 5.0
+LISTEN_WAIT = 20.0
 LISTEN_RETRY = 0.25
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 60.0
 MAX_EVENTS_PER_REPORT = 500
@@ -259,6 +259,9 @@ class FleetReporter:
             try:
                 answers = transport.receive(self.instance["id"], LISTEN_WAIT)
             except TransportError as exc:
+                if getattr(transport, "push_unsupported", False):
+                    logger.info("fleet: the dashboard pushes no commands; they come with reports")
+                    return
                 logger.debug("fleet: receiving commands failed: %s", exc)
                 self._stopped.wait(retry * self._rng.uniform(0.8, 1.0))
                 retry = min(retry * 2, self.max_backoff)
