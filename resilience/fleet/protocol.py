@@ -13,6 +13,11 @@ answered with 2xx, and the dashboard de-duplicates acks by command id. The dashb
 repeats an unacknowledged command in every answer until it is acked or expires; the
 worker applies each command id once and acks repeats with the first result.
 
+Over HTTP a worker also holds a long-poll, ``GET /api/fleet/v1/commands?instance=<id>
+&wait=<seconds>`` (:data:`COMMANDS_PATH`), which the dashboard answers with an Answer as
+soon as a command for that instance is queued (or with none after ``wait``), so a
+command does not wait for the next report.
+
 Over Redis (``REDIS_URL``) the messages are the same, in Redis streams, so that
 commands are pushed rather than waiting for the next report:
 
