@@ -200,7 +200,7 @@ class FleetReporter:
         if self.running:
             return self
         self._stopped.clear()
-        self._bus.subscribe(self._on_event)
+        self._bus.subscribe(self._on_event, types=(BreakerStateChanged,))
         self._thread = threading.Thread(
             target=self._run, name=f"resilience-fleet-{self.instance['id'][:8]}", daemon=True
         )
