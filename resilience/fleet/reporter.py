@@ -175,6 +175,8 @@ class FleetReporter:
         self.reports_failed = 0
         self.events_dropped = 0
         self.commands_applied = 0
+        self.answers_pushed = 0
+        """Answers with commands received from the dashboard's push (Redis, long-poll)."""
         self.last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -273,6 +275,7 @@ class FleetReporter:
                 continue
             retry = LISTEN_RETRY
             if answers and generation == self._generation:
+                self.answers_pushed += len(answers)
                 self._pushed.extend(answers)
                 self._wake.set()
 

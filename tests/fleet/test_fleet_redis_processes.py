@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fleet.processes import Fleet, running_fleet, wait_until
+from tests.fleet.processes import Fleet, Worker, running_fleet, wait_until
 from tests.resilience._redis_fixtures import require_redis_server
 from tests.resilience.redis_server import RedisServer
 
@@ -87,3 +87,20 @@ def test_a_worker_survives_a_redis_restart_and_is_steerable_again(
     wait_until(lambda: applied(fleet, acted["batch"]))
     assert worker("state payments") == "closed"
     assert worker("stats")["errors"] == 0
+
+
+def test_an_http_worker_of_a_cluster_gets_its_command_through_the_long_poll(
+    redis_fleet: tuple[Fleet, RedisServer],
+) -> None:
+    fleet, _redis = redis_fleet
+    env = {key: value for key, value in fleet.worker_env.items() if key != "REDIS_URL"}
+    worker = Worker("http-in-cluster", env, ["billing"])
+    fleet.workers.append(worker)
+    assert worker("stats")["transport"] == "HttpTransport"
+    assert worker("fail billing 2") == "open"  # a transition is reported at once
+    wait_until(lambda: group(fleet, "billing").get("state") == "open")
+    acted = fleet.api("POST", "/circuit-breakers/billing/reset", {"reason": "paid"})
+    assert acted["instances"] == [worker.instance]
+    wait_until(lambda: worker("state billing") == "closed")
+    wait_until(lambda: applied(fleet, acted["batch"]))
+    assert worker("stats")["pushed"] >= 1  # it came through the long-poll (channels-redis)

@@ -71,6 +71,7 @@ def main() -> None:
                 "failed": reporter.reports_failed,
                 "connected": reporter.connected,
                 "transport": type(reporter.transport).__name__,
+                "pushed": reporter.answers_pushed,
                 "django": "django" in sys.modules,
             }
         else:
