@@ -38,6 +38,11 @@ from dashboard.checkpoints import retention  # noqa: E402
 
 retention.start_if_configured()
 
+# The fleet over Redis (REDIS_URL): this process joins the consumer group of reports.
+from dashboard.fleet import runtime as fleet_runtime  # noqa: E402
+
+fleet_runtime.start()
+
 if settings.RESILIENCE_DEMO:
     from dashboard import demo
 

@@ -102,12 +102,21 @@ Listener = Callable[[Event], object]
 
 
 class EventBus:
-    """A list of listeners, copied on write so that publishing takes no lock."""
+    """Listeners, copied on write so that publishing takes no lock.
 
-    __slots__ = ("_listeners", "_lock", "listener_errors")
+    A listener may subscribe to some event types only (``types=``): events of other
+    types are not delivered to it, and a publisher can skip *building* an event nobody
+    wants (``CallRejected in bus._wanted``, one set lookup: a rejected call then costs no
+    event while only, say, the fleet's transition listener is subscribed).
+    """
+
+    __slots__ = ("_listeners", "_lock", "_routes", "_subscriptions", "_wanted", "listener_errors")
 
     def __init__(self) -> None:
+        self._subscriptions: tuple[tuple[Listener, tuple[type[Event], ...] | None], ...] = ()
         self._listeners: tuple[Listener, ...] = ()
+        self._routes: dict[type[Event], tuple[Listener, ...]] = {}
+        self._wanted: frozenset[type[Event]] = frozenset()
         self._lock = threading.Lock()
         self.listener_errors = 0
 
@@ -116,12 +125,34 @@ class EventBus:
         """True when at least one listener is subscribed."""
         return bool(self._listeners)
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Add ``listener``; returns a function that removes it again."""
+    def wants(self, kind: type[Event]) -> bool:
+        """True when a listener would receive events of type ``kind``."""
+        return kind in self._wanted or (
+            kind not in self._routes
+            and any(t is None or issubclass(kind, t) for _, t in self._subscriptions)
+        )
+
+    def subscribe(
+        self, listener: Listener, *, types: tuple[type[Event], ...] | None = None
+    ) -> Callable[[], None]:
+        """Add ``listener`` (for events of ``types`` only, if given); returns a function
+        that removes it again.
+
+        Raises:
+            TypeError: ``listener`` is not callable, or ``types`` is not a non-empty
+                tuple of Event subclasses.
+        """
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {listener!r}")
+        if types is not None and not (
+            isinstance(types, tuple)
+            and types
+            and all(isinstance(t, type) and issubclass(t, Event) for t in types)
+        ):
+            raise TypeError(f"types must be a non-empty tuple of Event subclasses, got {types!r}")
         with self._lock:
-            self._listeners = (*self._listeners, listener)
+            self._subscriptions = (*self._subscriptions, (listener, types))
+            self._rebuild()
 
         def unsubscribe() -> None:
             self.unsubscribe(listener)
@@ -131,19 +162,54 @@ class EventBus:
     def unsubscribe(self, listener: Listener) -> None:
         """Remove ``listener`` if it is subscribed (no error otherwise)."""
         with self._lock:
-            listeners = list(self._listeners)
-            if listener in listeners:
-                listeners.remove(listener)
-            self._listeners = tuple(listeners)
+            subscriptions = list(self._subscriptions)
+            for index, (subscribed, _types) in enumerate(subscriptions):
+                if subscribed == listener:
+                    del subscriptions[index]
+                    break
+            self._subscriptions = tuple(subscriptions)
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        # Under the lock: who gets each known event type, computed once per change.
+        subscriptions = self._subscriptions
+        routes = {
+            kind: tuple(
+                listener
+                for listener, types in subscriptions
+                if types is None or issubclass(kind, types)
+            )
+            for kind in _event_types()
+        }
+        self._routes = routes
+        self._wanted = frozenset(kind for kind, listeners in routes.items() if listeners)
+        self._listeners = tuple(listener for listener, _types in subscriptions)
 
     def publish(self, event: Event) -> None:
-        """Call every listener with ``event``; never raises."""
-        for listener in self._listeners:
+        """Call every listener that wants ``event``; never raises."""
+        listeners = self._routes.get(type(event))
+        if listeners is None:  # a type defined after the last (un)subscribe
+            listeners = tuple(
+                listener
+                for listener, types in self._subscriptions
+                if types is None or isinstance(event, types)
+            )
+        for listener in listeners:
             try:
                 listener(event)
             except Exception:
                 self.listener_errors += 1
                 logger.exception("event listener %r failed on %r", listener, event)
+
+
+def _event_types() -> list[type[Event]]:
+    found: list[type[Event]] = []
+    pending: list[type[Event]] = [Event]
+    while pending:
+        kind = pending.pop()
+        found.append(kind)
+        pending.extend(kind.__subclasses__())
+    return found
 
 
 bus = EventBus()

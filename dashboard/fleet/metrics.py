@@ -39,9 +39,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from resilience.circuit_breaker import CircuitState
+
 from . import selectors
 
-BREAKER_STATES = ("closed", "open", "half_open", "forced_open", "disabled")
+BREAKER_STATES = tuple(state.value for state in CircuitState)
 _CALL_KINDS = (
     ("successful", "successful"),
     ("failed", "failed"),

@@ -29,6 +29,9 @@ class FleetInstance(models.Model):
     )
     breakers = models.JSONField(default=list, help_text="latest breaker snapshots")
     limiters = models.JSONField(default=list, help_text="latest limiter snapshots")
+    transport = models.CharField(
+        max_length=10, default="http", help_text="how its last report came: http or redis"
+    )
 
     class Meta:
         ordering = ["service", "host", "pid"]

@@ -28,6 +28,7 @@ class InstanceOut(Schema):
     events_dropped: int
     breakers: int
     limiters: int
+    transport: Literal["http", "redis"] = Field(description="how its last report came")
 
 
 class InstanceListOut(Schema):

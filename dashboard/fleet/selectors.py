@@ -6,6 +6,8 @@ tested with an injected clock instead of sleeps.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
@@ -51,6 +53,7 @@ class InstanceRow(TypedDict):
     events_dropped: int
     breakers: int
     limiters: int
+    transport: str
 
 
 class InstanceBreaker(TypedDict):
@@ -66,6 +69,7 @@ class InstanceBreaker(TypedDict):
 
 class BreakerGroup(TypedDict):
     name: str
+    dom_id: str
     state: str
     instances: list[InstanceBreaker]
     live_instances: int
@@ -112,6 +116,7 @@ def _row(instance: FleetInstance, now: datetime, stale: timedelta, gone: timedel
         "events_dropped": instance.events_dropped,
         "breakers": len(instance.breakers),
         "limiters": len(instance.limiters),
+        "transport": instance.transport,
     }
 
 
@@ -172,14 +177,22 @@ def _latest_commands(instance_ids: list[int]) -> dict[tuple[int, str], FleetComm
     return latest
 
 
+def dom_id(name: str) -> str:
+    """The HTML id of a breaker group's card (any name becomes a valid, stable id)."""
+    return "fleet-group-" + hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
 def breaker_groups(
     *,
     now: datetime | None = None,
     stale_after: timedelta | None = None,
     gone_after: timedelta | None = None,
     name: str | None = None,
+    names: Collection[str] | None = None,
 ) -> list[BreakerGroup]:
     """Breakers of every instance not gone, grouped by name, worst state first.
+
+    ``name`` (or ``names``) keeps only those groups.
 
     Each group has the per-instance breakdown (with the latest command for that
     breaker on that instance), and calls, failures and rejections summed.
@@ -203,6 +216,8 @@ def breaker_groups(
             breaker = str(snap.get("name", ""))
             if not breaker or (name is not None and breaker != name):
                 continue
+            if names is not None and breaker not in names:
+                continue
             calls = {k: int(v) for k, v in (snap.get("calls") or {}).items() if isinstance(v, int)}
             command = commands.get((holder.pk, breaker))
             state = str(snap.get("state", CircuitState.CLOSED.value))
@@ -210,6 +225,7 @@ def breaker_groups(
                 breaker,
                 {
                     "name": breaker,
+                    "dom_id": dom_id(breaker),
                     "state": CircuitState.CLOSED.value,
                     "instances": [],
                     "live_instances": 0,

@@ -5,13 +5,18 @@ UPDATE of its instance, one INSERT per transition, one UPDATE per ack and a SELE
 the commands waiting for it. Commands are delivered at least once: an unacknowledged
 command is repeated in every answer until it is acked or ``command_ttl`` has passed
 (the worker applies each id once), so a lost answer costs nothing.
+
+An instance that reports through Redis (``transport == "redis"``) also gets its new
+commands *pushed* the moment they are committed (:func:`push_commands`, through the
+running :mod:`~dashboard.fleet.redis_link`), instead of waiting for its next report.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
@@ -24,7 +29,7 @@ from dashboard.breakers.models import BreakerEvent
 from dashboard.breakers.services import PERMISSIONS, Action
 from resilience.fleet.protocol import PROTOCOL_VERSION, Command
 
-from . import conf
+from . import conf, live
 from .models import CommandStatus, FleetCommand, FleetInstance
 from .report import ReportIn
 from .selectors import LIVE, instance_status
@@ -49,7 +54,33 @@ def _when(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
 
-def ingest_report(*, report: ReportIn, now: datetime | None = None) -> dict[str, Any]:
+def command_message(command: FleetCommand) -> Command:
+    """A command as the protocol sends it."""
+    return {
+        "id": str(command.pk),
+        "kind": "breaker",
+        "target": command.target,
+        "action": command.action,  # type: ignore[typeddict-item]
+        "actor": command.actor or None,
+        "reason": command.reason or None,
+    }
+
+
+def answer(commands: Iterable[FleetCommand]) -> dict[str, Any]:
+    """The protocol's Answer carrying ``commands``."""
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "commands": [command_message(command) for command in commands],
+        "report_interval": conf.report_interval(),
+    }
+
+
+def ingest_report(
+    *,
+    report: ReportIn,
+    now: datetime | None = None,
+    transport: Literal["http", "redis"] = "http",
+) -> dict[str, Any]:
     """Store ``report`` (announcing its instance if new); returns the answer to send."""
     now = now or timezone.now()
     info = report.instance
@@ -72,6 +103,7 @@ def ingest_report(*, report: ReportIn, now: datetime | None = None) -> dict[str,
         instance.events_dropped = report.stats.events_dropped
         instance.breakers = [item.model_dump(mode="json") for item in report.breakers]
         instance.limiters = [item.model_dump(mode="json") for item in report.limiters]
+        instance.transport = transport
         instance.save()
         if report.events:
             BreakerEvent.objects.bulk_create(
@@ -111,22 +143,7 @@ def ingest_report(*, report: ReportIn, now: datetime | None = None) -> dict[str,
         FleetCommand.objects.filter(
             pk__in=[command.pk for command in waiting], delivered_at__isnull=True
         ).update(status=CommandStatus.DELIVERED, delivered_at=now)
-    commands: list[Command] = [
-        {
-            "id": str(command.pk),
-            "kind": "breaker",
-            "target": command.target,
-            "action": command.action,  # type: ignore[typeddict-item]
-            "actor": command.actor or None,
-            "reason": command.reason or None,
-        }
-        for command in waiting
-    ]
-    return {
-        "protocol": PROTOCOL_VERSION,
-        "commands": commands,
-        "report_interval": conf.report_interval(),
-    }
+    return answer(waiting)
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -134,6 +151,66 @@ def _uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def changed_breakers(report: ReportIn) -> set[str]:
+    """The breakers whose cards ``report`` changes: transitions, and acked commands'."""
+    names = {event.name for event in report.events}
+    ids = [found for ack in report.acks if (found := _uuid(ack.command_id)) is not None]
+    if ids:
+        names.update(FleetCommand.objects.filter(pk__in=ids).values_list("target", flat=True))
+    return names
+
+
+def take_new_commands(*, instance_id: str, now: datetime | None = None) -> list[FleetCommand]:
+    """The commands for ``instance_id`` not yet delivered (within the TTL), now delivered.
+
+    For the HTTP long-poll: a command already delivered is not handed out again here
+    (that would spin while its ack is on the way); the answers to reports repeat it.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        waiting = list(
+            FleetCommand.objects.select_for_update()
+            .filter(
+                instance__instance_id=instance_id,
+                status=CommandStatus.PENDING,
+                created_at__gte=now - conf.command_ttl(),
+            )
+            .order_by("created_at")
+        )
+        if waiting:
+            FleetCommand.objects.filter(pk__in=[command.pk for command in waiting]).update(
+                status=CommandStatus.DELIVERED, delivered_at=now
+            )
+    return waiting
+
+
+def push_commands(commands: list[FleetCommand], *, now: datetime | None = None) -> int:
+    """Push ``commands`` to their Redis instances now (if the Redis link runs); how many.
+
+    Never raises: a command that could not be pushed is still delivered with the
+    answer to its instance's next report.
+    """
+    from . import runtime
+
+    link = runtime.current()
+    if link is None or not commands:
+        return 0
+    by_instance: dict[str, list[FleetCommand]] = {}
+    for command in commands:
+        by_instance.setdefault(command.instance.instance_id, []).append(command)
+    pushed = [
+        command
+        for instance_id, mine in by_instance.items()
+        if link.push(instance_id, answer(mine))
+        for command in mine
+    ]
+    if pushed:
+        FleetCommand.objects.filter(
+            pk__in=[command.pk for command in pushed], status=CommandStatus.PENDING
+        ).update(status=CommandStatus.DELIVERED, delivered_at=now or timezone.now())
+    return len(pushed)
 
 
 def act_on_fleet_breaker(
@@ -188,7 +265,7 @@ def act_on_fleet_breaker(
     actor = user.get_username() if isinstance(user, AbstractBaseUser) else "system"
     batch = uuid.uuid4()
     with transaction.atomic():
-        FleetCommand.objects.bulk_create(
+        created = FleetCommand.objects.bulk_create(
             FleetCommand(
                 batch=batch,
                 instance=instance,
@@ -212,6 +289,12 @@ def act_on_fleet_breaker(
                 "unreachable": [instance.label for instance in unreachable],
             },
         )
+        pushed = [command for command in created if command.instance.transport == "redis"]
+        if pushed:
+            transaction.on_commit(lambda: push_commands(pushed))
+        polling = [t.instance_id for t in targets if t.transport != "redis"]
+        if polling:
+            transaction.on_commit(lambda: live.wake(polling))
     return {
         "batch": str(batch),
         "name": name,

@@ -11,5 +11,6 @@ urlpatterns = [
     path("fleet/breakers/<path:name>/<slug:action>/", views.breaker_action, name="breaker-action"),
     path("api/fleet/v1/report", views.report, name="report"),
     path("api/fleet/v1/checkpoints", views.report_checkpoints, name="checkpoints"),
+    path("api/fleet/v1/commands", views.commands, name="commands"),
     path("api/fleet/v1/schema.json", views.protocol_schema, name="schema"),
 ]

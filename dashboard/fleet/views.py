@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import re
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -30,10 +35,8 @@ def _error(status: int, detail: str) -> JsonResponse:
     return response
 
 
-@csrf_exempt  # bearer-token only: no cookie is ever used, so there is nothing to forge
-@require_POST
-def report(request: HttpRequest) -> HttpResponse:
-    """``POST /api/fleet/v1/report``: a worker's report in, its waiting commands out."""
+def _authorise(request: HttpRequest) -> JsonResponse | None:
+    """None for a bearer token whose user may report; else the 401/403 to answer."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         if request.user.is_authenticated:  # a browser session is never enough here
@@ -44,6 +47,62 @@ def report(request: HttpRequest) -> HttpResponse:
         return _error(401, "invalid, expired or revoked API token")
     if not found.user.has_perm(REPORT):
         return _error(403, f"permission {REPORT!r} required")
+    return None
+
+
+INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MAX_WAIT = 30.0
+
+
+async def commands(request: HttpRequest) -> HttpResponse:
+    """``GET /api/fleet/v1/commands?instance=ID&wait=SECONDS``: the HTTP long-poll.
+
+    Answers at once with the instance's commands not yet delivered, else holds the
+    request up to ``wait`` seconds (at most 30) and answers as soon as an operator's
+    command for it commits (:func:`live.wake`, through the channel layer, so any server
+    process may hold it); the Answer then carries the commands (``[]`` on timeout).
+    The worker applies them and acks in its next report, sent at once.
+    """
+    if request.method != "GET":
+        return _error(405, "GET only")
+    refused = await sync_to_async(_authorise)(request)
+    if refused is not None:
+        return refused
+    instance_id = request.GET.get("instance", "")
+    if not INSTANCE_ID.fullmatch(instance_id):
+        return _error(400, "instance: an instance id (1-64 of A-Z a-z 0-9 _ . : -) is required")
+    try:
+        wait = float(request.GET.get("wait", "0"))
+    except ValueError:
+        return _error(400, "wait: a number of seconds is required")
+    if not 0 <= wait <= MAX_WAIT:  # also refuses nan
+        return _error(400, f"wait: must be within 0..{MAX_WAIT:g} seconds")
+    take = sync_to_async(services.take_new_commands)
+    layer = get_channel_layer()
+    found = await take(instance_id=instance_id)
+    if found or wait == 0 or layer is None:
+        return JsonResponse(services.answer(found))
+    channel = await layer.new_channel()
+    group = live.wake_group(instance_id)
+    await layer.group_add(group, channel)
+    try:
+        found = await take(instance_id=instance_id)  # one may have committed meanwhile
+        if not found:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(layer.receive(channel), wait)
+                found = await take(instance_id=instance_id)
+    finally:
+        await layer.group_discard(group, channel)
+    return JsonResponse(services.answer(found))
+
+
+@csrf_exempt  # bearer-token only: no cookie is ever used, so there is nothing to forge
+@require_POST
+def report(request: HttpRequest) -> HttpResponse:
+    """``POST /api/fleet/v1/report``: a worker's report in, its waiting commands out."""
+    refused = _authorise(request)
+    if refused is not None:
+        return refused
     limit = conf.max_report_bytes()
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -60,7 +119,7 @@ def report(request: HttpRequest) -> HttpResponse:
         return _error(400, str(exc))
     answer = services.ingest_report(report=parsed)
     if parsed.events or parsed.acks:
-        live.notify()
+        live.notify(services.changed_breakers(parsed))
     return JsonResponse(answer)
 
 

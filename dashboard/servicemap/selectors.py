@@ -15,7 +15,7 @@ from django.utils import timezone
 from dashboard.fleet import conf as fleet_conf
 from dashboard.fleet.models import FleetInstance
 from dashboard.fleet.selectors import GONE, STATE_RANK, instance_status
-from resilience.circuit_breaker import circuit_breaker_registry
+from resilience.circuit_breaker import CircuitState, circuit_breaker_registry
 
 from . import histogram
 from .models import EdgeMinute
@@ -103,7 +103,7 @@ def _fleet_states(callers: set[str], now: datetime) -> dict[tuple[str, str], str
             if not isinstance(snap, dict) or not snap.get("name"):
                 continue
             key = (holder.service, str(snap["name"]))
-            state = str(snap.get("state", "closed"))
+            state = str(snap.get("state", CircuitState.CLOSED.value))
             if STATE_RANK.get(state, 9) < STATE_RANK.get(states.get(key, ""), 10):
                 states[key] = state
     return states

@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from resilience.circuit_breaker._config import CircuitBreakerConfig
 from resilience.circuit_breaker._core import BreakerCore, CircuitState, open_error
 from resilience.errors import ConfigTypeError, ConfigValueError
-from resilience.events import Listener, bus
+from resilience.events import CallRejected, Listener, bus
 from resilience.registry import Registry
 
 __all__ = [
@@ -138,7 +138,7 @@ class CircuitBreaker(BreakerCore):
             remaining = self._open_until - self._clock()
             if remaining > 0:
                 self._rejected.add()
-                if self._listeners or bus._listeners:
+                if self._listeners or CallRejected in bus._wanted:
                     self._announce_rejection(remaining)
                 raise open_error(self._name, remaining, self._open_message)
         elif state is _DISABLED:
@@ -178,7 +178,7 @@ class CircuitBreaker(BreakerCore):
             remaining = self._open_until - self._clock()
             if remaining > 0:
                 self._rejected.add()
-                if self._listeners or bus._listeners:
+                if self._listeners or CallRejected in bus._wanted:
                     self._announce_rejection(remaining)
                 raise open_error(self._name, remaining, self._open_message)
         elif state is _DISABLED:

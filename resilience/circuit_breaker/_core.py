@@ -11,7 +11,9 @@ bumps the generation, so outcomes of calls admitted before a transition never
 affect the new state (a late success cannot close a breaker that has reopened).
 Events are queued under the lock and delivered after it is released, in order.
 Whether anyone listens is checked with ``self._listeners or bus._listeners`` (two
-slot reads) rather than the ``bus.active`` property, which costs a call.
+slot reads) rather than the ``bus.active`` property, which costs a call; for a
+rejection, ``CallRejected in bus._wanted`` (a bus listener subscribed to other event
+types only, like the fleet's, does not make rejected calls build events).
 
 Half-open trials hold a slot until they end, even past the period that admitted
 them: when a half-open period ends with trials this object admitted still running,
@@ -174,7 +176,7 @@ class BreakerCore:
 
     def _rejection(self, remaining: float | None) -> CircuitOpenError:
         self._rejected.add()
-        if self._listeners or bus._listeners:
+        if self._listeners or CallRejected in bus._wanted:
             self._announce_rejection(remaining)
         if remaining:
             return open_error(self._name, remaining, self._open_message)

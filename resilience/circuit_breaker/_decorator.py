@@ -12,7 +12,7 @@ from resilience.circuit_breaker._config import CircuitBreakerConfig
 from resilience.circuit_breaker._core import CircuitState, open_error
 from resilience.circuit_breaker._streams import guard_async_generator, guard_generator
 from resilience.errors import ConfigTypeError
-from resilience.events import bus
+from resilience.events import CallRejected, bus
 
 __all__ = ["BreakerWrapped", "circuit_breaker"]
 
@@ -119,7 +119,7 @@ def _sync_wrapper(breaker: CircuitBreaker, fn: Callable[P, R]) -> Callable[P, R]
             remaining = breaker._open_until - breaker._clock()
             if remaining > 0:
                 breaker._rejected.add()
-                if breaker._listeners or bus._listeners:
+                if breaker._listeners or CallRejected in bus._wanted:
                     breaker._announce_rejection(remaining)
                 raise open_error(breaker._name, remaining, breaker._open_message)
         return breaker.call(fn, *args, **kwargs)

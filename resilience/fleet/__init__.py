@@ -9,6 +9,9 @@ through firewalls::
 
 or, with ``RESILIENCE_DASHBOARD_URL``, ``RESILIENCE_DASHBOARD_TOKEN`` and
 ``RESILIENCE_SERVICE_NAME`` in the environment, ``resilience.fleet.connect()``.
+With ``REDIS_URL`` (or ``connect(redis_url=...)``) the same messages go through the
+dashboard's Redis instead (:mod:`resilience.fleet.redis_transport`), and commands are
+pushed to the worker as soon as an operator acts.
 
 About once a second a daemon thread reports every breaker and limiter of the
 process; breaker transitions are sent as they happen. The dashboard's answer carries
@@ -41,7 +44,7 @@ from resilience.fleet.protocol import (
     schema_path,
 )
 from resilience.fleet.reporter import FleetReporter
-from resilience.fleet.transport import HttpTransport, Transport, TransportError
+from resilience.fleet.transport import HttpTransport, PushTransport, Transport, TransportError
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -49,6 +52,8 @@ __all__ = [
     "FleetReporter",
     "HttpTransport",
     "InstanceInfo",
+    "PushTransport",
+    "RedisTransport",
     "Report",
     "Transport",
     "TransportError",
@@ -64,6 +69,7 @@ __all__ = [
 ENV_URL = "RESILIENCE_DASHBOARD_URL"
 ENV_TOKEN = "RESILIENCE_DASHBOARD_TOKEN"
 ENV_SERVICE = "RESILIENCE_SERVICE_NAME"
+ENV_REDIS = "REDIS_URL"
 MAX_SERVICE = 100
 
 _lock = threading.Lock()
@@ -105,9 +111,19 @@ def instance_info(*, service: str | None = None, started_at: float | None = None
     }
 
 
+def __getattr__(name: str) -> object:
+    # RedisTransport needs the optional redis package: imported when asked for.
+    if name == "RedisTransport":
+        from resilience.fleet.redis_transport import RedisTransport
+
+        return RedisTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def connect(
     url: str | None = None,
     *,
+    redis_url: str | None = None,
     token: str | None = None,
     service: str | None = None,
     interval: float = 1.0,
@@ -115,19 +131,24 @@ def connect(
     max_backoff: float = 10.0,
     max_events: int = 1000,
 ) -> FleetReporter | None:
-    """Start reporting this process to the dashboard at ``url``.
+    """Start reporting this process to the dashboard at ``url`` (or through Redis).
 
-    Each argument left out comes from the environment: ``RESILIENCE_DASHBOARD_URL``,
+    The transport: ``redis_url`` given → Redis; else ``url`` given → HTTP; else the
+    environment: ``REDIS_URL`` → Redis, then ``RESILIENCE_DASHBOARD_URL`` → HTTP.
+    Each other argument left out comes from the environment:
     ``RESILIENCE_DASHBOARD_TOKEN``, ``RESILIENCE_SERVICE_NAME`` (then
     ``OTEL_SERVICE_NAME``, then the script's name). Connecting twice returns the
     reporter already running; :func:`disconnect` first to change the settings.
 
     Args:
         url: the dashboard's base URL, e.g. ``http://127.0.0.1:8000``.
-        token: an API token of a user with the ``fleet.report_fleet`` permission.
+        redis_url: the dashboard's Redis (``redis://``, ``rediss://``, ``unix://``):
+            reports go to its streams and commands are pushed back (no token: who can
+            write to that Redis is trusted, so keep it private).
+        token: an API token of a user with the ``fleet.report_fleet`` permission (HTTP).
         service: the name this process is grouped under on the Instances page.
         interval: seconds between reports (transitions go out at once).
-        timeout: seconds for one HTTP exchange.
+        timeout: seconds for one HTTP exchange or Redis command.
         max_backoff: the longest pause between retries while the dashboard is down.
         max_events: transitions kept while the dashboard is unreachable.
 
@@ -136,19 +157,31 @@ def connect(
         the environment (so a worker can call ``connect()`` unconditionally).
 
     Raises:
-        ValueError: the URL is not http(s), or an argument is out of range.
+        ValueError: the URL is not http(s) (or redis), or an argument is out of range.
     """
     global _current
-    url = url or os.environ.get(ENV_URL, "").strip() or None
-    if url is None:
-        return None
+    if redis_url is None and url is None:
+        redis_url = os.environ.get(ENV_REDIS, "").strip() or None
+    if redis_url is None:
+        url = url or os.environ.get(ENV_URL, "").strip() or None
+        if url is None:
+            return None
     token = token if token is not None else (os.environ.get(ENV_TOKEN, "").strip() or None)
     with _lock:
         if _current is not None and _current.running:
             return _current
-        transport = HttpTransport(
-            url, token=token, timeout=timeout, user_agent=f"resilience-fleet/{library_version()}"
-        )
+        transport: Transport
+        if redis_url is not None:
+            from resilience.fleet.redis_transport import RedisTransport
+
+            transport = RedisTransport(redis_url, timeout=timeout)
+        else:
+            transport = HttpTransport(
+                str(url),
+                token=token,
+                timeout=timeout,
+                user_agent=f"resilience-fleet/{library_version()}",
+            )
         reporter = FleetReporter(
             transport,
             instance=instance_info(service=service),

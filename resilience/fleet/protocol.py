@@ -13,6 +13,26 @@ answered with 2xx, and the dashboard de-duplicates acks by command id. The dashb
 repeats an unacknowledged command in every answer until it is acked or expires; the
 worker applies each command id once and acks repeats with the first result.
 
+Over HTTP a worker also holds a long-poll, ``GET /api/fleet/v1/commands?instance=<id>
+&wait=<seconds>`` (:data:`COMMANDS_PATH`), which the dashboard answers with an Answer as
+soon as a command for that instance is queued (or with none after ``wait``), so a
+command does not wait for the next report.
+
+Over Redis (``REDIS_URL``) the messages are the same, in Redis streams, so that
+commands are pushed rather than waiting for the next report:
+
+- a worker ``XADD``s each report to ``resilience:fleet:v1:reports`` (field
+  ``report``: the report's JSON; ``MAXLEN ~ 10000``). The dashboard's servers read it
+  as one consumer group, ``dashboard`` (``XREADGROUP``), so each report is stored by
+  exactly one server however many run;
+- a server ``XADD``s an Answer (field ``answer``: its JSON) to
+  ``resilience:fleet:v1:commands:<instance id>`` when an operator acts, and again
+  after each report while commands wait for an ack; the worker reads that stream with a
+  blocking ``XREAD`` from ``0`` (the instance id is new at each start, so the stream
+  holds only what was meant for this process). Acks ride on the worker's next report,
+  sent at once. Anyone who can write to that Redis can report and command: keep it
+  private (AUTH, TLS, loopback), as for the Redis-shared breakers.
+
 The JSON Schema of both messages is ``protocol.schema.json`` beside this module
 (:func:`schema_path`); it is the reference for an implementation in another language.
 """
@@ -26,9 +46,16 @@ from typing import Any, Literal, TypedDict
 
 __all__ = [
     "ACTIONS",
+    "COMMANDS_PATH",
     "MAX_NAME",
     "MAX_PRIMITIVES",
     "PROTOCOL_VERSION",
+    "REDIS_ANSWER_FIELD",
+    "REDIS_COMMANDS_PREFIX",
+    "REDIS_GROUP",
+    "REDIS_REPORTS_KEY",
+    "REDIS_REPORTS_MAXLEN",
+    "REDIS_REPORT_FIELD",
     "REPORT_PATH",
     "Ack",
     "Answer",
@@ -37,15 +64,30 @@ __all__ = [
     "Report",
     "TransitionEvent",
     "encode",
+    "redis_commands_key",
     "schema",
     "schema_path",
 ]
 
 PROTOCOL_VERSION = 1
 REPORT_PATH = "/api/fleet/v1/report"
+COMMANDS_PATH = "/api/fleet/v1/commands"
+"""The HTTP long-poll: ``GET ?instance=<id>&wait=<seconds>`` answers an Answer."""
 MAX_PRIMITIVES = 1000
 """Breakers (and limiters) per report at most; a worker sends the first by name."""
 MAX_NAME = 200
+
+# The Redis transport: the same messages, in Redis streams (see the module doc).
+REDIS_REPORTS_KEY = "resilience:fleet:v1:reports"
+"""The stream every worker XADDs its reports to (field ``report``: the Report's JSON)."""
+REDIS_REPORT_FIELD = "report"
+REDIS_REPORTS_MAXLEN = 10_000
+"""Workers trim the reports stream to about this many entries (``MAXLEN ~``)."""
+REDIS_GROUP = "dashboard"
+"""The consumer group of the dashboard's servers on the reports stream."""
+REDIS_COMMANDS_PREFIX = "resilience:fleet:v1:commands:"
+"""Followed by the instance id: the stream of Answers for that instance."""
+REDIS_ANSWER_FIELD = "answer"
 ACTIONS = ("reset", "force_open", "disable")
 
 Action = Literal["reset", "force_open", "disable"]
@@ -127,6 +169,11 @@ class Answer(TypedDict, total=False):
     protocol: int
     commands: list[Command]
     report_interval: float
+
+
+def redis_commands_key(instance_id: str) -> str:
+    """The Redis stream an instance reads its Answers (commands) from."""
+    return REDIS_COMMANDS_PREFIX + instance_id
 
 
 def schema_path() -> Path:

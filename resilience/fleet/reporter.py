@@ -23,6 +23,14 @@ Concurrency model
   After a failure it backs off exponentially up to ``max_backoff`` (with jitter, so
   a fleet does not return in lockstep) and ignores wake-ups until then; the
   unsent transitions and acks ride on the first report that gets through.
+- Pushed commands (a transport with ``receive``, e.g. Redis): a second daemon thread,
+  the listener, blocks in ``transport.receive`` and appends each answer to the
+  ``_pushed`` deque, then wakes the reporter thread, which applies the commands and
+  sends their acks at once (no ``MIN_GAP``: an ack is never batched). The listener
+  touches nothing else; after a failed receive it waits (``LISTEN_RETRY``, doubling up
+  to ``max_backoff``) and tries again. ``stop`` does not wait for it (it may be blocked
+  in a read for ``LISTEN_WAIT`` seconds): it bumps ``_generation``, and a listener of
+  an older generation leaves, dropping what it read, when its read returns.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from resilience.fleet.protocol import (
     TransitionEvent,
     encode,
 )
-from resilience.fleet.transport import Transport, TransportError
+from resilience.fleet.transport import PushTransport, Transport, TransportError
 from resilience.rate_limiter import rate_limiter_registry
 
 __all__ = ["FleetReporter"]
@@ -56,6 +64,8 @@ __all__ = ["FleetReporter"]
 logger = logging.getLogger(__name__)
 
 MIN_GAP = 0.05
+LISTEN_WAIT = 20.0
+LISTEN_RETRY = 0.25
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 60.0
 MAX_EVENTS_PER_REPORT = 500
 REMEMBERED_COMMANDS = 1000
@@ -149,6 +159,9 @@ class FleetReporter:
         self._limiters = limiters
         self._rng = rng or random.Random()
         self._inbox: deque[BreakerStateChanged] = deque()
+        self._pushed: deque[dict[str, Any]] = deque()
+        self._listener: threading.Thread | None = None
+        self._generation = 0
         self._unsent: list[TransitionEvent] = []
         self._acks: list[Ack] = []
         self._done: OrderedDict[str, Ack] = OrderedDict()
@@ -162,6 +175,8 @@ class FleetReporter:
         self.reports_failed = 0
         self.events_dropped = 0
         self.commands_applied = 0
+        self.answers_pushed = 0
+        """Answers with commands received from the dashboard's push (Redis, long-poll)."""
         self.last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -187,11 +202,20 @@ class FleetReporter:
         if self.running:
             return self
         self._stopped.clear()
-        self._bus.subscribe(self._on_event)
+        self._bus.subscribe(self._on_event, types=(BreakerStateChanged,))
         self._thread = threading.Thread(
             target=self._run, name=f"resilience-fleet-{self.instance['id'][:8]}", daemon=True
         )
         self._thread.start()
+        if callable(getattr(self.transport, "receive", None)):
+            self._generation += 1
+            self._listener = threading.Thread(
+                target=self._listen,
+                args=(self._generation,),
+                name=f"resilience-fleet-listen-{self.instance['id'][:8]}",
+                daemon=True,
+            )
+            self._listener.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -199,6 +223,8 @@ class FleetReporter:
         self._bus.unsubscribe(self._on_event)
         self._stopped.set()
         self._wake.set()
+        self._generation += 1  # the listener leaves when its blocking read returns
+        self._listener = None
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -225,8 +251,33 @@ class FleetReporter:
                 return
             if not ok:
                 self._stopped.wait(self.backoff())
-            elif self._wake.wait(self.current_interval):
-                self._stopped.wait(MIN_GAP)
+            elif self._wake.wait(self.current_interval) and not (self._pushed or self._acks):
+                self._stopped.wait(MIN_GAP)  # let a burst of transitions share a report
+
+    def _listen(self, generation: int) -> None:
+        transport: PushTransport = self.transport  # type: ignore[assignment]
+        retry = LISTEN_RETRY
+        while generation == self._generation:
+            try:
+                answers = transport.receive(self.instance["id"], LISTEN_WAIT)
+            except TransportError as exc:
+                if getattr(transport, "push_unsupported", False):
+                    logger.info("fleet: the dashboard pushes no commands; they come with reports")
+                    return
+                logger.debug("fleet: receiving commands failed: %s", exc)
+                self._stopped.wait(retry * self._rng.uniform(0.8, 1.0))
+                retry = min(retry * 2, self.max_backoff)
+                continue
+            except Exception:  # the thread must survive anything
+                logger.exception("fleet: receiving commands failed")
+                self._stopped.wait(retry)
+                retry = min(retry * 2, self.max_backoff)
+                continue
+            retry = LISTEN_RETRY
+            if answers and generation == self._generation:
+                self.answers_pushed += len(answers)
+                self._pushed.extend(answers)
+                self._wake.set()
 
     def backoff(self) -> float:
         """Seconds to wait after ``failures`` consecutive failed reports (with jitter)."""
@@ -270,6 +321,8 @@ class FleetReporter:
         ``last_error``; the transitions and acks it carried are sent with the next one.
         """
         try:
+            while self._pushed:  # commands pushed since the last report: acked in this one
+                self.handle_answer(self._pushed.popleft())
             report = self.build_report()
             answer = self.transport.send(encode(report))
         except TransportError as exc:
@@ -284,16 +337,24 @@ class FleetReporter:
         self.failures = 0
         self.last_error = None
         self.reports_sent += 1
+        if self.handle_answer(answer) or self._unsent:
+            self._wake.set()  # the acks (or the rest of the transitions) go out now
+        return True
+
+    def handle_answer(self, answer: dict[str, Any]) -> bool:
+        """Apply an answer (its commands, its ``report_interval``); True if it had commands.
+
+        Runs on the reporter thread: for an answer to a report, or one pushed by the
+        dashboard (the acks are queued for the next report either way).
+        """
         asked = answer.get("report_interval")
         if isinstance(asked, int | float) and not isinstance(asked, bool) and asked == asked:
             self.current_interval = min(max(float(asked), MIN_INTERVAL), MAX_INTERVAL)
         commands = answer.get("commands")
-        if isinstance(commands, list) and commands:
-            for command in commands:
-                self._acks.append(self.apply(command))
-            self._wake.set()  # the acks go out now, not in a second
-        if self._unsent:
-            self._wake.set()
+        if not (isinstance(commands, list) and commands):
+            return False
+        for command in commands:
+            self._acks.append(self.apply(command))
         return True
 
     def _failed(self, error: str) -> bool:

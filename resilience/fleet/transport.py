@@ -1,5 +1,9 @@
 """How a report reaches the dashboard: one HTTP POST, answered with commands.
 
+Commands also arrive sooner through a long-poll (:meth:`HttpTransport.receive`, run
+by the reporter's listener thread): ``GET /api/fleet/v1/commands`` held by the
+dashboard until a command is queued for this instance (or ``wait`` seconds pass).
+
 :class:`HttpTransport` uses only the standard library (``urllib``), with a short
 timeout so a slow dashboard costs the reporter thread a few seconds at worst, never
 the worker's calls. It runs on the reporter thread only; it holds no state between
@@ -11,12 +15,13 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Protocol
 
-from resilience.fleet.protocol import REPORT_PATH
+from resilience.fleet.protocol import COMMANDS_PATH, REPORT_PATH
 
-__all__ = ["HttpTransport", "Transport", "TransportError"]
+__all__ = ["HttpTransport", "PushTransport", "Transport", "TransportError"]
 
 MAX_ANSWER_BYTES = 1 << 20
 
@@ -29,6 +34,17 @@ class Transport(Protocol):
     """Sends one encoded report; returns the parsed answer or raises TransportError."""
 
     def send(self, body: bytes) -> dict[str, Any]: ...
+
+
+class PushTransport(Transport, Protocol):
+    """A transport that also receives answers pushed by the dashboard (Redis).
+
+    ``receive`` waits up to ``wait`` seconds and returns the answers that arrived
+    (possibly none), or raises TransportError; the reporter calls it in a loop on a
+    thread of its own.
+    """
+
+    def receive(self, instance_id: str, wait: float) -> list[dict[str, Any]]: ...
 
 
 def report_url(url: str) -> str:
@@ -72,8 +88,38 @@ class HttpTransport:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
 
+        self.commands_url = self.url.removesuffix(REPORT_PATH) + COMMANDS_PATH
+        self.push_unsupported = False
+        """True once the dashboard answered the long-poll 404/405/501 (an older one)."""
+
     def __repr__(self) -> str:
         return f"<HttpTransport {self.url}>"
+
+    def receive(self, instance_id: str, wait: float) -> list[dict[str, Any]]:
+        """Long-poll ``GET .../commands``: the answers for ``instance_id`` (maybe none).
+
+        The dashboard holds the request up to ``wait`` seconds and answers as soon as
+        a command for this instance is queued.
+
+        Raises:
+            TransportError: as :meth:`send`; ``push_unsupported`` is set when the
+                dashboard has no long-poll endpoint.
+        """
+        query = urllib.parse.urlencode({"instance": instance_id, "wait": f"{wait:g}"})
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        request = urllib.request.Request(f"{self.commands_url}?{query}", headers=headers)
+        try:
+            answer = self._exchange(request, self.timeout + wait)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, urllib.error.HTTPError) and exc.__cause__.code in (
+                404,
+                405,
+                501,
+            ):
+                self.push_unsupported = True
+            raise
+        commands = answer.get("commands")
+        return [answer] if isinstance(commands, list) and commands else []
 
     def send(self, body: bytes) -> dict[str, Any]:
         """POST ``body``; returns the JSON answer.
@@ -84,8 +130,11 @@ class HttpTransport:
                 JSON object.
         """
         request = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
+        return self._exchange(request, self.timeout)
+
+    def _exchange(self, request: urllib.request.Request, timeout: float) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 raw = response.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as exc:
             detail = exc.read(300).decode("utf-8", "replace")

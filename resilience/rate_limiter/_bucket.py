@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, ClassVar
 
 from resilience.errors import ConfigTypeError, RateLimitError
-from resilience.events import bus
+from resilience.events import RateLimitRejected, bus
 from resilience.rate_limiter._core import (
     MIN_SLEEP,
     ONE,
@@ -151,8 +151,8 @@ class RateLimiter:
             # Refused: level < 1 <= capacity, so it was not capped and the stored
             # (level, last) pair still describes it; nothing to write back.
             self.rejected += 1
-        # `bus.active` without its property call: one attribute check when nobody listens.
-        if bus._listeners:
+        # One set lookup: no event is built unless a listener wants rejections.
+        if RateLimitRejected in bus._wanted:
             publish_rejection(self.name, 1, (1.0 - level) / self._rate)
         return False
 
@@ -294,6 +294,6 @@ class RateLimiter:
     def _refuse(self, count: int, wait: float) -> RateLimitError:
         with self._lock:
             self.rejected += 1
-        if bus._listeners:
+        if RateLimitRejected in bus._wanted:
             publish_rejection(self.name, count, wait)
         return rejection(self.name, count, wait)

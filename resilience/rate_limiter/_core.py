@@ -204,7 +204,10 @@ def rejection(
 def publish_rejection(
     name: str | None, tokens: int, retry_after: float, key: object = None
 ) -> None:
-    """Publish :class:`RateLimitRejected`. Callers first check ``bus._listeners``."""
+    """Publish :class:`RateLimitRejected`.
+
+    Callers first check ``RateLimitRejected in bus._wanted``.
+    """
     bus.publish(
         RateLimitRejected(
             name=name or "",

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from resilience._validate import non_negative_int, positive_int
 from resilience.errors import ConfigTypeError, RateLimitError
-from resilience.events import bus
+from resilience.events import RateLimitRejected, bus
 from resilience.rate_limiter._core import (
     MIN_SLEEP,
     ONE,
@@ -156,7 +156,7 @@ class KeyedRateLimiter:
                 return True
             bucket[0] += 1
             self.rejected += 1
-        if bus._listeners:
+        if RateLimitRejected in bus._wanted:
             publish_rejection(self.name, 1, (1.0 - level) / self._rate, key)
         return False
 
@@ -348,6 +348,6 @@ class KeyedRateLimiter:
             if bucket is not None:
                 bucket[0] += 1
             self.rejected += 1
-        if bus._listeners:
+        if RateLimitRejected in bus._wanted:
             publish_rejection(self.name, count, wait, key)
         return rejection(self.name, count, wait, key)

@@ -177,7 +177,11 @@ class Fleet:
 
 @contextlib.contextmanager
 def running_fleet(**extra_env: str) -> Iterator[Fleet]:
-    """Migrate a fresh database, mint tokens, start the server; stop all on exit."""
+    """Migrate a fresh database, mint tokens, start the server; stop all on exit.
+
+    With ``REDIS_URL`` in ``extra_env`` the server runs in cluster mode and the workers
+    report through that Redis (the fleet's Redis transport).
+    """
     directory = Path(tempfile.mkdtemp(prefix="resilience-fleet-"))
     env = {
         **os.environ,
@@ -195,7 +199,8 @@ def running_fleet(**extra_env: str) -> Iterator[Fleet]:
         "FLEET_TEST_PASSWORD": PASSWORD,
         **extra_env,
     }
-    env.pop("REDIS_URL", None)
+    if "REDIS_URL" not in extra_env:
+        env.pop("REDIS_URL", None)
     server = Server(env, directory)
     fleet: Fleet | None = None
     try:
@@ -218,6 +223,10 @@ def running_fleet(**extra_env: str) -> Iterator[Fleet]:
             RESILIENCE_DASHBOARD_URL=server.url,
             RESILIENCE_DASHBOARD_TOKEN=tokens["report"],
         )
+        # The workers' transport: Redis when the server has REDIS_URL, else HTTP.
+        worker_env.pop("REDIS_URL", None)
+        if "REDIS_URL" in extra_env:
+            worker_env["REDIS_URL"] = extra_env["REDIS_URL"]
         fleet = Fleet(server, worker_env, tokens)
         yield fleet
     finally:

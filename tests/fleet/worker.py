@@ -47,7 +47,7 @@ def main() -> None:
         circuit_breaker_registry.get_or_create(name, config)
     interval = float(os.environ.get("WORKER_REPORT_INTERVAL", "0.2"))
     reporter = resilience.fleet.connect(interval=interval, max_backoff=0.5, timeout=1.0)
-    assert reporter is not None, "RESILIENCE_DASHBOARD_URL is not set"
+    assert reporter is not None, "neither REDIS_URL nor RESILIENCE_DASHBOARD_URL is set"
     assert "django" not in sys.modules, "the worker must not import Django"
     threading.Thread(target=serve, daemon=True).start()
     print(json.dumps({"instance": reporter.instance["id"]}), flush=True)
@@ -70,6 +70,8 @@ def main() -> None:
                 "sent": reporter.reports_sent,
                 "failed": reporter.reports_failed,
                 "connected": reporter.connected,
+                "transport": type(reporter.transport).__name__,
+                "pushed": reporter.answers_pushed,
                 "django": "django" in sys.modules,
             }
         else:

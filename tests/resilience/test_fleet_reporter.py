@@ -249,13 +249,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.answer)
 
+    def do_GET(self) -> None:  # noqa: N802
+        _Handler.seen.append((self.path, dict(self.headers), b""))
+        self.send_response(self.get_status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.answer)
+
+    get_status = 200
+
     def log_message(self, *args: Any) -> None:
         pass
 
 
 @pytest.fixture
 def http_server() -> Iterator[str]:
-    _Handler.status, _Handler.seen = 200, []
+    _Handler.status, _Handler.get_status, _Handler.seen = 200, 200, []
     _Handler.answer = b'{"protocol": 1, "commands": []}'
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -291,6 +300,36 @@ def test_http_transport_errors_are_transport_errors(
         HttpTransport(http_server).send(b"{}")
 
 
+def test_the_long_poll_asks_for_this_instance_and_returns_answers_with_commands(
+    http_server: str,
+) -> None:
+    transport = HttpTransport(http_server, token="rdt_x")
+    assert transport.receive("i-1", 0.5) == []  # no commands: nothing to apply
+    ((path, headers, _),) = _Handler.seen
+    assert path == "/api/fleet/v1/commands?instance=i-1&wait=0.5"
+    assert headers["Authorization"] == "Bearer rdt_x"
+    _Handler.answer = b'{"protocol": 1, "commands": [{"id": "c1"}]}'
+    assert transport.receive("i-1", 0.5) == [{"protocol": 1, "commands": [{"id": "c1"}]}]
+    assert not transport.push_unsupported
+
+
+def test_an_older_dashboard_without_the_long_poll_stops_the_listener(http_server: str) -> None:
+    _Handler.get_status = 404
+    transport = HttpTransport(http_server)
+    with pytest.raises(TransportError):
+        transport.receive("i-1", 0.5)
+    assert transport.push_unsupported
+    reporter = make(transport, interval=60).start()
+    try:
+        listener = reporter._listener
+        assert listener is not None
+        listener.join(10)
+        assert not listener.is_alive()  # it left: commands come with the reports
+        assert reporter.running
+    finally:
+        reporter.stop()
+
+
 def test_http_transport_to_a_closed_port_fails_fast() -> None:
     import socket
 
@@ -317,11 +356,13 @@ def test_bad_urls_and_arguments_are_value_errors() -> None:
 
 def test_connect_without_a_url_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RESILIENCE_DASHBOARD_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     assert fleet.connect() is None
     assert fleet.current() is None
 
 
 def test_connect_reads_the_environment(http_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setenv("RESILIENCE_DASHBOARD_URL", http_server)
     monkeypatch.setenv("RESILIENCE_DASHBOARD_TOKEN", "rdt_env")
     monkeypatch.setenv("RESILIENCE_SERVICE_NAME", "tools")

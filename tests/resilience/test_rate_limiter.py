@@ -410,6 +410,7 @@ def test_rejection_publishes_nothing_without_listeners(
     monkeypatch.setattr(type(bus), "publish", lambda self, event: published.append(event))
     # The dashboard app subscribes recorders when Django is set up: start with none.
     monkeypatch.setattr(bus, "_listeners", ())
+    monkeypatch.setattr(bus, "_wanted", frozenset())
     lim = limiter(clock, max_requests=1)
     lim.try_acquire()
     assert not bus.active

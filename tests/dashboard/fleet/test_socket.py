@@ -29,7 +29,10 @@ def session_cookie(username: str, *permissions: str) -> bytes:
 
 @database_sync_to_async
 def post_report(**changes: Any) -> int:
-    token = testing.token_for(testing.make_user("worker", "fleet.report_fleet"))
+    from django.contrib.auth.models import User
+
+    user = User.objects.filter(username="worker").first()
+    token = testing.token_for(user or testing.make_user("worker", "fleet.report_fleet"))
     body = {
         "protocol": 1,
         "instance": {"id": "w-1", "service": "tools", "host": "h", "pid": 1, "version": "x",
@@ -86,3 +89,31 @@ async def test_a_reported_transition_is_pushed_to_open_fleet_pages(
     assert 'data-fleet-breaker="search"' in html
     assert "tools@h:1" in html
     assert "Reset</button>" not in html  # a viewer gets no action buttons
+
+
+async def test_a_known_group_is_pushed_alone_and_a_new_one_brings_every_group(
+    sockets: list[WebsocketCommunicator],
+) -> None:
+    cookie = await session_cookie("viewer", "dashboard.view_dashboard")
+    assert await post_report() == 200  # "search" exists before the page opens
+    communicator, connected = await open_socket(sockets, cookie)
+    assert connected
+    first = await communicator.receive_from(timeout=10)
+    assert 'data-fleet-breaker="search"' in first
+    closed = {"kind": "breaker_state", "name": "search", "from_state": "open",
+              "to_state": "closed", "time": 3.0}  # fmt: skip
+    assert await post_report(seq=2, events=[closed], breakers=[
+        {"name": "search", "state": "closed"}, {"name": "other", "state": "closed"},
+    ]) == 200  # fmt: skip
+    html = await communicator.receive_from(timeout=10)
+    assert 'id="fleet-groups"' not in html  # only the changed card, swapped in place
+    assert html.count("<article") == 1 and 'hx-swap-oob="outerHTML"' in html
+    assert 'data-fleet-breaker="search"' in html and "state-closed" in html
+    opened = {"kind": "breaker_state", "name": "other", "from_state": "closed",
+              "to_state": "open", "time": 4.0}  # fmt: skip
+    assert await post_report(seq=3, events=[opened], breakers=[
+        {"name": "search", "state": "closed"}, {"name": "other", "state": "open"},
+    ]) == 200  # fmt: skip
+    html = await communicator.receive_from(timeout=10)
+    assert 'id="fleet-groups" hx-swap-oob="innerHTML"' in html  # "other" was never sent
+    assert html.count("<article") == 2

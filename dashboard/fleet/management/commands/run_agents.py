@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -175,6 +176,11 @@ class Command(BaseCommand):
             default=os.environ.get("RESILIENCE_DASHBOARD_TOKEN", ""),
             help="API token with fleet.report_fleet (default: one minted for fleet-agent)",
         )
+        parser.add_argument(
+            "--redis-url",
+            default=settings.REDIS_URL,
+            help="report through this Redis instead of HTTP (default: REDIS_URL)",
+        )
         parser.add_argument("--rate", type=float, default=20.0, help="calls per second")
         parser.add_argument("--seconds", type=float, default=0, help="stop after (0: never)")
         parser.add_argument(
@@ -187,14 +193,20 @@ class Command(BaseCommand):
         service: str = options["service"]
         if options["rate"] <= 0:
             raise CommandError(f"--rate must be > 0, got {options['rate']!r}")
-        token = options["token"] or agent_token(service)
+        redis_url = options["redis_url"] or None
+        token = "" if redis_url else options["token"] or agent_token(service)
         try:
-            reporter = resilience.fleet.connect(options["url"], token=token, service=service)
+            reporter = resilience.fleet.connect(
+                None if redis_url else options["url"],
+                redis_url=redis_url,
+                token=token,
+                service=service,
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         assert reporter is not None
         self.stdout.write(
-            f"agent {service!r} ({reporter.instance['id'][:8]}) reporting to {options['url']}"
+            f"agent {service!r} ({reporter.instance['id'][:8]}) reporting to {reporter.transport!r}"
         )
         stop = threading.Event()
         if options["seconds"]:
