@@ -56,7 +56,9 @@ class FleetConsumer(LiveConsumer):
     """``/ws/fleet/``: the live pages' consumer (login, view permission, re-checks)."""
 
     page = "fleet"
-    group = GROUP
+
+    def group_name(self) -> str:
+        return GROUP
 
     async def initial(self) -> str:
         # A (re)connected page is brought up to date at once.
