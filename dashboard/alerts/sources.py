@@ -46,7 +46,7 @@ __all__ = [
     "SampleMemory",
     "checkpoint_verification_failures",
     "evaluate",
-    "install",
+    "on_event",
     "parse_parameters",
     "report_checkpoint_verification_failure",
 ]
