@@ -80,13 +80,18 @@ class Identity:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Features:
-    """What a runtime starts. :meth:`from_settings` is the server's choice."""
+    """What a runtime starts. :meth:`from_settings` is the server's choice.
+
+    ``traces`` installs the span pipeline (OTLP ingest needs it); ``record_spans`` lets
+    the process's own spans into it (tests switch it off outside transactions).
+    """
 
     cluster: bool = False
     record_breakers: bool = True
     live: bool = True
     alert_sources: bool = True
     traces: bool = True
+    record_spans: bool = True
     alerts: bool = False
     retention: bool = False
     demo: bool = False
@@ -174,7 +179,7 @@ class Runtime:
 
             processor = tracing.install()
             if processor is not None:
-                processor.enabled = True
+                processor.enabled = f.record_spans
                 self._stops.append(("spans", _disable_spans))
         if f.alerts:
             from dashboard.alerts import runner

@@ -67,7 +67,8 @@ def dashboard_runtime(request: pytest.FixtureRequest) -> Iterator[runtime.Runtim
             record_breakers=transactional,
             live=True,
             alert_sources=True,
-            traces=transactional,
+            traces=True,
+            record_spans=transactional,
         )
     )
     try:
