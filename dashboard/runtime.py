@@ -6,7 +6,8 @@ and starts, in this order:
 
 1. cluster mode: with ``REDIS_URL`` the breaker and limiter registries' factories
    become Redis-backed (``resilience.redis.install``), before anything creates one;
-2. the /metrics collectors and ``METRICS_APPLICATION``; a fresh API throttle;
+2. the /metrics collectors and ``METRICS_APPLICATION``; a fresh API throttle; the
+   Django-backed checkpoint manager as the library's default;
 3. the event-bus subscriptions: the breaker recorder (history rows), the live
    broadcaster (websocket pushes), the alert sources (breaker-opening counters);
 4. the span pipeline (``TRACES_ENABLED``): database span processor, OTLP/console/zipkin
@@ -156,6 +157,11 @@ class Runtime:
             # resilience4j's Grafana dashboard selects on Micrometer's `application` tag.
             collector.application = getattr(settings, "METRICS_APPLICATION", None) or None
         throttle.reset()
+
+        from dashboard.checkpoints import store
+
+        # The workflow engine and API save through the library's default manager.
+        store.install()
 
         if f.record_breakers:
             from dashboard.breakers import recorder

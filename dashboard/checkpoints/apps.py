@@ -10,9 +10,8 @@ class CheckpointsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Builds the Django-backed manager (no database or storage access) and makes it
-        # the default `resilience.checkpoint.checkpoint_manager` of this process.
+        # Receivers only; dashboard.runtime makes the Django-backed manager the process's
+        # default `resilience.checkpoint.checkpoint_manager` when it starts.
         from . import store
 
         store.connect_signals()
-        store.install()
