@@ -6,7 +6,7 @@ and starts, in this order:
 
 1. cluster mode: with ``REDIS_URL`` the breaker and limiter registries' factories
    become Redis-backed (``resilience.redis.install``), before anything creates one;
-2. the /metrics collectors and ``METRICS_APPLICATION``; a fresh API throttle; the
+2. the /metrics collectors and ``METRICS_APPLICATION``; fresh API and login throttles; the
    Django-backed checkpoint manager as the library's default;
 3. the event-bus subscriptions: the breaker recorder (history rows), the live
    broadcaster (websocket pushes), the alert sources (breaker-opening counters);
@@ -122,6 +122,7 @@ class Runtime:
         self.identity: Identity | None = None
         self._lock = threading.RLock()
         self._stops: list[tuple[str, Any]] = []
+        self._listeners: list[Any] = []
 
     @property
     def started(self) -> bool:
@@ -140,14 +141,13 @@ class Runtime:
             return self
 
     def _start(self, f: Features) -> None:
-        from resilience.events import bus
-
         if f.cluster:
             from dashboard import cluster
 
             cluster.start()
             self._stops.append(("cluster", cluster.stop))
 
+        from dashboard import login_throttle
         from dashboard.api import collectors, throttle
         from resilience import telemetry
 
@@ -157,6 +157,7 @@ class Runtime:
             # resilience4j's Grafana dashboard selects on Micrometer's `application` tag.
             collector.application = getattr(settings, "METRICS_APPLICATION", None) or None
         throttle.reset()
+        login_throttle.reset()
 
         from dashboard.checkpoints import store
 
@@ -166,20 +167,16 @@ class Runtime:
         if f.record_breakers:
             from dashboard.breakers import recorder
 
-            bus.subscribe(recorder.on_event)
-            self._stops.append(
-                ("recorder", lambda: _unsubscribe_and(recorder.on_event, recorder.flush))
-            )
+            self._subscribe(recorder.on_event)
+            self._stops.append(("recorder", recorder.flush))
         if f.live:
             from dashboard.live.broadcast import broadcaster
 
-            bus.subscribe(broadcaster.on_event)
-            self._stops.append(("broadcaster", lambda: bus.unsubscribe(broadcaster.on_event)))
+            self._subscribe(broadcaster.on_event)
         if f.alert_sources:
             from dashboard.alerts import sources
 
-            bus.subscribe(sources.on_event)
-            self._stops.append(("alert sources", lambda: bus.unsubscribe(sources.on_event)))
+            self._subscribe(sources.on_event)
         if f.traces:
             from dashboard.traces import tracing
 
@@ -204,6 +201,21 @@ class Runtime:
             demo.start()
             self._stops.append(("demo", demo.stop))
 
+    def _subscribe(self, listener: Any) -> None:
+        from resilience.events import bus
+
+        bus.subscribe(listener)
+        self._listeners.append(listener)
+
+    def unsubscribe(self) -> None:
+        """Detach this runtime's bus listeners (also what a forked child does with the
+        runtime it inherited: its threads did not come along, its listeners did)."""
+        from resilience.events import bus
+
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            bus.unsubscribe(listener)
+
     def start_live(self) -> None:
         """Start the broadcaster and sampler on the running event loop (no-op if running)."""
         if self.features.live:
@@ -216,6 +228,7 @@ class Runtime:
         with self._lock:
             stops, self._stops = self._stops, []
             self.identity = None
+        self.unsubscribe()
         for name, stop_one in reversed(stops):
             try:
                 stop_one()
@@ -229,13 +242,6 @@ class Runtime:
 
             await live.stop()
         self.stop()
-
-
-def _unsubscribe_and(listener: Any, flush: Any) -> None:
-    from resilience.events import bus
-
-    bus.unsubscribe(listener)
-    flush()
 
 
 def _disable_spans() -> None:
@@ -267,6 +273,8 @@ def start(features: Features | None = None) -> Runtime:
         runtime = current()
         if runtime is not None:
             return runtime
+        if _current is not None:  # started before this process was forked
+            _current.unsubscribe()
         _current = Runtime(features).start()
         return _current
 

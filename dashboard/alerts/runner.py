@@ -31,10 +31,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 5.0
 
 
-def enabled() -> bool:
-    return bool(getattr(settings, "ALERTS_ENABLED", True))
-
-
 def interval() -> float:
     """ALERTS_INTERVAL in seconds (a number, or text settings.py's parser accepts)."""
     value = getattr(settings, "ALERTS_INTERVAL", DEFAULT_INTERVAL)

@@ -113,12 +113,18 @@ def test_identity_is_computed_when_the_runtime_starts(no_runtime: None) -> None:
     assert broadcast.group("breakers") == "live.breakers"
 
 
-def test_a_runtime_from_another_process_is_not_current(
+def test_a_forked_child_builds_its_own_runtime_without_doubling_listeners(
     no_runtime: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = runtime.start(runtime.Features(traces=False))
-    monkeypatch.setattr(os, "getpid", lambda: first.identity.pid + 1 if first.identity else 0)
+    pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pid + 1)
     assert runtime.current() is None  # forked: the child builds its own
+    child = runtime.start(runtime.Features(traces=False))
+    assert child is not first
+    # The inherited listeners are replaced, not doubled (one history row per transition).
+    assert list(bus._listeners).count(broadcast.broadcaster.on_event) == 1
+    assert list(bus._listeners).count(sources.on_event) == 1
 
 
 @override_settings(ALERTS_ENABLED=True, RESILIENCE_DEMO=True, CHECKPOINT_KEEP_LAST=3)
