@@ -121,6 +121,11 @@ class ServerProcess(DaphneProcess):  # type: ignore[misc]
         from channels.testing.live import set_database_connection
 
         set_database_connection()
+        # The server's start: a fresh runtime in this child (the listeners of the test
+        # runtime it was forked from are dropped), without retention deleting test rows.
+        from dashboard import runtime
+
+        runtime.start(runtime.Features.from_settings(retention=False))
         threading.Thread(target=_serve_commands, args=(self.control,), daemon=True).start()
         threading.Thread(target=_background_load, daemon=True).start()
 
