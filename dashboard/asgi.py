@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application() does, less building the handler
 
 # Imported after Django is set up: routing imports models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
@@ -32,6 +33,26 @@ from dashboard import runtime  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 
 Scope = dict[str, Any]
+
+
+class DjangoOnFirstUse:
+    """Django's ASGI handler, built at the first request, after the runtime started.
+
+    The span pipeline instruments Django by adding a middleware to ``MIDDLEWARE``, and
+    a handler reads its middleware once, when it is built: one built at import (before
+    the runtime) would serve every request untraced.
+    """
+
+    def __init__(self) -> None:
+        self.handler: ASGIHandler | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if self.handler is None:
+            self.handler = ASGIHandler()
+        await self.handler(scope, receive, send)
+
+
+django_asgi_app = DjangoOnFirstUse()
 
 router = ProtocolTypeRouter(
     {
