@@ -1,7 +1,8 @@
 """The live workload of `make run`: the workflow load generator, in the serving process.
 
-Started from ``dashboard/asgi.py`` when ``RESILIENCE_DEMO`` is true (``make run`` sets
-it; ``RESILIENCE_DEMO=0 make run`` serves without it) and by ``manage.py demo``. It runs
+Started by the runtime (:mod:`dashboard.runtime`) when ``RESILIENCE_DEMO`` is true
+(``make run`` sets it; ``RESILIENCE_DEMO=0 make run`` serves without it) and by
+``manage.py demo``. It runs
 in the serving process because breakers, limiters and the fake services live in its
 memory. The ``WORKFLOW_DEMO_RATE`` setting (workflows per second,
 default 0.8) sets the load.
@@ -33,3 +34,10 @@ def start(rate: float | None = None) -> bool:
     from dashboard.workflows.engine import engine
 
     return loadgen.start(engine(), config(rate)) is not None
+
+
+def stop(timeout: float = 5.0) -> None:
+    """Stop the load generator of this process, if one runs."""
+    from dashboard.workflows import loadgen
+
+    loadgen.stop(timeout)

@@ -365,6 +365,8 @@ METRICS_APPLICATION = (
 )
 # Where spans go besides the database (traces/exporters.py): otlp, console, zipkin, none.
 TRACES_EXPORTERS = env_list("OTEL_TRACES_EXPORTER", "")
+# OTEL_TRACES_EXPORTER=zipkin: where to (unset: the Zipkin exporter's own default).
+TRACES_ZIPKIN_ENDPOINT = env_str("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "")
 # Checkpoint retention, enforced every CHECKPOINT_CLEANUP_INTERVAL seconds in the server
 # and by `manage.py checkpoints cleanup --policy`: keep the newest CHECKPOINT_KEEP_LAST per
 # agent and workflow, none older than CHECKPOINT_MAX_AGE ("" or 0 turns a rule off). The

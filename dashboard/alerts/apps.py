@@ -8,10 +8,3 @@ class AlertsConfig(AppConfig):
     label = "alerts"
     verbose_name = "Alerts"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from . import sources
-        from .runner import start_if_serving
-
-        sources.install()
-        start_if_serving()

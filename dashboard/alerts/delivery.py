@@ -57,7 +57,7 @@ from . import webhook_http
 from .models import Alert, Delivery, NotificationChannel
 
 __all__ = [
-    "BANNER_GROUPS",
+    "banner_groups",
     "DeliveryPolicy",
     "Notifier",
     "payload",
@@ -71,12 +71,12 @@ GENERIC_FAILURE = "delivery failed (details: server log, or the channel's admin 
 SIGNATURE_HEADER = "X-Alert-Signature"
 TIMESTAMP_HEADER = "X-Alert-Timestamp"
 
-try:
-    from dashboard.live.broadcast import BREAKERS, LIMITERS, METRICS, OVERVIEW
 
-    BANNER_GROUPS: tuple[str, ...] = (OVERVIEW, BREAKERS, LIMITERS, METRICS)
-except ImportError:  # pragma: no cover - the live pages are not installed
-    BANNER_GROUPS = ("live.overview",)
+def banner_groups() -> tuple[str, ...]:
+    """The live pages' groups of this process, where a banner alert is pushed."""
+    from dashboard.live.broadcast import groups
+
+    return groups()
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -397,7 +397,7 @@ def push_banner(alert: Alert, event: str, *, timeout: float = 5.0) -> bool:
     }
 
     async def send_all() -> None:
-        for group in BANNER_GROUPS:
+        for group in banner_groups():
             await layer.group_send(group, message)
 
     loop = _server_loop()

@@ -1,11 +1,10 @@
 """The background evaluator: one daemon thread per serving process.
 
 Breakers and limiters live in the serving process's memory, so that is where rules
-are evaluated. The thread is started from ``AppConfig.ready()`` only when the process
-serves requests (daphne, uvicorn, gunicorn, hypercorn; under ``runserver`` by the first
-request) and ``ALERTS_ENABLED`` is on; never during ``migrate`` or other commands. The test settings
-(``tests/settings.py``) turn it off. A first request re-checks it, so a server that
-forks workers after loading Django still gets a thread in each worker.
+are evaluated. The runtime (:mod:`dashboard.runtime`) starts the thread when the server
+starts and ``ALERTS_ENABLED`` is on; never during ``migrate`` or other commands. The
+test settings (``tests/settings.py``) turn it off. A server that forks workers starts
+the runtime, so the thread, in each worker.
 
 Settings (read from the environment by ``dashboard.settings``): ``ALERTS_ENABLED``
 (default true), ``ALERTS_INTERVAL`` (seconds between passes, 5).
@@ -15,29 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.core.signals import request_started
 from django.db import close_old_connections
 
 from .delivery import Notifier
 from .engine import Engine, EvaluationReport
 from .models import AlertRule, NotificationChannel, RuleKind, Severity
 
-__all__ = ["Runner", "ensure_demo_rules", "get_runner", "should_start", "start_if_serving"]
+__all__ = ["Runner", "ensure_demo_rules", "get_runner"]
 
 logger = logging.getLogger(__name__)
 
-_SERVERS = ("daphne", "uvicorn", "gunicorn", "hypercorn")
 DEFAULT_INTERVAL = 5.0
-
-
-def enabled() -> bool:
-    return bool(getattr(settings, "ALERTS_ENABLED", True))
 
 
 def interval() -> float:
@@ -48,15 +39,6 @@ def interval() -> float:
     except (TypeError, ValueError):
         return DEFAULT_INTERVAL
     return seconds if seconds > 0 else DEFAULT_INTERVAL
-
-
-def should_start(argv: Sequence[str] | None = None) -> bool:
-    """True in a process that serves requests and has alerting enabled."""
-    argv = sys.argv if argv is None else argv
-    if not enabled() or not argv:
-        return False
-    program = argv[0].replace("\\", "/")
-    return any(server in program for server in _SERVERS) or argv[1:2] == ["runserver"]
 
 
 class Runner:
@@ -138,23 +120,6 @@ def get_runner() -> Runner:
         if _runner is None:
             _runner = Runner(interval=interval())
         return _runner
-
-
-def _on_request(**kwargs: Any) -> None:
-    if _runner is None or not _runner.running:
-        get_runner().start()
-
-
-def start_if_serving() -> bool:
-    """Called from ``AppConfig.ready()``: start the evaluator in a serving process."""
-    if not should_start():
-        return False
-    request_started.connect(_on_request, dispatch_uid="alerts-runner")
-    if sys.argv[1:2] == ["runserver"]:
-        # The autoreloader's parent only watches files; the child that serves starts
-        # the thread on its first request.
-        return False
-    return get_runner().start()
 
 
 def ensure_demo_rules() -> None:

@@ -24,7 +24,7 @@ from django.db.models import Count, Q
 from dashboard.selectors import BLOCKING_STATES
 from resilience import telemetry
 from resilience.circuit_breaker import circuit_breaker_registry
-from resilience.events import BreakerStateChanged, CheckpointCorrupted, Event, bus
+from resilience.events import BreakerStateChanged, CheckpointCorrupted, Event
 from resilience.rate_limiter import rate_limiter_registry
 
 from .kinds import Evaluation, Observation, RuleError, RuleKindRegistry, SampleMemory
@@ -46,7 +46,7 @@ __all__ = [
     "SampleMemory",
     "checkpoint_verification_failures",
     "evaluate",
-    "install",
+    "on_event",
     "parse_parameters",
     "report_checkpoint_verification_failure",
 ]
@@ -60,27 +60,17 @@ RULE_KINDS = RuleKindRegistry()
 _lock = threading.Lock()
 _open_counts: dict[str, int] = {}
 _checkpoint_failures = 0
-_installed = False
 _OPEN_STATES = BLOCKING_STATES
 
 
-def _on_event(event: Event) -> None:
+def on_event(event: Event) -> None:
+    """Bus listener (subscribed by ``dashboard.runtime``)."""
     # Runs on the publishing thread for every event: one type test, then return.
     if type(event) is BreakerStateChanged and event.to_state in _OPEN_STATES:
         with _lock:
             _open_counts[event.name] = _open_counts.get(event.name, 0) + 1
     elif type(event) is CheckpointCorrupted:
         report_checkpoint_verification_failure()
-
-
-def install() -> None:
-    """Subscribe the breaker-opening counter to the bus (once per process)."""
-    global _installed
-    with _lock:
-        if _installed:
-            return
-        _installed = True
-    bus.subscribe(_on_event)
 
 
 def report_checkpoint_verification_failure() -> None:

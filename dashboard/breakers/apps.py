@@ -8,8 +8,3 @@ class BreakersConfig(AppConfig):
     label = "breakers"
     verbose_name = "Circuit breakers"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from dashboard.breakers import recorder
-
-        recorder.install()

@@ -12,25 +12,21 @@ transition, but only the process where it happened writes it: events marked
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from datetime import UTC, datetime
 
 from django.db import close_old_connections
 
+from dashboard import runtime
 from resilience.dispatch import BatchDispatcher
-from resilience.events import BreakerStateChanged, Event, bus
+from resilience.events import BreakerStateChanged, Event
 
 from .models import BreakerEvent
 
 logger = logging.getLogger(__name__)
 
-PROCESS = f"{socket.gethostname()}:{os.getpid()}"
-
 _lock = threading.Lock()
 _dispatcher: BatchDispatcher[BreakerEvent] | None = None
-_installed = False
 
 
 def _write(rows: list[BreakerEvent]) -> None:
@@ -62,24 +58,16 @@ def to_row(event: BreakerStateChanged) -> BreakerEvent:
         failure_count=event.failure_count,
         failure_rate=event.failure_rate,
         occurred_at=datetime.fromtimestamp(event.time, tz=UTC),
-        process=PROCESS,
+        process=runtime.identity().process,
         actor=(event.actor or "")[:150],
         note=event.note or "",
     )
 
 
 def on_event(event: Event) -> None:
+    """Bus listener (subscribed by ``dashboard.runtime``)."""
     if isinstance(event, BreakerStateChanged) and not event.observed:
         dispatcher().submit(to_row(event))
-
-
-def install() -> None:
-    """Subscribe to the process-wide bus once."""
-    global _installed
-    with _lock:
-        if not _installed:
-            bus.subscribe(on_event)
-            _installed = True
 
 
 def flush(timeout: float = 5.0) -> bool:

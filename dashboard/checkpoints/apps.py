@@ -10,8 +10,11 @@ class CheckpointsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Builds the Django-backed manager (no database or storage access) and makes it
-        # the default `resilience.checkpoint.checkpoint_manager` of this process.
+        # Receivers, and the Django-backed manager as the process's default
+        # `resilience.checkpoint.checkpoint_manager`: an object built, nothing run (no
+        # database or storage access, no thread). So a Django-configured worker
+        # (`manage.py shell`, Celery after django.setup()) saves through the database store
+        # without starting the dashboard's runtime (README "Checkpoints from workers").
         from . import store
 
         store.connect_signals()

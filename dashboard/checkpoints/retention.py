@@ -16,7 +16,6 @@ take a reference.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -224,18 +223,6 @@ class RetentionWorker:
 
 
 worker = RetentionWorker()
-
-
-def start_if_configured() -> bool:
-    """Start the periodic run in a serving process when a rule is on.
-
-    ``dashboard.asgi`` calls it; a test importing that module (``pytest`` loaded) gets no
-    thread deleting rows behind its back.
-    """
-    if "pytest" in sys.modules:
-        return False
-    rules = policy()
-    return rules.active and worker.start(rules.interval)
 
 
 def metric_families() -> Iterator[Metric]:

@@ -1,11 +1,11 @@
 """Cluster mode: with ``REDIS_URL`` set, several server processes act as one system.
 
-This app's ``ready()`` switches the resilience registries to Redis-backed breakers and
-limiters (:func:`resilience.redis.install`), so every breaker or limiter the dashboard
-and its workloads create by name is shared by all processes on that Redis. It connects
-to nothing (the client connects on first use), so ``migrate`` and other commands work
-without a running Redis. It is listed before the other dashboard apps, so that nothing
-they create at start-up is built in memory first.
+The runtime (:mod:`dashboard.runtime`) calls :func:`start` first when it starts: it
+switches the resilience registries to Redis-backed breakers and limiters
+(:func:`resilience.redis.install`), so every breaker or limiter the dashboard and its
+workloads create by name is shared by all processes on that Redis. It connects to
+nothing (the client connects on first use). ``migrate`` and other commands do not start
+the runtime, so they never touch Redis.
 
 The rest of cluster mode lives where it acts: channels-redis in ``settings``,
 per-process live groups in :mod:`dashboard.live.broadcast`, one history row per
@@ -39,6 +39,13 @@ def start() -> bool:
         logger.warning("%s", warning)
     install(settings.REDIS_URL)
     return True
+
+
+def stop() -> None:
+    """Back to in-memory factories for breakers and limiters created from now on."""
+    from resilience.redis import uninstall
+
+    uninstall()
 
 
 def redis_url_warning(url: str) -> str:

@@ -7,8 +7,3 @@ class ClusterConfig(AppConfig):
     name = "dashboard.cluster"
     label = "cluster"
     verbose_name = "Cluster mode"
-
-    def ready(self) -> None:
-        from . import start
-
-        start()

@@ -113,7 +113,9 @@ class FleetConsumer(LiveConsumer):
     """``/ws/fleet/``: the live pages' consumer (login, view permission, re-checks)."""
 
     page = "fleet"
-    group = GROUP
+
+    def group_name(self) -> str:
+        return GROUP
 
     known: set[str] | None = None  # the groups this socket was sent
 

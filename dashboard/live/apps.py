@@ -7,8 +7,3 @@ class LiveConfig(AppConfig):
     name = "dashboard.live"
     label = "live"
     verbose_name = "Live dashboard"
-
-    def ready(self) -> None:
-        from . import broadcast
-
-        broadcast.install()

@@ -27,9 +27,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,12 +35,11 @@ from typing import Any
 
 from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
-from django.conf import settings
 
-from dashboard import selectors
+from dashboard import runtime, selectors
 from dashboard.breakers import recorder
 from resilience.circuit_breaker import circuit_breaker_registry
-from resilience.events import BreakerStateChanged, Event, bus
+from resilience.events import BreakerStateChanged, Event
 
 from . import fragments
 
@@ -57,13 +54,19 @@ def group_suffix(cluster: bool, process: str) -> str:
     return "." + re.sub(r"[^A-Za-z0-9_.-]", "-", process)[:60]
 
 
-PROCESS = f"{socket.gethostname()}-{os.getpid()}"
-CLUSTER = bool(getattr(settings, "REDIS_URL", ""))
-SUFFIX = group_suffix(CLUSTER, PROCESS)
-OVERVIEW = "live.overview" + SUFFIX
-BREAKERS = "live.breakers" + SUFFIX
-LIMITERS = "live.limiters" + SUFFIX
-METRICS = "live.metrics" + SUFFIX
+PAGES = ("overview", "breakers", "limiters", "metrics")
+
+
+def group(page: str) -> str:
+    """The live group of ``page`` for this process, from the runtime's identity (so it
+    is right after a fork and under ``override_settings``)."""
+    me = runtime.identity()
+    return f"live.{page}" + group_suffix(me.cluster, me.live_process)
+
+
+def groups() -> tuple[str, ...]:
+    """Every live page's group of this process."""
+    return tuple(group(page) for page in PAGES)
 
 
 class Broadcaster:
@@ -207,10 +210,10 @@ class Broadcaster:
         for card in await _cards(list(names)):
             message = {"type": "breaker.state", "name": card.name, "state": card.state.value}
             await layer.group_send(
-                BREAKERS, {**message, "html": fragments.breaker_state(card, oob=True)}
+                group("breakers"), {**message, "html": fragments.breaker_state(card, oob=True)}
             )
             await layer.group_send(
-                OVERVIEW, {**message, "html": fragments.overview_chip(card, oob=True)}
+                group("overview"), {**message, "html": fragments.overview_chip(card, oob=True)}
             )
             pushed.append(card.name)
             self.pushes += 1
@@ -233,7 +236,7 @@ class Broadcaster:
             rendered = await _render_histories(names, self.history)
             for name, html in rendered:
                 await layer.group_send(
-                    BREAKERS, {"type": "breaker.history", "name": name, "html": html}
+                    group("breakers"), {"type": "breaker.history", "name": name, "html": html}
                 )
         except Exception:
             self.errors += 1
@@ -277,14 +280,3 @@ _cards = DatabaseSyncToAsync(_cards_sync, thread_sensitive=False)
 
 
 broadcaster = Broadcaster()
-_install_lock = threading.Lock()
-_installed = False
-
-
-def install() -> None:
-    """Subscribe the broadcaster to the process-wide bus (once)."""
-    global _installed
-    with _install_lock:
-        if not _installed:
-            bus.subscribe(broadcaster.on_event)
-            _installed = True

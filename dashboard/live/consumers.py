@@ -37,6 +37,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare
 
+from dashboard import runtime as process_runtime
 from dashboard import selectors
 from dashboard.permissions import VIEW_DASHBOARD
 
@@ -88,7 +89,7 @@ def _reason_to_close(user_pk: Any, session_key: str | None) -> int | None:
 
 class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     page: ClassVar[str]
-    group: ClassVar[str]
+    group: str = ""
 
     joined = False
     session_joined: str | None = None
@@ -102,7 +103,8 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if not await database_sync_to_async(user.has_perm)(VIEW_DASHBOARD):
             await self.close()
             return
-        runtime.ensure_started()
+        process_runtime.start().start_live()
+        self.group = self.group_name()
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.joined = True
         runtime.sampler.watchers[self.page] += 1
@@ -147,6 +149,10 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             runtime.sampler.watchers[self.page] -= 1
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
+    def group_name(self) -> str:
+        """The channel-layer group this page listens to (per process in cluster mode)."""
+        return broadcast.group(self.page)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The pages only listen; anything a client sends is ignored."""
 
@@ -164,7 +170,6 @@ def _snapshots() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 class OverviewConsumer(LiveConsumer):
     page = "overview"
-    group = broadcast.OVERVIEW
 
     async def initial(self) -> str:
         breakers, limiters = _snapshots()
@@ -182,7 +187,6 @@ class OverviewConsumer(LiveConsumer):
 
 class BreakersConsumer(LiveConsumer):
     page = "breakers"
-    group = broadcast.BREAKERS
 
     known: set[str]
     actions: dict[str, bool]
@@ -217,7 +221,6 @@ class BreakersConsumer(LiveConsumer):
 
 class LimitersConsumer(LiveConsumer):
     page = "limiters"
-    group = broadcast.LIMITERS
 
     async def initial(self) -> str:
         rows = [
@@ -229,7 +232,6 @@ class LimitersConsumer(LiveConsumer):
 
 class MetricsConsumer(LiveConsumer):
     page = "metrics"
-    group = broadcast.METRICS
 
     async def initial(self) -> str:
         return fragments.sample_history(list(runtime.sampler.samples))

@@ -1,4 +1,9 @@
-"""The process's live-update machinery, started on the server's event loop on demand."""
+"""The process's live-update machinery: asyncio tasks on the server's event loop.
+
+``dashboard.runtime`` subscribes the broadcaster to the bus when it starts, and starts
+these tasks (``Runtime.start_live``) when the first live page connects, on that loop;
+``Runtime.astop`` stops them.
+"""
 
 from __future__ import annotations
 

@@ -26,14 +26,14 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from dashboard import selectors
+from dashboard import runtime, selectors
 from dashboard.fleet import selectors as fleet_selectors
 from resilience import telemetry
 from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.rate_limiter import rate_limiter_registry
 
 from . import fragments
-from .broadcast import LIMITERS, METRICS, OVERVIEW, PROCESS, Broadcaster
+from .broadcast import Broadcaster, group
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Sampler:
         metrics = telemetry.metrics.snapshot()
         sample = {
             "t": round(now, 3),
-            "process": PROCESS,
+            "process": runtime.identity().live_process,
             "counters": dict(metrics["counters"]),
             "gauges": dict(metrics["gauges"]),
             "histograms": {
@@ -202,11 +202,12 @@ class Sampler:
             return
         if self.watchers["metrics"]:
             await layer.group_send(
-                METRICS, {"type": "live.fragment", "html": fragments.sample(sample)}
+                group("metrics"), {"type": "live.fragment", "html": fragments.sample(sample)}
             )
         if self.watchers["limiters"]:
             await layer.group_send(
-                LIMITERS, {"type": "live.fragment", "html": fragments.limiter_rows(limiters)}
+                group("limiters"),
+                {"type": "live.fragment", "html": fragments.limiter_rows(limiters)},
             )
         if self.watchers["overview"]:
             html = fragments.overview_summary(
@@ -215,7 +216,7 @@ class Sampler:
                 busiest=selectors.busiest_limiters(limiters),
                 limiter_count=len(limiters),
             ) + fragments.sample(sample)
-            await layer.group_send(OVERVIEW, {"type": "live.fragment", "html": html})
+            await layer.group_send(group("overview"), {"type": "live.fragment", "html": html})
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -8,9 +8,3 @@ class TracesConfig(AppConfig):
     label = "traces"
     verbose_name = "Traces"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from . import conf, tracing
-
-        if conf.enabled():
-            tracing.install()

@@ -5,13 +5,14 @@
 ``console`` (stdout), ``zipkin`` (needs ``opentelemetry-exporter-zipkin``, to
 ``OTEL_EXPORTER_ZIPKIN_ENDPOINT``) or ``none``. Unset, spans go over OTLP only when an
 OTLP endpoint is set (this project's default: the database is the primary store).
+``dashboard.settings`` reads these variables (``TRACES_EXPORTERS``, ``TRACES_OTLP_ENDPOINT``,
+``TRACES_ZIPKIN_ENDPOINT``); this module reads Django settings, or a mapping given to it.
 Sampling (``OTEL_TRACES_SAMPLER`` / ``_ARG``) and ``OTEL_RESOURCE_ATTRIBUTES`` are read
 by the OpenTelemetry SDK itself when the provider is built.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from django.conf import settings
@@ -25,13 +26,29 @@ KNOWN = ("otlp", "console", "zipkin", "none")
 DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
 
 
-def otlp_processor_from_env(env: Mapping[str, str]) -> SpanProcessor | None:
-    """OTLP to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or the base endpoint + ``/v1/traces``."""
+def otlp_endpoint_from_env(env: Mapping[str, str]) -> str:
+    """OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or the base endpoint + ``/v1/traces`` ("" if
+    neither is set), as the OTLP exporter specification resolves them."""
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
     if not endpoint:
         base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
         endpoint = f"{base.rstrip('/')}/v1/traces" if base else ""
-    return otlp_processor(endpoint)
+    return endpoint
+
+
+def otlp_processor_from_env(env: Mapping[str, str]) -> SpanProcessor | None:
+    """OTLP to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or the base endpoint + ``/v1/traces``."""
+    return otlp_processor(otlp_endpoint_from_env(env))
+
+
+def _endpoints(environ: Mapping[str, str] | None) -> tuple[str, str]:
+    """(OTLP traces endpoint, Zipkin endpoint): from ``environ`` when given, else from
+    the settings ``dashboard.settings`` read from the environment."""
+    if environ is not None:
+        return otlp_endpoint_from_env(environ), environ.get("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "")
+    otlp = str(getattr(settings, "TRACES_OTLP_ENDPOINT", "") or "").strip()
+    zipkin = str(getattr(settings, "TRACES_ZIPKIN_ENDPOINT", "") or "").strip()
+    return otlp, zipkin
 
 
 def exporter_names(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -63,29 +80,24 @@ def span_processors_from_env(environ: Mapping[str, str] | None = None) -> list[S
         ImproperlyConfigured: see :func:`exporter_names`; ``zipkin`` without its package.
     """
     names = exporter_names(environ)
-    env = os.environ if environ is None else environ
+    otlp_endpoint, zipkin_endpoint = _endpoints(environ)
     if not names:
-        otlp = otlp_processor_from_env(env)
+        otlp = otlp_processor(otlp_endpoint)
         return [] if otlp is None else [otlp]
     processors: list[SpanProcessor] = []
     for name in names:
         if name == "otlp":
-            with_default = dict(env)
-            if not env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") and not env.get(
-                "OTEL_EXPORTER_OTLP_ENDPOINT"
-            ):
-                with_default["OTEL_EXPORTER_OTLP_ENDPOINT"] = DEFAULT_OTLP_ENDPOINT
-            otlp = otlp_processor_from_env(with_default)
+            otlp = otlp_processor(otlp_endpoint or f"{DEFAULT_OTLP_ENDPOINT}/v1/traces")
             if otlp is not None:
                 processors.append(otlp)
         elif name == "console":
             processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
         elif name == "zipkin":
-            processors.append(_zipkin(env))
+            processors.append(_zipkin(zipkin_endpoint))
     return processors
 
 
-def _zipkin(env: Mapping[str, str]) -> SpanProcessor:
+def _zipkin(endpoint: str) -> SpanProcessor:
     try:
         from opentelemetry.exporter.zipkin.json import (  # type: ignore[import-not-found]
             ZipkinExporter,
@@ -94,5 +106,4 @@ def _zipkin(env: Mapping[str, str]) -> SpanProcessor:
         raise ImproperlyConfigured(
             "OTEL_TRACES_EXPORTER=zipkin needs the opentelemetry-exporter-zipkin package"
         ) from exc
-    endpoint = env.get("OTEL_EXPORTER_ZIPKIN_ENDPOINT") or None
-    return BatchSpanProcessor(ZipkinExporter(endpoint=endpoint))
+    return BatchSpanProcessor(ZipkinExporter(endpoint=endpoint or None))

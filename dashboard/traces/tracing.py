@@ -1,6 +1,6 @@
 """Wire persistence into OpenTelemetry: the global SDK TracerProvider, OTLP, Django.
 
-``install()`` (called by TracesConfig.ready unless TRACES_ENABLED is False) is
+``install()`` (called by ``dashboard.runtime`` when it starts, if TRACES_ENABLED) is
 idempotent. It attaches the database span processor to the global SDK
 TracerProvider, creating and setting one if the global is still the API's
 proxy; adds the exporters of OTEL_TRACES_EXPORTER (``exporters.py``; unset: OTLP

@@ -248,3 +248,12 @@ def start(engine: WorkflowEngine, config: LoadConfig | None = None) -> LoadGener
         _generator = LoadGenerator(engine, config)
         _generator.start()
         return _generator
+
+
+def stop(timeout: float = 5.0) -> None:
+    """Stop the process's load generator (no-op if none runs); ``start`` may run a new one."""
+    global _generator
+    with _lock:
+        generator, _generator = _generator, None
+    if generator is not None:
+        generator.stop(timeout)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 from django.utils import timezone
+
+from dashboard import runtime
 
 from .definition import Run
 from .models import RunStatus, WorkflowRun
-
-PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class RunRecorder:
@@ -36,7 +33,7 @@ class RunRecorder:
             resumed_from=run.resumed_from or "",
             last_checkpoint_id=run.last_checkpoint_id or "",
             trace_id=run.trace_id,
-            process=PROCESS,
+            process=runtime.identity().process,
             started_at=now,
             updated_at=now,
         )

@@ -101,6 +101,18 @@ def _background_load() -> None:
         telemetry.metrics.record_histogram("browser.latency_ms", rng.uniform(5, 50))
 
 
+@pytest.fixture(autouse=True)
+def dashboard_runtime() -> Iterator[None]:
+    """A runtime in this (parent) process per test, as a server has one: its span
+    pipeline owns the global TracerProvider before a test runs workflows here, and the
+    server forked from here starts its own (``ServerProcess._setup``)."""
+    from dashboard import runtime
+
+    runtime.start(runtime.Features(live=False))
+    yield
+    runtime.stop()
+
+
 class ServerProcess(DaphneProcess):  # type: ignore[misc]
     def __init__(self, host: str, control: Connection, port: int = 0) -> None:
         super().__init__(host, _application, setup=self._setup, port=port)
@@ -121,6 +133,11 @@ class ServerProcess(DaphneProcess):  # type: ignore[misc]
         from channels.testing.live import set_database_connection
 
         set_database_connection()
+        # The server's start: a fresh runtime in this child (the listeners of the test
+        # runtime it was forked from are dropped), without retention deleting test rows.
+        from dashboard import runtime
+
+        runtime.start(runtime.Features.from_settings(retention=False))
         threading.Thread(target=_serve_commands, args=(self.control,), daemon=True).start()
         threading.Thread(target=_background_load, daemon=True).start()
 

@@ -121,6 +121,12 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 def _serve(port: int) -> None:
+    # Commands may come before any HTTP request: this entry point starts the runtime
+    # itself (the server starts it on its first connection), so the breakers they
+    # create are Redis-backed and their transitions recorded, as the server's are.
+    from dashboard import runtime
+
+    runtime.start()
     with _Server(("127.0.0.1", port), _Handler) as server:
         server.serve_forever()
 

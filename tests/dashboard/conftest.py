@@ -5,22 +5,11 @@ from typing import Any
 
 import pytest
 
-from dashboard.breakers import recorder
+from dashboard import runtime
 from dashboard.traces import tracing
 from resilience.circuit_breaker import circuit_breaker_registry
-from resilience.events import bus
 from resilience.rate_limiter import rate_limiter_registry
 from tests.clock import FakeClock
-
-
-@pytest.fixture(autouse=True)
-def _empty_registries() -> Iterator[None]:
-    """Each test sees only the breakers and limiters it creates."""
-    circuit_breaker_registry.clear()
-    rate_limiter_registry.clear()
-    yield
-    circuit_breaker_registry.clear()
-    rate_limiter_registry.clear()
 
 
 def _transactional(request: pytest.FixtureRequest) -> bool:
@@ -58,28 +47,36 @@ def _no_span_retention() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _background_writers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The breaker recorder and the span processor write from their own threads.
+def dashboard_runtime(request: pytest.FixtureRequest) -> Iterator[runtime.Runtime]:
+    """A fresh runtime per test, stopped afterwards: no listener, thread or breaker of
+    one test is left for the next.
 
-    Inside a test's transaction those writes would wait on the test's lock and land
-    after the rollback, leaking rows into later tests; so only transactional tests
-    (which commit) keep them, and they are drained before the tables are flushed.
+    Each test sees only the breakers and limiters it creates. The breaker recorder and
+    the span processor write from their own threads: inside a test's transaction those
+    writes would wait on the test's lock and land after the rollback, leaking rows into
+    later tests; so only transactional tests (which commit) record, and stopping the
+    runtime drains them before the tables are flushed. The server's threads (alert
+    evaluator, retention, demo) stay off: tests run them themselves.
     """
-    spans = tracing.processor()
-    if _transactional(request):
-        yield
-        recorder.flush()
-        tracing.flush()
-        return
-    bus.unsubscribe(recorder.on_event)
-    if spans is not None:
-        spans.enabled = False
+    circuit_breaker_registry.clear()
+    rate_limiter_registry.clear()
+    transactional = _transactional(request)
+    started = runtime.start(
+        runtime.Features(
+            cluster=False,
+            record_breakers=transactional,
+            live=True,
+            alert_sources=True,
+            traces=True,
+            record_spans=transactional,
+        )
+    )
     try:
-        yield
+        yield started
     finally:
-        bus.subscribe(recorder.on_event)
-        if spans is not None:
-            spans.enabled = True
+        runtime.stop()
+        circuit_breaker_registry.clear()
+        rate_limiter_registry.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, django
 django.setup()
+from dashboard import runtime
+runtime.start(runtime.Features.from_settings(serving=False))  # the server's start
 from django.conf import settings
 from resilience import telemetry
 print(json.dumps({

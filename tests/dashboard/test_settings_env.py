@@ -95,6 +95,11 @@ EXAMPLES: dict[str, Example] = {
     "CHECKPOINT_CLEANUP_INTERVAL": Example(("CHECKPOINT_CLEANUP_INTERVAL",), "5m", 300.0),
     "METRICS_APPLICATION": Example(("METRICS_APPLICATION",), "orders", "orders"),
     "OTEL_TRACES_EXPORTER": Example(("TRACES_EXPORTERS",), "console, otlp", ["console", "otlp"]),
+    "OTEL_EXPORTER_ZIPKIN_ENDPOINT": Example(
+        ("TRACES_ZIPKIN_ENDPOINT",),
+        "http://zipkin:9411/api/v2/spans",
+        "http://zipkin:9411/api/v2/spans",
+    ),
     "INGEST_MAX_BODY_BYTES": Example(("INGEST_MAX_BODY_BYTES",), "1048576", 1048576),
     "INGEST_MAX_SPANS": Example(("INGEST_MAX_SPANS",), "500", 500),
     "INGEST_MAX_ATTRIBUTES": Example(("INGEST_MAX_ATTRIBUTES",), "16", 16),

@@ -8,36 +8,26 @@ from django.test import override_settings
 from dashboard.alerts import runner
 from dashboard.alerts.engine import EvaluationReport
 from dashboard.alerts.models import AlertRule, NotificationChannel
-
-DAPHNE = ["/venv/lib/python3.11/site-packages/daphne/__main__.py", "-b", "127.0.0.1"]
+from dashboard.runtime import Features
 
 
 @override_settings(ALERTS_ENABLED=True)
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (DAPHNE, True),
-        (["/venv/bin/uvicorn", "dashboard.asgi:application"], True),
-        (["/venv/bin/gunicorn", "dashboard.wsgi"], True),
-        (["manage.py", "runserver"], True),  # started by the serving child's first request
-        (["manage.py", "runserver", "--noreload"], True),
-        (["manage.py", "migrate"], False),
-        (["manage.py", "ensure_demo_admin"], False),
-        (["/venv/bin/mypy"], False),
-        ([], False),
-    ],
-)
-def test_evaluator_starts_only_in_a_serving_process(argv: list[str], expected: bool) -> None:
-    assert runner.should_start(argv) is expected
+def test_the_server_runtime_starts_the_evaluator_when_alerts_are_enabled() -> None:
+    assert Features.from_settings().alerts is True
+
+
+@override_settings(ALERTS_ENABLED=True)
+def test_a_worker_runtime_never_starts_the_evaluator() -> None:
+    assert Features.from_settings(serving=False).alerts is False
 
 
 def test_the_test_settings_keep_the_evaluator_off() -> None:
-    assert runner.should_start(DAPHNE) is False
+    assert Features.from_settings().alerts is False
 
 
 @override_settings(ALERTS_ENABLED=False)
 def test_alerts_enabled_false_keeps_the_evaluator_off() -> None:
-    assert runner.should_start(DAPHNE) is False
+    assert Features.from_settings().alerts is False
 
 
 @override_settings(ALERTS_INTERVAL="0.5")

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from dashboard import runtime
 from dashboard.breakers import recorder
 from dashboard.breakers.models import BreakerEvent
 from resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
@@ -38,7 +39,7 @@ def test_published_transition_is_written_with_every_field() -> None:
     assert (row.reason, row.failure_count, row.failure_rate) == ("manual reset", 4, 50.0)
     assert (row.actor, row.note, row.manual) == ("alice", "deploy fixed it", True)
     assert row.occurred_at.timestamp() == 1_700_000_000.5
-    assert row.process == recorder.PROCESS
+    assert row.process == runtime.identity().process
 
 
 def test_other_events_are_not_recorded() -> None:

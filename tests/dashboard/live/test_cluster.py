@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from dashboard import cluster
+from dashboard import cluster, runtime
 from dashboard.breakers import recorder
 from dashboard.breakers.models import BreakerEvent
 from dashboard.live import broadcast
@@ -64,7 +64,7 @@ def test_live_groups_get_a_process_suffix_only_in_cluster_mode() -> None:
     long = group_suffix(True, "h" * 200)
     assert len("live.overview" + long) < 100
     # The test settings have no REDIS_URL: one process, the plain group names.
-    assert broadcast.BREAKERS == "live.breakers"
+    assert broadcast.group("breakers") == "live.breakers"
 
 
 async def test_history_of_an_observed_transition_waits_for_its_writer(
@@ -100,4 +100,4 @@ async def test_history_of_an_observed_transition_waits_for_its_writer(
 
 def test_samples_are_tagged_with_their_process() -> None:
     sample, _, _ = Sampler(Broadcaster()).sample()
-    assert sample["process"] == broadcast.PROCESS
+    assert sample["process"] == runtime.identity().live_process

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def installed() -> Iterator[DatabaseSpanProcessor]:
     processor = tracing.processor()
-    assert processor is not None, "TracesConfig.ready() should have installed the processor"
+    assert processor is not None, "the test runtime should have installed the processor"
     processor.enabled = True
     assert processor.force_flush()
     SpanRecord.objects.all().delete()
@@ -117,6 +117,8 @@ def test_install_is_idempotent(installed: DatabaseSpanProcessor) -> None:
 _PROBE = """
 import threading, django
 django.setup()
+from dashboard import runtime
+runtime.start(runtime.Features.from_settings(serving=False))  # the server's start
 from django.conf import settings
 from django.db import connection
 from opentelemetry import trace

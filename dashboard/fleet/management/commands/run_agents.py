@@ -5,6 +5,12 @@ here, and it reports them to the dashboard with ``resilience.fleet.connect()``. 
 dependencies have outages now and then, so its breakers open, probe and close, and
 the Fleet page shows it; Reset / Force open / Disable there reach this process.
 
+Where it reports: ``--url``/``--token``, else ``RESILIENCE_DASHBOARD_URL``/``_TOKEN``.
+This command stands for a user's worker, so it follows the worker's contract, the
+variables :func:`resilience.fleet.connect` documents and reads itself, rather than the
+server's settings (which describe the dashboard, not its workers); these two reads are
+the only environment reads in ``dashboard/`` outside ``settings.py``.
+
 Django is used only to mint the API token (a ``fleet-agent`` user with
 ``fleet.report_fleet`` and ``traces.ingest_spans``) when none is given; the loop
 itself is plain ``resilience``. Each call is traced with the OpenTelemetry SDK under
@@ -29,6 +35,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 import resilience.fleet
+from dashboard import runtime
 from resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
@@ -168,12 +175,12 @@ class Command(BaseCommand):
         parser.add_argument("--service", required=True, help="the service name it reports")
         parser.add_argument(
             "--url",
-            default=os.environ.get("RESILIENCE_DASHBOARD_URL", "http://127.0.0.1:8000"),
+            default=os.environ.get(resilience.fleet.ENV_URL, "http://127.0.0.1:8000"),
             help="the dashboard (default: RESILIENCE_DASHBOARD_URL or http://127.0.0.1:8000)",
         )
         parser.add_argument(
             "--token",
-            default=os.environ.get("RESILIENCE_DASHBOARD_TOKEN", ""),
+            default=os.environ.get(resilience.fleet.ENV_TOKEN, ""),
             help="API token with fleet.report_fleet (default: one minted for fleet-agent)",
         )
         parser.add_argument(
@@ -193,13 +200,19 @@ class Command(BaseCommand):
         service: str = options["service"]
         if options["rate"] <= 0:
             raise CommandError(f"--rate must be > 0, got {options['rate']!r}")
+        # A worker: it records its breakers' transitions and traces like the server did
+        # (cluster mode with REDIS_URL), but runs none of the server's threads.
+        runtime.start(runtime.Features.from_settings(serving=False))
         redis_url = options["redis_url"] or None
-        token = "" if redis_url else options["token"] or agent_token(service)
+        # Reports over Redis need no token; spans still go to /v1/traces with one.
+        token = options["token"] or (
+            "" if redis_url and options["no_traces"] else agent_token(service)
+        )
         try:
             reporter = resilience.fleet.connect(
                 None if redis_url else options["url"],
                 redis_url=redis_url,
-                token=token,
+                token="" if redis_url else token,
                 service=service,
             )
         except ValueError as exc:

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from dashboard import demo
+from dashboard import demo, runtime
 
 
 class Command(BaseCommand):
@@ -37,6 +37,9 @@ class Command(BaseCommand):
             raise CommandError(f"--duration must be >= 0, got {options['duration']!r}")
         if options["no_demo"] and not options["serve"]:
             raise CommandError("--no-demo only makes sense with --serve")
+        # This process serves (--serve) or only runs the load: either way it records and
+        # traces like a server; the load itself is started here, at the --rate given.
+        runtime.start(runtime.Features.from_settings(serving=options["serve"], demo=False))
         if not options["no_demo"]:
             demo.start(rate)
             self.stdout.write("Load generator started.")
