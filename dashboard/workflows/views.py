@@ -16,10 +16,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import audit
+from dashboard.fleet import selectors as fleet_selectors
 from dashboard.permissions import OPERATE_SIMULATION, VIEW_DASHBOARD
 from resilience.circuit_breaker import circuit_breaker_registry
-
-from dashboard.fleet import selectors as fleet_selectors
 
 from . import actions, gate, loadgen, patterns, selectors, simulated
 
@@ -43,11 +42,16 @@ def _panel_context() -> dict[str, Any]:
     live = {item["id"] for item in fleet_selectors.instances() if item["status"] != "gone"}
     appliers = patterns.appliers(live=live)
     groups = {group["name"]: group for group in fleet_selectors.breaker_groups()}
+    chosen = {row.service: row for row in patterns.desired()}
     for row in rows:
         breaker = circuit_breaker_registry.get(row["name"])
         row["breaker"] = breaker.snapshot() if breaker is not None else None
         row["fleet"] = groups.get(row["name"])
         row["workers"] = appliers.get(row["name"], {"applied": [], "pending": []})
+        stored = chosen.get(row["name"])
+        row["chosen"] = (
+            None if stored is None else {"choice": stored.choice, "version": stored.version}
+        )
     generator = loadgen.current()
     return {
         "services": rows,

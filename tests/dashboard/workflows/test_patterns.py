@@ -15,7 +15,7 @@ from dashboard.workflows import patterns, simulated
 from dashboard.workflows.models import PatternApplied, ServicePattern
 from dashboard.workflows.patterns import Desired, PatternFollower
 from dashboard.workflows.simulated import Pattern, ServiceUnavailable, ServiceWorld
-from tests.dashboard.conftest import FakeClock
+from tests.clock import FakeClock
 
 
 def _world(clock: FakeClock) -> ServiceWorld:

@@ -173,7 +173,11 @@ def run(
 
 
 def start_workflows(
-    *, rate: float | None, instance: dict[str, Any], tracer_provider: Any, poll: float = 1.0
+    *,
+    rate: float | None,
+    instance: resilience.fleet.InstanceInfo,
+    tracer_provider: Any,
+    poll: float = 1.0,
 ) -> Callable[[], None]:
     """Start the workflow load on this process's ServiceWorld, following the page's
     pattern choices; returns the function that stops both."""
@@ -203,11 +207,18 @@ def start_workflows(
     return halt
 
 
-def stop_on_sigterm(stop: threading.Event) -> None:
+@contextlib.contextmanager
+def stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
     """SIGTERM (what `make run` sends on Ctrl-C) stops the loop like --seconds does, so
     the workflows, the fleet connection and the span exporter shut down cleanly."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Command(BaseCommand):
@@ -269,7 +280,6 @@ class Command(BaseCommand):
             f"agent {service!r} ({reporter.instance['id'][:8]}) reporting to {options['url']}"
         )
         stop = threading.Event()
-        stop_on_sigterm(stop)
         if options["seconds"]:
             threading.Timer(options["seconds"], stop.set).start()
         provider, tracer = (None, None)
@@ -286,7 +296,8 @@ class Command(BaseCommand):
                     tracer_provider=provider,
                     poll=options["pattern_poll"],
                 )
-            calls = run(service, stop=stop, rate=options["rate"], tracer=tracer)
+            with stop_on_sigterm(stop):
+                calls = run(service, stop=stop, rate=options["rate"], tracer=tracer)
         except KeyboardInterrupt:
             calls = -1
         finally:
