@@ -8,10 +8,14 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.utils import timezone
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from dashboard.api.testing import make_user
 from dashboard.fleet.models import FleetInstance
 from dashboard.workflows import patterns, simulated
+from dashboard.workflows.actions import CHOICES
 from dashboard.workflows.models import PatternApplied, ServicePattern
 from dashboard.workflows.patterns import Desired, PatternFollower
 from dashboard.workflows.simulated import Pattern, ServiceUnavailable, ServiceWorld
@@ -211,3 +215,64 @@ def test_the_page_lists_the_workers_that_applied_a_choice_and_the_fleet_breaker(
         assert 'data-fleet-state="open"' in cells and "planner@h:7" in cells
     finally:
         simulated.install(previous)
+
+
+# ---- model-based: whatever the operator and the database do, the worker converges --------
+
+
+class FollowerMachine(RuleBasedStateMachine):
+    """The model: the stored choices. After a poll that could read, the world matches
+    them; every version is applied at most once and acknowledged once reads and
+    acknowledgements succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.world = _world(self.clock)
+        self.store = Store()
+        self.follower = _follower(self.clock, self.store, self.world)
+        self.versions: dict[str, int] = {}
+        self.applies: list[tuple[str, int]] = []
+
+    @rule(service=st.sampled_from(["payments", "llm"]), choice=st.sampled_from(CHOICES))
+    def operator_chooses(self, service: str, choice: str) -> None:
+        self.versions[service] = self.versions.get(service, 0) + 1
+        rows = [row for row in self.store.rows if row.service != service]
+        rows.append(Desired(service=service, choice=choice, version=self.versions[service]))
+        self.store.rows = rows
+
+    @rule(fetch=st.booleans(), ack=st.booleans())
+    def database_health(self, fetch: bool, ack: bool) -> None:
+        self.store.fail_fetch, self.store.fail_ack = not fetch, not ack
+
+    @rule(seconds=st.sampled_from([0.3, 1.0, 2.5]))
+    def time_passes_and_the_worker_polls(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        due = self.follower.next_poll_in() == 0.0
+        changed = self.follower.poll()
+        self.applies.extend((row.service, row.version) for row in changed)
+        if due and not self.store.fail_fetch:
+            for row in self.store.rows:
+                expected = world_after(row.service, row.choice, self.world)
+                assert self.world.pattern(row.service) == expected
+            if not self.store.fail_ack:
+                acked = {(r.service, r.version) for batch in self.store.acks for r in batch}
+                assert set(self.applies) <= acked
+
+    @invariant()
+    def each_version_is_applied_once(self) -> None:
+        assert len(self.applies) == len(set(self.applies))
+
+    @invariant()
+    def acknowledged_versions_were_applied(self) -> None:
+        acked = {(row.service, row.version) for batch in self.store.acks for row in batch}
+        assert acked <= set(self.applies)
+
+
+def world_after(service: str, choice: str, world: ServiceWorld) -> Pattern:
+    base = world.default(service)
+    return base if choice == "default" else simulated.preset(choice, base)
+
+
+TestFollowerMachine = FollowerMachine.TestCase
+TestFollowerMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
