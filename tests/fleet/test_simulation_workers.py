@@ -134,3 +134,17 @@ def test_a_pattern_set_on_the_page_opens_the_workers_breaker_and_clearing_it_clo
             if worker.poll() is None:
                 worker.kill()
                 worker.wait(10)
+
+
+def test_make_run_leaves_the_workload_to_the_workers_unless_it_starts_none() -> None:
+    def recipe(*args: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "run", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    with_workers = recipe()
+    assert "RESILIENCE_DEMO=${RESILIENCE_DEMO:-0}" in with_workers
+    assert "manage.py run_agents" in with_workers and "for agent in planner tools" in with_workers
+    assert "RESILIENCE_DEMO=${RESILIENCE_DEMO:-1}" in recipe("AGENTS=")
