@@ -77,14 +77,12 @@ def apply_choice(
 def choose(*, service: str, choice: str, actor: str, now: datetime | None = None) -> int:
     """Store ``choice`` for ``service``; returns its new version."""
     now = now or timezone.now()
+    fields = {"choice": choice, "changed_at": now, "changed_by": actor}
     with transaction.atomic():
-        updated = ServicePattern.objects.filter(service=service).update(
-            choice=choice, version=F("version") + 1, changed_at=now, changed_by=actor
-        )
-        if not updated:
-            ServicePattern.objects.create(
-                service=service, choice=choice, version=1, changed_at=now, changed_by=actor
-            )
+        # get_or_create survives two servers storing a service's first choice at once;
+        # the increment in SQL keeps concurrent changes from sharing a version.
+        ServicePattern.objects.get_or_create(service=service, defaults={**fields, "version": 0})
+        ServicePattern.objects.filter(service=service).update(**fields, version=F("version") + 1)
         return int(ServicePattern.objects.values_list("version", flat=True).get(service=service))
 
 
