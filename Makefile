@@ -67,15 +67,18 @@ system-deps:
 	fi
 
 # The server plus one worker process per name in AGENTS (`manage.py run_agents`: simulated
-# agents whose breakers live only in that process and report over HTTP; the Fleet page
-# shows and steers them; AGENTS= runs none). With REDIS_URL set (cluster mode): two
+# agents and the workflow workload, whose breakers live only in that process and report
+# over HTTP; the Fleet page shows and steers them, the Simulation page breaks their
+# services). The server runs no workload itself (RESILIENCE_DEMO=0) unless AGENTS= runs no
+# worker; retention keeps the demo's checkpoints an hour. With REDIS_URL set (cluster mode): two
 # servers, on PORT and PORT+1, sharing breakers, limiters and live updates through Redis
 # (and the database). Ctrl-C stops them all.
 AGENTS ?= planner tools
 run: install secret-key
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_demo_admin
-	@export RESILIENCE_DEMO=$${RESILIENCE_DEMO:-1}; \
+	@export RESILIENCE_DEMO=$${RESILIENCE_DEMO:-$(if $(strip $(AGENTS)),0,1)} \
+	  CHECKPOINT_MAX_AGE=$${CHECKPOINT_MAX_AGE:-1h}; \
 	serve() { exec $(PY) -m daphne -b $(HOST) -p "$$1" dashboard.asgi:application; }; \
 	pids=""; \
 	trap 'trap - INT TERM EXIT; kill $$pids 2>/dev/null; wait $$pids' INT TERM EXIT; \

@@ -1,11 +1,10 @@
-"""The live workload of `make run`: the workflow load generator, in the serving process.
+"""The workflow load generator run inside the serving process (the in-server demo).
 
-Started by the runtime (:mod:`dashboard.runtime`) when ``RESILIENCE_DEMO`` is true
-(``make run`` sets it; ``RESILIENCE_DEMO=0 make run`` serves without it) and by
-``manage.py demo``. It runs
-in the serving process because breakers, limiters and the fake services live in its
-memory. The ``WORKFLOW_DEMO_RATE`` setting (workflows per second,
-default 0.8) sets the load.
+Started by the runtime (:mod:`dashboard.runtime`) when ``RESILIENCE_DEMO`` is true, and by
+``manage.py demo``. ``make run`` leaves it off and runs the same workload in its ``run_agents``
+worker processes instead (``AGENTS= make run``, with no worker, turns it on). The
+``WORKFLOW_DEMO_RATE`` setting (workflows per second, default 0.8) sets the load, here
+and in each worker (:func:`config`).
 """
 
 from __future__ import annotations

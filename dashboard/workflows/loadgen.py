@@ -4,7 +4,8 @@ Simulated tenants start workflows through the same per-caller execution limit as
 API (``workflows.execute``); now and then one tenant sends a burst, so the limiter
 rejects some. Failed workflows (a service they need was down) are executed again a
 little later and resume from their checkpoint. Executions run on a few daemon worker
-threads of the serving process, because breakers and fake services live in its memory.
+threads of the process that runs it (a ``run_agents`` worker in ``make run``, or the
+server with ``RESILIENCE_DEMO``), because breakers and fake services live in its memory.
 """
 
 from __future__ import annotations

@@ -49,3 +49,43 @@ class WorkflowRun(models.Model):
     @property
     def finished(self) -> bool:
         return self.status != RunStatus.RUNNING
+
+
+class ServicePattern(models.Model):
+    """The failure pattern an operator chose for a simulated service (Simulation page).
+
+    Every process running the simulated services (the ``run_agents`` workers, and the
+    server's own in-process world) applies it; ``version`` grows with each change so a
+    worker applies a change once and says so in :class:`PatternApplied`.
+    """
+
+    service = models.CharField(max_length=100, unique=True)
+    choice = models.CharField(max_length=20, help_text="a preset name, or 'default'")
+    version = models.PositiveBigIntegerField(default=1)
+    changed_at = models.DateTimeField()
+    changed_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["service"]
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.choice} (v{self.version})"
+
+
+class PatternApplied(models.Model):
+    """A worker's acknowledgement: it applies ``version`` of ``service``'s pattern."""
+
+    instance = models.CharField(max_length=64, help_text="fleet instance id of the worker")
+    label = models.CharField(max_length=200, help_text="service@host:pid of the worker")
+    service = models.CharField(max_length=100)
+    version = models.PositiveBigIntegerField()
+    applied_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["service", "label"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "service"], name="pattern_applied_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} applies {self.service} v{self.version}"

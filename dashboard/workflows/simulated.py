@@ -5,7 +5,9 @@ period or until changed) or a periodic outage - so breakers trip and recover and
 show errors and slow spans. Patterns come from the ``WORKFLOW_SERVICES`` setting or a
 JSON file (``WORKFLOW_SERVICES_FILE`` setting or environment variable) and an operator
 can change them at runtime (the Simulation page). State lives in the memory of the
-serving process, like the breakers that guard these services.
+process that calls them, like the breakers that guard these services: the
+``run_agents`` workers in ``make run`` (they follow the page's choices through
+:mod:`.patterns`), or the server itself for the workflow API and ``RESILIENCE_DEMO``.
 """
 
 from __future__ import annotations
@@ -220,15 +222,24 @@ class ServiceWorld:
         """The pattern set for ``name`` now (``ValueError`` for an unknown service)."""
         return self._get(name).pattern
 
-    def set_pattern(self, name: str, pattern: Pattern) -> Pattern:
-        """Apply ``pattern`` to ``name`` from now on; returns the previous pattern."""
+    def set_pattern(self, name: str, pattern: Pattern, *, age: float = 0.0) -> Pattern:
+        """Apply ``pattern`` to ``name`` from now on; returns the previous pattern.
+
+        ``age``: seconds since the pattern was chosen elsewhere (a worker applying an
+        operator's change late), so ``down_for_s`` ends when it would have anyway.
+        """
         if not isinstance(pattern, Pattern):
             raise ConfigTypeError(f"pattern must be a Pattern, got {pattern!r}")
+        age = non_negative("age", age)
         service = self._get(name)
         with self._lock:
             previous, service.pattern = service.pattern, pattern
-            service.applied_at = self.clock()
+            service.applied_at = self.clock() - age
         return previous
+
+    def default(self, name: str) -> Pattern:
+        """The configured pattern of ``name`` (``ValueError`` for an unknown service)."""
+        return self._get(name).default
 
     def restore(self, name: str) -> Pattern:
         """Go back to the configured pattern; returns the previous one."""

@@ -16,10 +16,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import audit
+from dashboard.fleet import selectors as fleet_selectors
 from dashboard.permissions import OPERATE_SIMULATION, VIEW_DASHBOARD
 from resilience.circuit_breaker import circuit_breaker_registry
 
-from . import actions, gate, loadgen, selectors, simulated
+from . import actions, gate, loadgen, patterns, selectors, simulated
 
 
 class PatternForm(forms.Form):
@@ -33,11 +34,24 @@ class PatternForm(forms.Form):
 
 
 def _panel_context() -> dict[str, Any]:
+    # The "Now/Calls/Failures" columns are this server's own world (the workflow API,
+    # RESILIENCE_DEMO); the workers' side is their breakers as the fleet reports them
+    # and which workers applied the page's choice.
     world = simulated.world()
     rows = world.snapshot()
+    live = {item["id"] for item in fleet_selectors.instances() if item["status"] != "gone"}
+    appliers = patterns.appliers(live=live)
+    groups = {group["name"]: group for group in fleet_selectors.breaker_groups()}
+    chosen = {row.service: row for row in patterns.desired()}
     for row in rows:
         breaker = circuit_breaker_registry.get(row["name"])
         row["breaker"] = breaker.snapshot() if breaker is not None else None
+        row["fleet"] = groups.get(row["name"])
+        row["workers"] = appliers.get(row["name"], {"applied": [], "pending": []})
+        stored = chosen.get(row["name"])
+        row["chosen"] = (
+            None if stored is None else {"choice": stored.choice, "version": stored.version}
+        )
     generator = loadgen.current()
     return {
         "services": rows,

@@ -469,6 +469,7 @@ def test_run_agents_mints_a_token_and_runs_its_loop_until_stopped() -> None:
     out = io.StringIO()
     call_command(
         "run_agents", "--service", "planner", "--url", url, "--seconds", "0.3", "--no-traces",
+        "--no-workflows",  # the workflows run in a real worker: tests/fleet
         stdout=out,
     )  # fmt: skip
     assert "agent 'planner'" in out.getvalue() and "stopped after" in out.getvalue()

@@ -284,7 +284,7 @@ def test_run_agents_with_a_redis_url_reports_through_redis_without_a_token(
     # --no-traces: the reports need no token over Redis; spans (to /v1/traces) would.
     call_command(
         "run_agents", "--service", "tools", "--redis-url", redis_server.url,
-        "--seconds", "0.3", "--no-traces", stdout=out,
+        "--seconds", "0.3", "--no-traces", "--no-workflows", stdout=out,
     )  # fmt: skip
     circuit_breaker_registry.clear()
     assert "RedisTransport redis://127.0.0.1" in out.getvalue()

@@ -12,6 +12,7 @@ from dashboard.api.testing import make_user
 from dashboard.models import AuditEntry
 from dashboard.workflows import simulated
 from dashboard.workflows.actions import change_service_pattern
+from dashboard.workflows.models import ServicePattern
 from dashboard.workflows.simulated import Pattern, ServiceWorld
 from tests.dashboard.conftest import FakeClock
 
@@ -96,7 +97,20 @@ def test_an_operator_breaks_a_service_with_htmx_and_it_is_audited(
         "dashboard",
         "game day",
     )
-    assert entry.details == {"choice": "down-30s", "from": "healthy (50 ms)", "to": "down for 30 s"}
+    assert entry.details == {
+        "choice": "down-30s",
+        "from": "healthy (50 ms)",
+        "to": "down for 30 s",
+        "version": 1,
+    }
+    # Stored for the workers, who apply it to their own services.
+    stored = ServicePattern.objects.get()
+    assert (stored.service, stored.choice, stored.version, stored.changed_by) == (
+        "payments",
+        "down-30s",
+        1,
+        "olga",
+    )
 
 
 def test_default_restores_the_configured_pattern(operator: User, world: ServiceWorld) -> None:

@@ -17,6 +17,14 @@ itself is plain ``resilience``. Each call is traced with the OpenTelemetry SDK u
 ``service.name`` = the agent's service and exported with the OTLP/HTTP exporter to
 the dashboard's ``/v1/traces`` with the same token (``--no-traces``: off), as a
 user's worker would. Ctrl-C stops it.
+
+It also runs the simulated multi-agent workload of ``make run`` (``--no-workflows``:
+off): the workflow load generator and engine (``dashboard.workflows``) against this
+process's own fake services (search-api, llm, payments), behind breakers that live
+here and are reported with the rest. Runs, checkpoints and acknowledgements go to the
+database directly (this is a Django command); the workflow spans go to ``/v1/traces``.
+The Simulation page's pattern choices reach it through the database: a follower
+thread applies them about once a second (``dashboard.workflows.patterns``).
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -168,6 +177,58 @@ def run(
     return calls
 
 
+# ---- the simulated workflows: the Simulation page's services, run in this worker --------
+
+
+def start_workflows(
+    *,
+    rate: float | None,
+    instance: resilience.fleet.InstanceInfo,
+    tracer_provider: Any,
+    poll: float = 1.0,
+) -> Callable[[], None]:
+    """Start the workflow load on this process's ServiceWorld, following the page's
+    pattern choices; returns the function that stops both."""
+    from dashboard import demo
+    from dashboard.workflows import engine, loadgen, patterns, simulated
+    from resilience import telemetry
+
+    if tracer_provider is not None:
+        # The engine's spans (workflow.execute, agent steps, CLIENT calls) go where
+        # this agent's own spans go: /v1/traces, under its service name.
+        telemetry.configure(tracer_provider=tracer_provider)
+    label = f"{instance['service']}@{instance['host']}:{instance['pid']}"
+    follower = patterns.database_follower(
+        simulated.world(), instance=instance["id"], label=label, interval=poll
+    )
+    follower.poll()  # the page's current choices apply before the first workflow
+    stop = threading.Event()
+    thread = patterns.follow(follower, stop)
+    generator = loadgen.start(engine.engine(), demo.config(rate))
+
+    def halt() -> None:
+        stop.set()
+        if generator is not None:
+            generator.stop(timeout=2)
+        thread.join(2)
+
+    return halt
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (what `make run` sends on Ctrl-C) stops the loop like --seconds does, so
+    the workflows, the fleet connection and the span exporter shut down cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Command(BaseCommand):
     help = "Run a simulated agent worker that reports its breakers to the dashboard."
 
@@ -195,11 +256,33 @@ class Command(BaseCommand):
             action="store_true",
             help="do not export spans to the dashboard's /v1/traces",
         )
+        parser.add_argument(
+            "--no-workflows",
+            action="store_true",
+            help="do not run the simulated workflow load (the Simulation page's services)",
+        )
+        parser.add_argument(
+            "--workflow-rate",
+            type=float,
+            default=None,
+            help="workflows started per second (default: WORKFLOW_DEMO_RATE, else 0.8)",
+        )
+        parser.add_argument(
+            "--pattern-poll",
+            type=float,
+            default=1.0,
+            help="seconds between two reads of the Simulation page's patterns",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         service: str = options["service"]
         if options["rate"] <= 0:
             raise CommandError(f"--rate must be > 0, got {options['rate']!r}")
+        for option in ("workflow_rate", "pattern_poll"):
+            value = options[option]
+            if value is not None and value <= 0:
+                name = option.replace("_", "-")
+                raise CommandError(f"--{name} must be > 0, got {value!r}")
         # A worker: it records its breakers' transitions and traces like the server did
         # (cluster mode with REDIS_URL), but runs none of the server's threads.
         runtime.start(runtime.Features.from_settings(serving=False))
@@ -229,11 +312,22 @@ class Command(BaseCommand):
             provider, tracer = agent_tracer(
                 options["url"], token=token, service=service, instance=reporter.instance["id"]
             )
+        halt_workflows = None
         try:
-            calls = run(service, stop=stop, rate=options["rate"], tracer=tracer)
+            if not options["no_workflows"]:
+                halt_workflows = start_workflows(
+                    rate=options["workflow_rate"],
+                    instance=reporter.instance,
+                    tracer_provider=provider,
+                    poll=options["pattern_poll"],
+                )
+            with stop_on_sigterm(stop):
+                calls = run(service, stop=stop, rate=options["rate"], tracer=tracer)
         except KeyboardInterrupt:
             calls = -1
         finally:
+            if halt_workflows is not None:
+                halt_workflows()
             resilience.fleet.disconnect(timeout=2)
             if provider is not None:
                 provider.shutdown()  # exports what is still queued
