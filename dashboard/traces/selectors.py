@@ -83,10 +83,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TraceQuery:
-    """Search filters. Span-level filters (service, name, attribute) match a trace
-    when one of its spans matches all of them; the others apply to the whole trace."""
+    """Search filters. Span-level filters (service, name, attribute, caller) match a
+    trace when one of its spans matches all of them; the others apply to the whole trace.
+    ``caller``: the span's parent (same trace) is of this service and the span is not, as
+    on a service map edge ``caller -> service``."""
 
     service: str = ""
+    caller: str = ""
     name: str = ""
     attribute: tuple[str, str] | None = None
     errors_only: bool = False
@@ -238,11 +241,18 @@ def _bounds(query: TraceQuery) -> tuple[int | None, int | None]:
 def _matching_spans(
     query: TraceQuery, since: int | None, until: int | None
 ) -> QuerySet[SpanRecord] | None:
-    if not (query.service or query.name or query.attribute):
+    if not (query.service or query.name or query.attribute or query.caller):
         return None
     spans = SpanRecord.objects.order_by()
     if query.service:
         spans = spans.filter(service=query.service)
+    if query.caller:
+        # One probe per candidate span on the (trace_id, start) index: cheap next to
+        # the span filters that come first.
+        parents = SpanRecord.objects.filter(
+            trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_span_id"), service=query.caller
+        )
+        spans = spans.exclude(service=query.caller).filter(Exists(parents))
     if query.name:
         spans = spans.filter(name=query.name)
     if since is not None:
