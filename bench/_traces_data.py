@@ -143,6 +143,7 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
                     "timeout" if error else "",
                     orjson.dumps(attributes).decode(),
                     orjson.dumps(events).decode(),
+                    "[]",  # links
                     resources[service],
                 )
             )

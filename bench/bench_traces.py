@@ -319,6 +319,11 @@ def _search(total: int) -> Table:
         "errors only": {"errors_only": "on"},
         "min duration 1s": {"min_duration": "1s"},
         "service=payments (any span)": {"service": "payments"},
+        "service=payments called by gateway (map edge)": {
+            "service": "payments",
+            "caller": "gateway",
+        },
+        "called by gateway alone": {"caller": "gateway"},
         "span name=auth.call": {"name": "auth.call"},
         "service + name + errors": {
             "service": "orders",

@@ -24,7 +24,6 @@ from ninja import NinjaAPI
 from ninja.parser import Parser
 from ninja.types import DictStrAny
 
-from dashboard.fleet.api import router as fleet_router
 from dashboard.permissions import EXECUTE_WORKFLOW, VIEW_DASHBOARD
 
 from . import throttle
@@ -34,6 +33,7 @@ from .routers import (
     alerts,
     breakers,
     checkpoints,
+    fleet,
     health,
     limiters,
     metrics,
@@ -105,8 +105,7 @@ api.add_router("/circuit-breakers", breakers.router)
 api.add_router("/rate-limiters", limiters.router)
 api.add_router("/health", health.router)
 api.add_router("/alerts", alerts.router)
-# The fleet's router lives with its app (dashboard/fleet/api.py) for now.
-api.add_router("/fleet", fleet_router)
+api.add_router("/fleet", fleet.router)
 api.add_router("/service-map", servicemap.router)
 
 workflows_api = build_api(

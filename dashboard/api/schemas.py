@@ -198,6 +198,12 @@ class MutationOut(Schema):
 
 class TraceFilters(Schema):
     service: str = Field("", max_length=255)
+    caller: str = Field(
+        "",
+        max_length=255,
+        description="the span's parent is of this service and the span is not (a call "
+        "from caller to service, as on a service map edge)",
+    )
     name: str = Field("", max_length=255, description="span name")
     attribute: str = Field(
         "", max_length=500, description="key=value that one span's attributes must match"

@@ -18,9 +18,13 @@ the call; its cross-service children are then not counted again). A pair is coun
 exactly once: by the run that processes the *later* (higher primary key) of its two
 spans, looking back at every stored span with a lower key. So whichever arrives first,
 and however the spans are split between runs, the sum equals a full recompute (the
-tests check this with Hypothesis). Limit: on PostgreSQL with several concurrent span
-writers, a transaction can commit a lower id after the watermark passed it; those
-spans would be skipped (SQLite serialises writers, so ids commit in order there).
+tests check this with Hypothesis). That needs every span at or below the watermark to
+be stored for good (or never), which is what the *horizon* below gives.
+
+Late commits
+------------
+On PostgreSQL a run folds only ids up to a horizon below which nothing can still
+commit: see :mod:`dashboard.servicemap.horizon`.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from django.db.models.fields.json import KT
 from dashboard.traces.models import SpanKind, SpanRecord, SpanStatus
 
 from . import histogram
+from .horizon import horizon
 from .models import EdgeMinute, RollupWatermark
 
 #: Attributes naming the breaker that guards a call, on the caller's span (first wins).
@@ -282,9 +287,12 @@ def _older(new: Sequence[_Span], watermark: int) -> list[_Span]:
     return found
 
 
-def _process_batch(watermark: int, batch: int) -> tuple[int, int, int]:
-    """One batch after ``watermark``: (spans read, calls added, new watermark)."""
-    new = _rows(SpanRecord.objects.filter(id__gt=watermark).order_by("id")[:batch])
+def _process_batch(watermark: int, batch: int, limit: int | None) -> tuple[int, int, int]:
+    """One batch after ``watermark`` (up to ``limit``): (spans read, calls added, new watermark)."""
+    spans = SpanRecord.objects.filter(id__gt=watermark)
+    if limit is not None:
+        spans = spans.filter(id__lte=limit)
+    new = _rows(spans.order_by("id")[:batch])
     if not new:
         return 0, 0, watermark
     deltas = _Deltas()
@@ -321,11 +329,12 @@ def rollup(
         return RollupResult(0, 0, _watermark(), caught_up=False, skipped=True)
     try:
         watermark = _watermark()
+        limit = horizon()
         processed = calls = 0
         while max_spans is None or processed < max_spans:
             size = batch_size if max_spans is None else min(batch_size, max_spans - processed)
             try:
-                read, added, watermark = _process_batch(watermark, size)
+                read, added, watermark = _process_batch(watermark, size, limit)
             except _LostRace:
                 return RollupResult(processed, calls, _watermark(), caught_up=False, skipped=True)
             processed += read
@@ -333,7 +342,10 @@ def rollup(
             if read < size:
                 break
         else:
-            caught_up = not SpanRecord.objects.filter(id__gt=watermark).exists()
+            rest = SpanRecord.objects.filter(id__gt=watermark)
+            if limit is not None:
+                rest = rest.filter(id__lte=limit)
+            caught_up = not rest.exists()
             return RollupResult(processed, calls, watermark, caught_up=caught_up)
         if now is not None:
             cutoff = int(now.timestamp()) // 60 - KEEP_MINUTES

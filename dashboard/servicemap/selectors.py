@@ -53,8 +53,8 @@ class Edge:
     p95_ms: float | None  # geometric middle of the p95's log bucket (within ~9 %)
     mean_ms: float | None
     breakers: tuple[BreakerBadge, ...]
-    # The trace search's GET parameters for this edge's calls: the callee's spans when it
-    # reports spans, else the caller's CLIENT spans naming it.
+    # The trace search's GET parameters for this edge's calls: the callee's spans called
+    # by the caller when the callee reports spans, else the caller's CLIENT spans naming it.
     trace_filter: dict[str, str]
 
     @property
@@ -135,7 +135,7 @@ def breaker_badges(
 
 def _trace_filter(caller: str, callee: str, peer_keys: set[str], range_key: str) -> dict[str, str]:
     if "" in peer_keys or not peer_keys:
-        return {"service": callee, "lookback": range_key}
+        return {"service": callee, "caller": caller, "lookback": range_key}
     return {"service": caller, "attr": f"{min(peer_keys)}={callee}", "lookback": range_key}
 
 

@@ -27,6 +27,7 @@ class TraceSearchForm(forms.Form):
     """The search page's GET filters; every field is optional."""
 
     service = forms.CharField(required=False, max_length=255)
+    caller = forms.CharField(required=False, max_length=255, label="Called by")
     name = forms.CharField(required=False, max_length=255, label="Span name")
     attr = forms.CharField(
         required=False,
@@ -96,6 +97,7 @@ class TraceSearchForm(forms.Form):
             since = now - lookback if lookback is not None else None
         return TraceQuery(
             service=data.get("service", "").strip(),
+            caller=data.get("caller", "").strip(),
             name=data.get("name", "").strip(),
             attribute=data.get("attr"),
             errors_only=bool(data.get("errors_only")),

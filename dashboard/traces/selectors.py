@@ -83,10 +83,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TraceQuery:
-    """Search filters. Span-level filters (service, name, attribute) match a trace
-    when one of its spans matches all of them; the others apply to the whole trace."""
+    """Search filters. Span-level filters (service, name, attribute, caller) match a
+    trace when one of its spans matches all of them; the others apply to the whole trace.
+    ``caller``: the span's parent (same trace) is of this service and the span is not, as
+    on a service map edge ``caller -> service``."""
 
     service: str = ""
+    caller: str = ""
     name: str = ""
     attribute: tuple[str, str] | None = None
     errors_only: bool = False
@@ -238,11 +241,22 @@ def _bounds(query: TraceQuery) -> tuple[int | None, int | None]:
 def _matching_spans(
     query: TraceQuery, since: int | None, until: int | None
 ) -> QuerySet[SpanRecord] | None:
-    if not (query.service or query.name or query.attribute):
+    if not (query.service or query.name or query.attribute or query.caller):
         return None
     spans = SpanRecord.objects.order_by()
     if query.service:
         spans = spans.filter(service=query.service)
+    if query.caller:
+        # The caller's span ids, gathered once (SQLite builds them an automatic index,
+        # PostgreSQL a hash), drop almost every candidate; span ids are random 64-bit
+        # values, so the exact same-trace check after it runs for the real calls only.
+        callers = SpanRecord.objects.order_by().filter(service=query.caller)
+        parents = callers.filter(trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_span_id"))
+        spans = (
+            spans.exclude(service=query.caller)
+            .filter(parent_span_id__in=callers.values("span_id"))
+            .filter(Exists(parents))
+        )
     if query.name:
         spans = spans.filter(name=query.name)
     if since is not None:

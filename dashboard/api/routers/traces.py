@@ -41,6 +41,7 @@ def _query(filters: TraceFilters, paging: PageIn) -> TraceQuery:
         raise field_error("query", "until", "must not be before since")
     return TraceQuery(
         service=filters.service.strip(),
+        caller=filters.caller.strip(),
         name=filters.name.strip(),
         attribute=attribute,
         errors_only=filters.errors_only,
@@ -59,7 +60,7 @@ def _query(filters: TraceFilters, paging: PageIn) -> TraceQuery:
     response={200: TracePageOut, **READ_ERRORS},
     summary="Search traces",
     description="The trace browser's filters: a span of the trace must match service, "
-    "name and attribute together; durations and errors apply to the whole trace.",
+    "caller, name and attribute together; durations and errors apply to the whole trace.",
 )
 def search(
     request: HttpRequest, filters: Query[TraceFilters], paging: Query[PageIn]

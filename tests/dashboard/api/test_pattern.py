@@ -11,8 +11,6 @@ from dashboard.api.api import api, workflows_api
 
 ROUTERS = Path(__file__).resolve().parents[3] / "dashboard" / "api" / "routers"
 OPEN_TO_ANYONE = {"/api/observability/health"}  # anonymous callers get the status only
-# The fleet's router still lives with its app (dashboard/fleet/api.py).
-ELSEWHERE = {"dashboard.fleet.api"}
 
 
 def _schema_operations() -> list[tuple[str, str, dict[str, object]]]:
@@ -47,7 +45,7 @@ def test_every_router_lives_in_dashboard_api_routers(built: object) -> None:
         for operation in path_operation.operations
     }
     assert modules
-    assert {m for m in modules if not m.startswith("dashboard.api.routers.")} <= ELSEWHERE
+    assert {m for m in modules if not m.startswith("dashboard.api.routers.")} == set()
 
 
 def test_no_router_throttles_by_hand_or_spells_out_a_permission() -> None:

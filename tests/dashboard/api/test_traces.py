@@ -111,6 +111,27 @@ def test_search_filters_and_sorts(
     assert ids(body) == [tid(shop[name]) for name in expected]
 
 
+def test_search_filters_on_the_calling_service(client: Client, viewer: dict[str, str]) -> None:
+    memory = InMemorySpanExporter()
+    tracers = {}
+    for service in ("shop", "payments"):
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service}), shutdown_on_exit=False
+        )
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        tracers[service] = provider.get_tracer("test")
+    root = tracers["shop"].start_span("POST /pay")
+    tracers["payments"].start_span("charge", context=trace.set_span_in_context(root)).end()
+    root.end()
+    alone = tracers["payments"].start_span("charge")  # payments, called by nobody
+    alone.end()
+    write_spans(memory.get_finished_spans(), masker=Masker(()))
+    called = client.get(BASE, {"service": "payments", "caller": "shop"}, **viewer).json()
+    assert ids(called) == [tid(root)]
+    assert len(ids(client.get(BASE, {"service": "payments"}, **viewer).json())) == 2
+    assert ids(client.get(BASE, {"caller": "payments"}, **viewer).json()) == []
+
+
 def test_search_time_range(client: Client, viewer: dict[str, str], shop: dict[str, Span]) -> None:
     since = (datetime.now(UTC) - timedelta(seconds=20)).isoformat()
     assert ids(client.get(BASE, {"since": since}, **viewer).json()) == [tid(shop["fast"])]

@@ -11,7 +11,7 @@ from dashboard.api import testing, throttle
 from dashboard.fleet.models import FleetInstance
 from dashboard.servicemap import layout, selectors
 from dashboard.servicemap.rollup import rollup
-from dashboard.traces.models import SpanKind
+from dashboard.traces.models import SpanKind, TraceSummary
 from resilience.circuit_breaker import circuit_breaker_registry
 from tests.dashboard.servicemap.spans import make
 
@@ -66,7 +66,7 @@ def test_the_page_draws_each_edge_with_its_figures_and_a_link_to_its_traces(view
     assert 'data-service="gateway"' in html and 'data-service="orders"' in html
     assert 'data-caller="gateway" data-callee="orders"' in html
     assert "25.0% err" in html
-    assert "/traces/?service=orders&amp;lookback=15m" in html
+    assert "/traces/?service=orders&amp;caller=gateway&amp;lookback=15m" in html
     assert 'aria-current="page"' in html and "Service map</a>" in html
 
 
@@ -140,7 +140,24 @@ def test_the_api_answers_edges_with_rate_errors_and_p95(viewer: Client) -> None:
     assert 3.6 <= edge["p95_ms"] <= 4.4  # 4 ms, within its log bucket
     # 4 calls over the range: 5 minutes plus the part of the first minute it starts in.
     assert 4 / 360 <= edge["rate_per_s"] <= 4 / 300
-    assert edge["trace_filter"] == {"service": "orders", "lookback": "5m"}
+    assert edge["trace_filter"] == {"service": "orders", "caller": "gateway", "lookback": "5m"}
+
+
+def test_an_edges_link_finds_the_traces_of_that_callers_calls_only(viewer: Client) -> None:
+    start = timezone.now() - timedelta(minutes=2)
+    for trace, caller in (("a" * 32, "gateway"), ("b" * 32, "billing")):
+        root = make(service=caller, trace=trace, start=start)
+        make(service="orders", trace=trace, parent=root.span_id, start=start)
+        start_us = int(start.timestamp() * 1e6)
+        TraceSummary.objects.create(trace_id=trace, root_name=f"{caller} op",
+                                    root_service=caller, root_rank=0, start_us=start_us,
+                                    end_us=start_us + 1000, duration_us=1000, span_count=2,
+                                    error_count=0)  # fmt: skip
+    edges = {(e["caller"], e["callee"]): e for e in viewer.get(API).json()["edges"]}
+    link = edges[("gateway", "orders")]["trace_filter"]
+    html = viewer.get("/traces/", link).content.decode()
+    assert 'data-trace="' + "a" * 32 + '"' in html
+    assert "b" * 32 not in html
 
 
 def test_a_peer_edge_links_to_the_callers_client_spans(viewer: Client) -> None:

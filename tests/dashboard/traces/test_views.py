@@ -211,6 +211,50 @@ def test_search_filters(
         assert "No trace matches these filters." in response.content.decode()
 
 
+@pytest.fixture
+def calls() -> dict[str, Span]:
+    """payments called by shop, by billing, and by itself; shop calling only itself."""
+    b = Builder()
+    from_shop = b.span("POST /pay", ago=30, ms=100, service="shop", end=False)
+    b.span("charge", ago=29.9, ms=50, parent=from_shop, service="payments")
+    from_shop.end(end_time=b.now_ns - int(30e9) + int(100e6))
+    from_billing = b.span("invoice", ago=20, ms=100, service="billing", end=False)
+    charge = b.span("charge", ago=19.9, ms=50, parent=from_billing, service="payments", end=False)
+    b.span("retry", ago=19.8, ms=10, parent=charge, service="payments")  # payments -> payments
+    charge.end(end_time=b.now_ns - int(19.9e9) + int(50e6))
+    from_billing.end(end_time=b.now_ns - int(20e9) + int(100e6))
+    local = b.span("GET /cart", ago=10, ms=20, service="shop", end=False)
+    b.span("render", ago=9.9, ms=5, parent=local, service="shop")
+    local.end(end_time=b.now_ns - int(10e9) + int(20e6))
+    b.save()
+    return {"shop": from_shop, "billing": from_billing, "local": local}
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"service": "payments", "caller": "shop"}, ["shop"]),
+        ({"service": "payments", "caller": "billing"}, ["billing"]),
+        ({"service": "payments"}, ["billing", "shop"]),
+        # A call within one service is no edge: payments -> payments matches nothing.
+        ({"service": "payments", "caller": "payments"}, []),
+        ({"caller": "shop"}, ["shop"]),  # shop -> shop (GET /cart) is not a call
+        ({"service": "shop", "caller": "billing"}, []),
+        ({"service": "payments", "caller": "shop", "name": "charge"}, ["shop"]),
+        ({"service": "payments", "caller": "nobody"}, []),
+    ],
+)
+def test_search_filters_on_the_calling_service(
+    viewer: Client, calls: dict[str, Span], plan: str, params: dict[str, str], expected: list[str]
+) -> None:
+    assert listed(search(viewer, **params)) == [tid(calls[k]) for k in expected]
+
+
+def test_the_called_by_filter_is_kept_in_the_form(viewer: Client) -> None:
+    html = search(viewer, service="payments", caller="sh<op").content.decode()
+    assert 'name="caller" value="sh&lt;op"' in html
+
+
 def test_attribute_values_match_by_type_and_exact_text(viewer: Client, plan: str) -> None:
     b = Builder()
     quoted = b.span("a", ago=5, ms=1, attributes={"note": 'say "hi"', "code": "007"})

@@ -14,15 +14,17 @@ from dashboard.api.auth import require
 from dashboard.api.errors import BODY_LOOKUP_ERRORS, LOOKUP_ERRORS, READ_ERRORS, field_error
 from dashboard.audit import MAX_REASON
 from dashboard.breakers.services import PERMISSIONS, Action
-
-from . import selectors, services
-from .schemas import (
+from dashboard.fleet import selectors, services
+from dashboard.fleet.schemas import (
     BreakerGroupListOut,
     BreakerGroupOut,
     CommandOut,
     InstanceListOut,
     LimiterGroupListOut,
 )
+
+# The operationIds this router had before it moved here (generated clients use them).
+OPERATION_ID_PREFIX = "dashboard_fleet_api_"
 
 router = Router(tags=["fleet"], auth=require())
 
@@ -51,7 +53,12 @@ class BatchOut(Schema):
     count: int
 
 
-@router.get("/instances", response={200: InstanceListOut, **READ_ERRORS}, summary="Instances")
+@router.get(
+    "/instances",
+    response={200: InstanceListOut, **READ_ERRORS},
+    summary="Instances",
+    operation_id=OPERATION_ID_PREFIX + "list_instances",
+)
 def list_instances(request: HttpRequest) -> dict[str, Any]:
     items = selectors.instances()
     return {"items": items, "count": len(items)}
@@ -61,6 +68,7 @@ def list_instances(request: HttpRequest) -> dict[str, Any]:
     "/circuit-breakers",
     response={200: BreakerGroupListOut, **READ_ERRORS},
     summary="Breakers across the fleet, grouped by name, worst state first",
+    operation_id=OPERATION_ID_PREFIX + "list_breakers",
 )
 def list_breakers(request: HttpRequest) -> dict[str, Any]:
     items = selectors.breaker_groups()
@@ -71,6 +79,7 @@ def list_breakers(request: HttpRequest) -> dict[str, Any]:
     "/rate-limiters",
     response={200: LimiterGroupListOut, **READ_ERRORS},
     summary="Rate limiters across the fleet, grouped by name, most rejections first",
+    operation_id=OPERATION_ID_PREFIX + "list_limiters",
 )
 def list_limiters(request: HttpRequest) -> dict[str, Any]:
     items = selectors.limiter_groups()
@@ -81,6 +90,7 @@ def list_limiters(request: HttpRequest) -> dict[str, Any]:
     "/circuit-breakers/{name}",
     response={200: BreakerGroupOut, **LOOKUP_ERRORS},
     summary="One breaker across the fleet",
+    operation_id=OPERATION_ID_PREFIX + "get_breaker",
 )
 def get_breaker(request: HttpRequest, name: str) -> Any:
     groups = selectors.breaker_groups(name=name)
@@ -121,6 +131,7 @@ _ACTION_HELP = (
     auth=require(PERMISSIONS["reset"]),
     summary="Reset (close) a breaker on every live instance",
     description=_ACTION_HELP,
+    operation_id=OPERATION_ID_PREFIX + "reset_breaker",
 )
 def reset_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
     return _act(request, name, "reset", payload)
@@ -132,6 +143,7 @@ def reset_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None
     auth=require(PERMISSIONS["force_open"]),
     summary="Force a breaker open on every live instance",
     description=_ACTION_HELP,
+    operation_id=OPERATION_ID_PREFIX + "force_open_breaker",
 )
 def force_open_breaker(
     request: HttpRequest, name: str, payload: FleetActionIn | None = None
@@ -145,6 +157,7 @@ def force_open_breaker(
     auth=require(PERMISSIONS["disable"]),
     summary="Disable a breaker on every live instance",
     description=_ACTION_HELP,
+    operation_id=OPERATION_ID_PREFIX + "disable_breaker",
 )
 def disable_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
     return _act(request, name, "disable", payload)
@@ -154,6 +167,7 @@ def disable_breaker(request: HttpRequest, name: str, payload: FleetActionIn | No
     "/commands/{batch}",
     response={200: BatchOut, **LOOKUP_ERRORS},
     summary="Where one fleet action stands on each instance",
+    operation_id=OPERATION_ID_PREFIX + "get_batch",
 )
 def get_batch(request: HttpRequest, batch: str) -> dict[str, Any]:
     try:
