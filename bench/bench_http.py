@@ -129,31 +129,42 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _load(
-    port: int, path: str, headers: dict[str, str], seconds: float, server_pid: int
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    seconds: float,
+    server_pid: int,
+    method: str = "GET",
 ) -> tuple[float, float]:
     """Requests per second over ``seconds`` after a warm-up, 16 keep-alive connections,
-    and the server's CPU time per request (microseconds) over the same window."""
+    and the server's CPU time per request (microseconds) over the same window.
+
+    ``{n}`` in ``path`` becomes the connection's number (0-15), so that each connection
+    can have a resource of its own. A POST has an empty body."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+    if method != "GET":
+        extra += "Content-Length: 0\r\n"
     counting = False
     done = 0
     stop = False
 
-    async def connection() -> None:
+    async def connection(number: int) -> None:
         nonlocal done
+        target = path.replace("{n}", str(number))
+        request = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while not stop:
                 writer.write(request)
                 status = await _read_response(reader)
                 if status != 200:
-                    raise RuntimeError(f"GET {path} answered {status}")
+                    raise RuntimeError(f"{method} {target} answered {status}")
                 if counting:
                     done += 1
         finally:
             writer.close()
 
-    tasks = [asyncio.create_task(connection()) for _ in range(CONNECTIONS)]
+    tasks = [asyncio.create_task(connection(n)) for n in range(CONNECTIONS)]
     await asyncio.sleep(1.0 if quick() else 2.0)  # warm-up: caches, connections, JIT-less
     counting = True
     start, cpu_start = time.perf_counter(), _cpu_seconds(server_pid)
