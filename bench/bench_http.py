@@ -7,6 +7,10 @@
 - the dashboard (``dashboard.asgi``) on a throw-away SQLite database, demo and API
   throttle off, OTel request instrumentation and span storage on, as `make run` has them.
 
+When uvicorn, uvloop and httptools are installed (the ``bench`` extra), the floor and
+two dashboard rows run again under ``uvicorn --loop uvloop --http httptools``; without
+them those rows are skipped with a message.
+
 A load client in this process holds 16 keep-alive connections (asyncio, raw HTTP/1.1)
 and counts responses for a fixed time after a warm-up. Every row runs against the same
 machine in the same run, so the ratio to the floor is what to read; the client shares
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -57,11 +62,38 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float 
     raise RuntimeError(f"server on port {port} did not start in {timeout}s")
 
 
+def uvicorn_missing() -> str | None:
+    """Why the uvicorn rows cannot run here (None when they can)."""
+    missing = [m for m in ("uvicorn", "uvloop", "httptools") if importlib.util.find_spec(m) is None]
+    if missing:
+        return (
+            f"{', '.join(missing)} not installed in {sys.executable} "
+            "(the `bench` extra has uvicorn[standard]: `make install`)"
+        )
+    return None
+
+
 @contextlib.contextmanager
 def _daphne(app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    with _server(["daphne", "-b", "127.0.0.1", "-p", "{port}", app], env) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _uvicorn(app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """uvicorn with uvloop and httptools, one worker, no access log, no lifespan
+    (neither Django's handler nor channels' router speaks it)."""
+    command = ["uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop"]
+    command += ["--http", "httptools", "--lifespan", "off", "--no-access-log", app]
+    with _server(command, env) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _server(command: list[str], env: dict[str, str]) -> Iterator[tuple[int, int]]:
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
+        [sys.executable, "-m", *(part.replace("{port}", str(port)) for part in command)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -129,31 +161,42 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _load(
-    port: int, path: str, headers: dict[str, str], seconds: float, server_pid: int
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    seconds: float,
+    server_pid: int,
+    method: str = "GET",
 ) -> tuple[float, float]:
     """Requests per second over ``seconds`` after a warm-up, 16 keep-alive connections,
-    and the server's CPU time per request (microseconds) over the same window."""
+    and the server's CPU time per request (microseconds) over the same window.
+
+    ``{n}`` in ``path`` becomes the connection's number (0-15), so that each connection
+    can have a resource of its own. A POST has an empty body."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+    if method != "GET":
+        extra += "Content-Length: 0\r\n"
     counting = False
     done = 0
     stop = False
 
-    async def connection() -> None:
+    async def connection(number: int) -> None:
         nonlocal done
+        target = path.replace("{n}", str(number))
+        request = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while not stop:
                 writer.write(request)
                 status = await _read_response(reader)
                 if status != 200:
-                    raise RuntimeError(f"GET {path} answered {status}")
+                    raise RuntimeError(f"{method} {target} answered {status}")
                 if counting:
                     done += 1
         finally:
             writer.close()
 
-    tasks = [asyncio.create_task(connection()) for _ in range(CONNECTIONS)]
+    tasks = [asyncio.create_task(connection(n)) for n in range(CONNECTIONS)]
     await asyncio.sleep(1.0 if quick() else 2.0)  # warm-up: caches, connections, JIT-less
     counting = True
     start, cpu_start = time.perf_counter(), _cpu_seconds(server_pid)
@@ -179,7 +222,7 @@ def tables() -> list[Table]:
 
     def measure(label: str, port: int, pid: int, path: str, headers: dict[str, str]) -> None:
         rate, cpu = asyncio.run(_load(port, path, headers, seconds, pid))
-        note = "no middleware, no database" if label == FLOOR else path
+        note = "no middleware, no database" if label.endswith(FLOOR) else path
         rates.append(Row(label, rate, note))
         costs.append(Row(label, cpu, note))
 
@@ -189,16 +232,30 @@ def tables() -> list[Table]:
         _manage(env, "ensure_demo_admin")
         token = _manage(env, "create_api_token", "bench", "--name", "bench").strip().split()[-1]
         auth = {"Authorization": f"Bearer {token}"}
+        api_rows = [
+            ("health, anonymous", "/api/observability/health", {}),
+            ("circuit-breakers, token", "/api/observability/circuit-breakers", auth),
+            ("metrics, token", "/api/observability/metrics", auth),
+        ]
         with _daphne("bench._bare_site:application", dict(os.environ)) as (port, pid):
             measure(FLOOR, port, pid, "/", {})
         with _daphne("dashboard.asgi:application", env) as (port, pid):
-            for label, path, headers in [
-                ("health, anonymous", "/api/observability/health", {}),
-                ("circuit-breakers, token", "/api/observability/circuit-breakers", auth),
-                ("metrics, token", "/api/observability/metrics", auth),
-            ]:
+            for label, path, headers in api_rows:
                 measure(label, port, pid, path, headers)
-    title = f"HTTP request path, {CONNECTIONS} keep-alive connections (daphne, loopback)"
+        # The same apps under uvicorn (uvloop, httptools), in the same run.
+        skipped = uvicorn_missing()
+        if skipped is None:
+            with _uvicorn("bench._bare_site:application", dict(os.environ)) as (port, pid):
+                measure(f"uvicorn: {FLOOR}", port, pid, "/", {})
+            with _uvicorn("dashboard.asgi:application", env) as (port, pid):
+                for label, path, headers in api_rows[:2]:
+                    measure(f"uvicorn: {label}", port, pid, path, headers)
+        else:
+            print(f"(HTTP bench: uvicorn rows skipped: {skipped})")
+    title = (
+        f"HTTP request path, {CONNECTIONS} keep-alive connections (daphne unless "
+        "marked uvicorn, loopback)"
+    )
     return [
         Table(title, "req/s", FLOOR, rates, lower_is_better=False),
         # The server's own CPU per answered request: steadier than req/s on a busy

@@ -87,8 +87,13 @@ def authenticate_token(plaintext: str) -> ApiToken | None:
     if match is None:
         return None
     prefix, secret = match.groups()
-    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
-    if token is None or not hmac.compare_digest(token.secret_hash, hash_secret(secret)):
+    try:
+        # get(), not first(): prefix is unique, and first()'s ORDER BY made compiling
+        # this query about a third of the lookup's CPU.
+        token = ApiToken.objects.select_related("user").get(prefix=prefix)
+    except ApiToken.DoesNotExist:
+        return None
+    if not hmac.compare_digest(token.secret_hash, hash_secret(secret)):
         return None
     if not token.usable or not token.user.is_active:
         return None

@@ -293,6 +293,7 @@ class WorkflowEngine:
         return meta
 
     def _steps(self, state: dict[str, Any], run: Run, auto: AutoCheckpointer) -> None:
+        last = len(STEPS) - 1
         for index in range(state["next_step"], len(STEPS)):
             step = STEPS[index]
             run.agent = step.agent
@@ -302,9 +303,12 @@ class WorkflowEngine:
             telemetry.metrics.increment_counter(
                 "workflow.steps.completed", labels={"agent": step.agent}
             )
-            checkpoint_id = auto.maybe_checkpoint(state, self._meta(run))
-            if checkpoint_id is not None:
-                run.last_checkpoint_id = checkpoint_id
+            # After the last step, _finish saves the end of the run (with its outcome)
+            # at once: a scheduled save here would be the same state a moment earlier.
+            if index < last:
+                checkpoint_id = auto.maybe_checkpoint(state, self._meta(run))
+                if checkpoint_id is not None:
+                    run.last_checkpoint_id = checkpoint_id
             self.progress.step_done(run)
 
     def _step(self, index: int, step: Step, state: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import io
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -282,3 +283,17 @@ def test_every_mutation_is_401_anonymous_and_403_for_a_mere_viewer(
     assert getattr(client, method)(url).status_code == 401
     response = getattr(client, method)(url, **testing.bearer(testing.token_for(viewer)))
     assert response.status_code == 403
+
+
+def test_a_token_and_its_user_are_found_in_one_query(
+    viewer: User, django_assert_num_queries: Any
+) -> None:
+    from dashboard.api.tokens import authenticate_token
+
+    plaintext = testing.token_for(viewer)
+    assert authenticate_token(plaintext) is not None  # first use: records last_used_at
+    with django_assert_num_queries(1):  # used again within the minute: no update
+        token = authenticate_token(plaintext)
+        assert token is not None and token.user.get_username() == "vera"
+    with django_assert_num_queries(1):  # an unknown prefix: one query, no user
+        assert authenticate_token(f"rdt_{'0' * 16}_{'A' * 43}") is None

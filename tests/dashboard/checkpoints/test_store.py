@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -356,3 +357,63 @@ def test_the_latest_checkpoint_is_the_last_saved_even_if_its_clock_is_behind(
     behind.save_checkpoint({"v": 2}, "skew", "w")  # a re-save keeps rows' places
     manager.store.add_record(manager.store.get_record(older))  # type: ignore[arg-type]
     assert manager.list_checkpoints("skew", "w")[-1]["checkpoint_id"] == older
+
+
+def test_re_adding_a_record_updates_its_fields_and_keeps_its_place() -> None:
+    first = save_at(1_900_000_000.25, workflow="upsert")
+    second = save_at(1_900_000_001.5, workflow="upsert")
+    index = DjangoCheckpointStore().index
+    record = index.get_record(first)
+    assert record is not None
+    seq = Checkpoint.objects.get(pk=first).seq
+    changed = dataclasses.replace(record, metadata={"note": "é", "n": [1, {"x": None}]})
+    index.add_record(changed)
+    row = Checkpoint.objects.get(pk=first)
+    assert row.seq == seq < Checkpoint.objects.get(pk=second).seq
+    assert index.get_record(first) == changed  # every column round-trips
+    assert row.created_at == datetime.fromtimestamp(1_900_000_000.25, tz=UTC)
+    assert Checkpoint.objects.filter(workflow_id="upsert").count() == 2
+
+
+def test_a_record_added_in_a_transaction_that_rolls_back_is_gone() -> None:
+    record = DjangoCheckpointStore().index.get_record(save_at(1_900_000_000.0, workflow="rb"))
+    assert record is not None
+    Checkpoint.objects.filter(pk=record.checkpoint_id).delete()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        DjangoCheckpointStore().index.add_record(record)
+        assert Checkpoint.objects.filter(pk=record.checkpoint_id).exists()
+        raise RuntimeError("roll back")
+    assert not Checkpoint.objects.filter(pk=record.checkpoint_id).exists()
+
+
+@pytest.mark.parametrize("outer_transaction", [False, True])
+def test_a_sequence_number_taken_meanwhile_is_retried(
+    monkeypatch: pytest.MonkeyPatch, outer_transaction: bool
+) -> None:
+    # Another process inserting between our max(seq) and our insert: simulated by a
+    # first statement that picks max(seq) itself, which the unique index refuses.
+    taken = save_at(1_900_000_000.0, workflow="race")
+    record = DjangoCheckpointStore().index.get_record(save_at(1_900_000_001.0, workflow="race"))
+    assert record is not None
+    Checkpoint.objects.filter(pk=record.checkpoint_id).delete()
+    real = store._upsert_sql
+    calls: list[int] = []
+
+    def stale(connection: Any) -> str:
+        calls.append(1)
+        sql = real(connection)
+        return sql.replace(") + 1 ", ") ") if len(calls) == 1 else sql
+
+    monkeypatch.setattr(store, "_upsert_sql", stale)
+    index = DjangoCheckpointStore().index
+    if outer_transaction:
+        with transaction.atomic():
+            index.add_record(record)
+            index.add_record(record)  # the outer transaction is still usable
+            index.add_record(record)
+    else:
+        index.add_record(record)
+    assert len(calls) >= 2  # refused once, then done
+    assert Checkpoint.objects.get(pk=record.checkpoint_id).seq == (
+        Checkpoint.objects.get(pk=taken).seq + 1
+    )

@@ -124,7 +124,10 @@ def test_checkpoints_are_saved_every_n_steps_and_at_the_end(
 ) -> None:
     run = engine.execute("order-2")
     saved = manager.list_checkpoints(agent_id=AGENT_ID, workflow_id="order-2")
-    assert len(saved) == len(STEPS) // 3 + 1  # every 3 steps, plus the final one
+    # After steps 3, 6 and 9, then the end of the run once (not after step 12 as well).
+    assert len(STEPS) == 12
+    assert [c["metadata"]["step"] for c in reversed(saved)] == [3, 6, 9, 12]
+    assert saved[0]["metadata"]["status"] == run.status == "succeeded"
     assert run.last_checkpoint_id == saved[0]["checkpoint_id"]
     final = manager.load_checkpoint(saved[0]["checkpoint_id"])
     assert final["status"] == "completed" and final["next_step"] == len(STEPS)
