@@ -66,7 +66,8 @@ system-deps:
 	  else echo "not root: cannot install$$missing (tests that need them will say so)"; fi; \
 	fi
 
-# The server plus one worker process per name in AGENTS (`manage.py run_agents`: simulated
+# The server (uvicorn with uvloop and httptools: `make bench BENCH=http` measured it ahead
+# of daphne) plus one worker process per name in AGENTS (`manage.py run_agents`: simulated
 # agents and the workflow workload, whose breakers live only in that process and report
 # over HTTP; the Fleet page shows and steers them, the Simulation page breaks their
 # services). The server runs no workload itself (RESILIENCE_DEMO=0) unless AGENTS= runs no
@@ -79,7 +80,8 @@ run: install secret-key
 	$(PY) manage.py ensure_demo_admin
 	@export RESILIENCE_DEMO=$${RESILIENCE_DEMO:-$(if $(strip $(AGENTS)),0,1)} \
 	  CHECKPOINT_MAX_AGE=$${CHECKPOINT_MAX_AGE:-1h}; \
-	serve() { exec $(PY) -m daphne -b $(HOST) -p "$$1" dashboard.asgi:application; }; \
+	serve() { exec $(PY) -m uvicorn --host $(HOST) --port "$$1" --loop uvloop --http httptools \
+	  --ws websockets --lifespan on --no-proxy-headers --no-access-log dashboard.asgi:application; }; \
 	pids=""; \
 	trap 'trap - INT TERM EXIT; kill $$pids 2>/dev/null; wait $$pids' INT TERM EXIT; \
 	if [ -z "$$REDIS_URL" ]; then \
