@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 from django.test import override_settings
+
+from tests.asgi import asgi_request, response_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -13,38 +14,7 @@ async def asgi_get(path: str) -> tuple[int, dict[bytes, bytes], bytes]:
     """Drive the project's ASGI application through one GET, to completion."""
     from dashboard.asgi import application
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"localhost")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    sent: list[dict[str, Any]] = []
-    requested = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # the client stays connected
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await application(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body
+    return response_of(await asgi_request(application, path))
 
 
 async def test_asgi_application_serves_the_login_page_and_static_files() -> None:
@@ -53,14 +23,14 @@ async def test_asgi_application_serves_the_login_page_and_static_files() -> None
     assert b"Log in" in body
     status, headers, body = await asgi_get("/static/dashboard/dashboard.css")
     assert status == 200
-    assert headers[b"Content-Type"].startswith(b"text/css")
+    assert headers[b"content-type"].startswith(b"text/css")
     assert b"--closed" in body
 
 
 async def test_asgi_application_requires_login_for_the_overview() -> None:
     status, headers, _ = await asgi_get("/")
     assert status == 302
-    assert headers[b"Location"].startswith(b"/accounts/login/")
+    assert headers[b"location"].startswith(b"/accounts/login/")
 
 
 # Retention off: this in-process server must not delete the test's rows.

@@ -15,6 +15,7 @@ from django.test import override_settings
 from django.urls import path
 
 from dashboard.handler import OneHopASGIHandler, chunks_in_thread
+from tests.asgi import asgi_request, response_of
 
 seen_threads: list[int] = []
 
@@ -68,36 +69,9 @@ SETTINGS = {
 
 
 async def get(application: Any, url: str) -> tuple[int, bytes, list[dict[str, Any]]]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": url,
-        "raw_path": url.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    delivered = asyncio.Event()
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if not delivered.is_set():
-            delivered.set()
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await application(scope, receive, send)
-    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return messages[0]["status"], body, messages
+    messages = await asgi_request(application, url, host="testserver")
+    status, _, body = response_of(messages)
+    return status, body, messages
 
 
 @pytest.fixture
@@ -134,12 +108,12 @@ async def test_the_whole_chain_and_the_view_run_in_one_hop_on_one_thread(
 async def test_middleware_still_applies_its_behaviour() -> None:
     application = OneHopASGIHandler()
     status, _, messages = await get(application, "/plain/")
-    headers = {bytes(k).lower(): v for k, v in messages[0]["headers"]}
+    _, headers, _ = response_of(messages)
     assert status == 200
     assert headers[b"x-content-type-options"] == b"nosniff"  # SecurityMiddleware ran
     status, _, messages = await get(application, "/plain")  # CommonMiddleware: APPEND_SLASH
     assert status == 301
-    assert {bytes(k).lower(): v for k, v in messages[0]["headers"]}[b"location"] == b"/plain/"
+    assert response_of(messages)[1][b"location"] == b"/plain/"
 
 
 @override_settings(**SETTINGS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +12,7 @@ from django.db import DatabaseError, connection, connections
 
 from dashboard import db
 from dashboard.db import ConnectionPool, pool
+from tests.asgi import asgi_request, response_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -156,39 +156,6 @@ def test_connections_for_other_parameters_are_not_shared() -> None:
     assert own.take("main-db") is mine
 
 
-async def asgi_get(application: Any, path: str) -> int:
-    """One GET through Django's ASGI handler, as daphne delivers it."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    body_sent = asyncio.Event()
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if not body_sent.is_set():
-            body_sent.set()
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # no disconnect: the handler cancels this wait
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await application(scope, receive, send)
-    return int(messages[0]["status"])
-
-
 async def test_successive_asgi_requests_share_one_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -210,7 +177,8 @@ async def test_successive_asgi_requests_share_one_connection(
     monkeypatch.setattr(stock, "get_new_connection", counting)
     application = get_asgi_application()
     for _ in range(10):
-        assert await asgi_get(application, "/api/observability/health") == 200
+        status, _, _ = response_of(await asgi_request(application, "/api/observability/health"))
+        assert status == 200
     # Without the pool: 10. A background thread (the span writer) may take the pooled
     # connection once and keep it, so the next request opens a second one.
     assert len(opened) <= 2
