@@ -124,8 +124,9 @@ def record_checkpoints(*, message: CheckpointsMessageIn) -> dict[str, Any]:
     for item in message.checkpoints:
         if item.checkpoint_id in existing:
             continue
-        store.add_record(item.record())
         existing.add(item.checkpoint_id)
+        if not store.add_new_record(item.record()):  # recorded meanwhile by another writer
+            continue
         recorded.append(item.checkpoint_id)
     return {
         "recorded": recorded,

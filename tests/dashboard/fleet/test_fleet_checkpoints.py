@@ -242,6 +242,32 @@ def test_an_existing_checkpoint_is_never_replaced(client: Client, token: str) ->
     assert Checkpoint.objects.get().agent_id == "a"
 
 
+def test_a_checkpoint_recorded_meanwhile_is_not_replaced(
+    client: Client, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer (the worker's own manager, a second post) records the id after
+    this request looked for it and before it writes: the row that won stays."""
+    from dashboard.fleet import checkpoints as endpoint
+    from resilience.checkpoint import CheckpointRecord
+
+    real = store.get_store()
+    first = item(agent_id="first", sha256="1" * 64)
+    theirs = CheckpointRecord(
+        **{k: v for k, v in first.items() if k != "blob"}  # type: ignore[arg-type]
+    )
+
+    class Racing:
+        def add_new_record(self, record: Any) -> bool:
+            real.add_record(theirs)  # lands between the existence check and our write
+            return real.add_new_record(record)
+
+    monkeypatch.setattr(endpoint, "get_store", lambda: Racing())
+    answer = post(client, token, message(item(agent_id="second"))).json()
+    row = Checkpoint.objects.get()
+    assert (row.agent_id, row.sha256) == ("first", "1" * 64)
+    assert answer["recorded"] == [] and answer["existing"] == [item()["checkpoint_id"]]
+
+
 def test_checkpoint_endpoint_needs_a_reporter_token(client: Client) -> None:
     assert client.post(CHECKPOINTS_PATH, b"{}", content_type="application/json").status_code == 401
     viewer = testing.token_for(testing.make_user("v", "dashboard.view_dashboard"))
