@@ -132,6 +132,7 @@ def _copy_spans(cursor: Any, rows: Sequence[SpanRow]) -> None:
                     row.status_message,
                     _json_text(row.attributes),
                     _json_text(row.events),
+                    _json_text(row.links),
                     resource,
                 )
             )
