@@ -167,7 +167,7 @@ def item(**changes: Any) -> dict[str, Any]:
         "checkpoint_id": checkpoint_id,
         "agent_id": "a",
         "workflow_id": "w",
-        "created_at": 1_800_000_000.0,
+        "created_at": 1_700_000_000.0,
         "raw_size": 10,
         "stored_size": 8,
         "sha256": "0" * 64,
@@ -266,6 +266,20 @@ def test_a_checkpoint_recorded_meanwhile_is_not_replaced(
     row = Checkpoint.objects.get()
     assert (row.agent_id, row.sha256) == ("first", "1" * 64)
     assert answer["recorded"] == [] and answer["existing"] == [item()["checkpoint_id"]]
+
+
+def test_a_checkpoint_from_the_future_is_refused(client: Client, token: str) -> None:
+    """A row dated years ahead would be its group's newest forever: retention's
+    keep-last would delete the real checkpoints for it and its max age never comes."""
+    import time
+
+    ahead = item(created_at=time.time() + 365 * 86400)
+    response = post(client, token, message(ahead))
+    assert response.status_code == 400, response.content
+    assert "created_at" in response.json()["detail"]
+    assert not Checkpoint.objects.exists()
+    skewed = item(created_at=time.time() + 60)  # a worker's clock a minute ahead is fine
+    assert post(client, token, message(skewed)).status_code == 200
 
 
 def test_checkpoint_endpoint_needs_a_reporter_token(client: Client) -> None:
