@@ -243,3 +243,31 @@ def test_a_pooled_connection_whose_server_session_ended_is_not_handed_out() -> N
     second = in_thread(query_and_close)  # OperationalError before the fix
     assert second is not raw
     assert raw_is_open(second)
+
+
+def test_a_pooled_sqlite_connection_has_foreign_keys_enforced_again() -> None:
+    """Django turns foreign keys on when it opens a SQLite connection; code that turned
+    them off (a raw PRAGMA; a non-atomic schema editor whose final check failed) must
+    not hand the next request a connection that no longer enforces them."""
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite pragma")
+
+    def switch_off_and_close() -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA foreign_keys = OFF")
+        raw = connection.connection
+        connection.close()
+        return raw
+
+    def foreign_keys() -> tuple[Any, int]:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA foreign_keys")
+            (value,) = cursor.fetchone()
+        raw = connection.connection
+        connection.close()
+        return raw, value
+
+    first = in_thread(switch_off_and_close)
+    second, enforced = in_thread(foreign_keys)
+    assert second is first  # pooled, not reopened
+    assert enforced == 1
