@@ -14,7 +14,7 @@ middleware order and behaviour. An ``async def`` view still works: Django runs i
 event loop with ``async_to_sync`` while the request's thread waits, as under WSGI.
 
 A streaming response with a synchronous iterator (a file, a generator) is read chunk by
-chunk in a worker thread, so it neither blocks the event loop nor makes Django warn.
+chunk in the request's thread, so it neither blocks the event loop nor makes Django warn.
 Websockets do not pass through here (channels routes them).
 """
 
@@ -36,9 +36,13 @@ def _next_chunk(chunks: Iterator[Any]) -> Any:
 
 
 async def chunks_in_thread(content: Iterable[Any]) -> AsyncIterator[Any]:
-    """``content``'s chunks, each read in a worker thread (one in memory at a time)."""
+    """``content``'s chunks, each read in a worker thread (one in memory at a time).
+
+    The request's own thread (thread-sensitive): a generator that uses the ORM gets the
+    request's connection, which ``request_finished`` then closes (on any other thread
+    it would stay open, outside the pool, for good)."""
     chunks = iter(content)
-    read = sync_to_async(_next_chunk, thread_sensitive=False)
+    read = sync_to_async(_next_chunk, thread_sensitive=True)
     while (chunk := await read(chunks)) is not _DONE:
         yield chunk
 

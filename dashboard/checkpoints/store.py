@@ -281,6 +281,27 @@ class ModelMetadataIndex:
                 if attempt == _SEQ_ATTEMPTS - 1:
                     raise
 
+    def add_new_record(self, record: CheckpointRecord) -> bool:
+        """Insert ``record`` unless a row has its id (that row is left as it is);
+        whether it was inserted."""
+        fields = Checkpoint.fields_from_record(
+            record, storage_path=self.blobs.name(record.checkpoint_id)
+        )
+        for attempt in range(_SEQ_ATTEMPTS):
+            top = Checkpoint.objects.aggregate(top=Max("seq"))["top"] or 0
+            try:
+                with transaction.atomic():
+                    Checkpoint.objects.create(
+                        checkpoint_id=record.checkpoint_id, seq=top + 1, **fields
+                    )
+                return True
+            except IntegrityError:
+                if Checkpoint.objects.filter(pk=record.checkpoint_id).exists():
+                    return False
+                if attempt == _SEQ_ATTEMPTS - 1:
+                    raise
+        return False  # pragma: no cover - the loop returns or raises
+
     def get_record(self, checkpoint_id: str) -> CheckpointRecord | None:
         row = Checkpoint.objects.filter(pk=checkpoint_id).first()
         return None if row is None else row.to_record()
@@ -324,6 +345,10 @@ class DjangoCheckpointStore(CompositeCheckpointStore):
     def __init__(self, *, alias: str = "default", prefix: str = "checkpoints") -> None:
         blobs = DjangoStorageBlobStore(alias=alias, prefix=prefix)
         super().__init__(blobs, ModelMetadataIndex(blobs))
+
+    def add_new_record(self, record: CheckpointRecord) -> bool:
+        """:meth:`ModelMetadataIndex.add_new_record`: never replaces a row."""
+        return cast(ModelMetadataIndex, self.index).add_new_record(record)
 
     def __repr__(self) -> str:
         return f"DjangoCheckpointStore(alias={self.blobs.alias!r}, prefix={self.blobs.prefix!r})"

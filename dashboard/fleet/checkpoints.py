@@ -18,6 +18,7 @@ cannot rewrite another's record); the answer lists those ids.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,10 @@ from .report import InstanceIn
 
 MAX_ITEMS = 100
 MAX_METADATA_BYTES = 16 * 1024
+#: How far ahead of the dashboard's clock a ``created_at`` may be (workers' clocks
+#: drift). Further is refused: such a row would stay its group's newest for good, so
+#: retention's keep-last would delete the real checkpoints and its max age never come.
+MAX_CLOCK_AHEAD = 3600.0
 BLOB_SUFFIX = ".ckpt"
 _Name = Annotated[str, Field(pattern=rf"^{NAME_PATTERN.pattern}$", max_length=128)]
 _Size = Annotated[int, Field(ge=0, le=2**62)]
@@ -85,12 +90,24 @@ class CheckpointsMessageIn(BaseModel):
     checkpoints: Annotated[list[CheckpointIn], Field(max_length=MAX_ITEMS)]
 
 
-def parse_message(body: bytes) -> CheckpointsMessageIn:
-    """The validated message in ``body``.
+def parse_message(body: bytes, *, now: float | None = None) -> CheckpointsMessageIn:
+    """The validated message in ``body`` (``now``: the server's epoch seconds).
 
     Raises:
         ValueError: not JSON, a NUL character, or a rule broken (the field is named).
     """
+    message = _parse(body)
+    latest = (time.time() if now is None else now) + MAX_CLOCK_AHEAD
+    for i, item in enumerate(message.checkpoints):
+        if item.created_at > latest:
+            raise ValueError(
+                f"checkpoints.{i}.created_at: more than {MAX_CLOCK_AHEAD:.0f} s ahead of "
+                "the dashboard's clock"
+            )
+    return message
+
+
+def _parse(body: bytes) -> CheckpointsMessageIn:
     if b"\x00" in body or b"\\u0000" in body:
         raise ValueError("the message must not contain NUL characters")
     try:
@@ -124,8 +141,9 @@ def record_checkpoints(*, message: CheckpointsMessageIn) -> dict[str, Any]:
     for item in message.checkpoints:
         if item.checkpoint_id in existing:
             continue
-        store.add_record(item.record())
         existing.add(item.checkpoint_id)
+        if not store.add_new_record(item.record()):  # recorded meanwhile by another writer
+            continue
         recorded.append(item.checkpoint_id)
     return {
         "recorded": recorded,

@@ -1,7 +1,8 @@
 """Two traces side by side: spans matched by their path of (service, name) from the root.
 
-A span's key is its parent's key plus ``(service, name, n)``, where ``n`` counts the
-earlier siblings with the same service and name (the third ``db.query`` under the
+A span's key is its parent's key plus ``(service, name, n)`` (stored as the parent
+key's number and that triple, so a deep trace costs memory linear in its spans), where
+``n`` counts the earlier siblings with the same service and name (the third ``db.query`` under the
 same parent matches the third one in the other trace). Matched spans are compared on
 duration; a change beyond ``threshold`` (a fraction: 0.2 is 20%) marks them slower or
 faster. Spans present in one trace only are "only in A" / "only in B". Rows come out
@@ -19,7 +20,8 @@ from .waterfall import TraceDetail, WaterfallRow
 
 DEFAULT_THRESHOLD = 0.2
 
-_Key = tuple[tuple[str, str, int], ...]
+# (number of the parent's key, 0 at the root; service; name; n)
+_Key = tuple[int, str, str, int]
 
 
 class Change(Enum):
@@ -83,17 +85,19 @@ class Comparison:
         return {change.value: self.count(change) for change in Change}
 
 
-def _keys(detail: TraceDetail) -> dict[_Key, WaterfallRow]:
-    """Each row's key; rows are depth-first, so a parent is keyed before its children."""
-    by_span: dict[str, _Key] = {}
-    seen: dict[tuple[_Key, str, str], int] = {}
+def _keys(detail: TraceDetail, numbers: dict[_Key, int]) -> dict[_Key, WaterfallRow]:
+    """Each row's key; rows are depth-first, so a parent is keyed before its children.
+    ``numbers`` (shared by both traces) numbers the keys from 1; a key's parent always
+    has a smaller number."""
+    by_span: dict[str, int] = {}
+    seen: dict[tuple[int, str, str], int] = {}
     out: dict[_Key, WaterfallRow] = {}
     for row in detail.rows:  # children come in start order within their parent
-        parent = by_span.get(row.parent_span_id or "", ())
+        parent = by_span.get(row.parent_span_id or "", 0)
         n = seen.get((parent, row.service, row.name), 0)
         seen[(parent, row.service, row.name)] = n + 1
-        key = (*parent, (row.service, row.name, n))
-        by_span[row.span_id] = key
+        key = (parent, row.service, row.name, n)
+        by_span[row.span_id] = numbers.setdefault(key, len(numbers) + 1)
         out[key] = row
     return out
 
@@ -116,10 +120,11 @@ def _change(a: WaterfallRow | None, b: WaterfallRow | None, threshold: float) ->
 def compare(a: TraceDetail, b: TraceDetail, *, threshold: float = DEFAULT_THRESHOLD) -> Comparison:
     if not 0 <= threshold < 100:
         raise ValueError(f"threshold must be a fraction in [0, 100), got {threshold!r}")
-    in_a, in_b = _keys(a), _keys(b)
-    children: dict[_Key, list[_Key]] = {}
+    numbers: dict[_Key, int] = {}
+    in_a, in_b = _keys(a, numbers), _keys(b, numbers)
+    children: dict[int, list[_Key]] = {}
     for key in [*in_a, *(k for k in in_b if k not in in_a)]:
-        children.setdefault(key[:-1], []).append(key)
+        children.setdefault(key[0], []).append(key)
     result = Comparison(a, b, threshold)
     scale = max(a.duration_us, b.duration_us, 1)
     a0 = min((row.start_us for row in a.rows), default=0)
@@ -130,16 +135,14 @@ def compare(a: TraceDetail, b: TraceDetail, *, threshold: float = DEFAULT_THRESH
             return None
         return f"{(row.start_us - t0) * 100 / scale:.3f}", f"{row.duration_us * 100 / scale:.3f}"
 
-    stack = list(reversed(children.get((), [])))
+    stack = [(key, 0) for key in reversed(children.get(0, []))]
     while stack:
-        key = stack.pop()
+        key, depth = stack.pop()
         row_a, row_b = in_a.get(key), in_b.get(key)
-        service, name, _ = key[-1]
+        _, service, name, _ = key
         change = _change(row_a, row_b, threshold)
         result.rows.append(
-            CompareRow(
-                service, name, len(key) - 1, change, row_a, row_b, bar(row_a, a0), bar(row_b, b0)
-            )
+            CompareRow(service, name, depth, change, row_a, row_b, bar(row_a, a0), bar(row_b, b0))
         )
-        stack.extend(reversed(children.get(key, [])))
+        stack.extend((child, depth + 1) for child in reversed(children.get(numbers[key], [])))
     return result

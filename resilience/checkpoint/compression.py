@@ -241,12 +241,10 @@ def decompress(
 
 def _zstd_compressor(size: int) -> zstandard.ZstdCompressor:
     if size >= ZSTD_THREADS_MIN_SIZE and ZSTD_THREADS > 1:
-        threaded: zstandard.ZstdCompressor | None = getattr(_local, "threaded", None)
-        if threaded is None:
-            threaded = _local.threaded = zstandard.ZstdCompressor(
-                level=ZSTD_LEVEL, threads=ZSTD_THREADS
-            )
-        return threaded
+        # Made per call, never kept: it owns worker threads while it lives, and a child
+        # forked meanwhile would wait for them forever (using or freeing it). Starting
+        # them costs far less than compressing megabytes.
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS)
     compressor: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
     if compressor is None:
         compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 from asgiref import sync as asgiref_sync
+from django.contrib.auth.models import User
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.test import override_settings
 from django.urls import path
 
+from dashboard.db import pool
 from dashboard.handler import OneHopASGIHandler, chunks_in_thread
 from tests.asgi import asgi_request, response_of
 
@@ -53,7 +56,25 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(chunks())
 
 
-urlpatterns = [path("plain/", plain), path("async/", coroutine_view), path("stream/", stream)]
+stream_connections: list[Any] = []
+
+
+def db_stream(request: HttpRequest) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(3):
+            count = User.objects.count()
+            stream_connections.append(connection.connection)
+            yield f"{count};".encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+urlpatterns = [
+    path("plain/", plain),
+    path("async/", coroutine_view),
+    path("stream/", stream),
+    path("db-stream/", db_stream),
+]
 
 SETTINGS = {
     "ROOT_URLCONF": __name__,
@@ -145,3 +166,20 @@ async def test_chunks_in_thread_reads_lazily() -> None:
     assert await reader.__anext__() == 0
     assert produced == [0]  # one chunk at a time, not the whole body
     assert [n async for n in reader] == [1, 2, 3, 4]
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(**SETTINGS)
+async def test_a_stream_that_queries_gives_its_connection_back_at_the_end() -> None:
+    """The chunks ran on arbitrary executor threads: a connection the generator opened
+    there was never closed nor pooled (request_finished closes the request thread's)."""
+    for raw in pool.clear():
+        raw.close()
+    stream_connections.clear()
+    status, body, _ = await get(OneHopASGIHandler(), "/db-stream/")
+    assert (status, body) == (200, b"0;0;0;")
+    returned = pool.clear()
+    for raw in {id(c): c for c in stream_connections}.values():
+        assert any(raw is r for r in returned), "a connection the stream used was kept"
+    for raw in returned:
+        raw.close()

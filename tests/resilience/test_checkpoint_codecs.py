@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +165,43 @@ def test_every_registered_codec_round_trips_any_state_through_the_manager(
             assert manager.load_checkpoint(checkpoint_id) == state
     finally:
         CODECS.unregister("xor")
+
+
+_FORK_AFTER_LARGE_COMPRESS = """
+import os, sys, threading
+from resilience.checkpoint import compression as c
+c.ZSTD_THREADS = 2
+data = bytes(range(256)) * (c.ZSTD_THREADS_MIN_SIZE // 256 + 1)
+c.compress("zstd", data)  # on this thread
+done, stop = threading.Event(), threading.Event()
+def other():
+    c.compress("zstd", data)  # and on a thread that lives on across the fork
+    done.set()
+    stop.wait()
+helper = threading.Thread(target=other)
+helper.start()
+done.wait()
+pid = os.fork()
+if pid == 0:
+    out = c.compress("zstd", data)
+    os._exit(0 if c.decompress("zstd", out, len(data), len(data)) == data else 2)
+_, status = os.waitpid(pid, 0)
+stop.set()
+helper.join()
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
+def test_a_child_forked_after_large_compressions_can_compress() -> None:
+    """A zstd compressor with worker threads keeps them while it lives; in a forked
+    child they do not exist, and using or freeing the parent's compressor there waited
+    for them forever (the child hung at fork or at its first large save)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _FORK_AFTER_LARGE_COMPRESS], env=env, timeout=30
+        )
+    except subprocess.TimeoutExpired:  # a hang guard, not a speed check
+        pytest.fail("the forked child hung")
+    assert result.returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 from django.db.backends.postgresql import base, creation
@@ -23,6 +24,7 @@ class DatabaseWrapper(PooledConnectionMixin, base.DatabaseWrapper):
         return bool(
             not connection.closed
             and connection.info.transaction_status == pq.TransactionStatus.IDLE
+            and not _has_input(connection)
         )
 
     def _adopt(self, connection: Any) -> None:
@@ -32,3 +34,16 @@ class DatabaseWrapper(PooledConnectionMixin, base.DatabaseWrapper):
         self.isolation_level = (
             IsolationLevel.READ_COMMITTED if level is None else IsolationLevel(level)
         )
+
+
+def _has_input(connection: Any) -> bool:
+    """True when an idle connection's socket is readable: the server ended the session
+    (restart, pg_terminate_backend, idle timeout) and the driver has not noticed yet.
+    An idle session's server sends nothing unprompted (no LISTEN here), so no round trip
+    is needed to tell."""
+    try:
+        poller = select.poll()
+        poller.register(connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # no socket any more
+        return True

@@ -24,3 +24,8 @@ class DatabaseWrapper(PooledConnectionMixin, base.DatabaseWrapper):
             return not connection.in_transaction
         except Exception:  # noqa: BLE001 - sqlite3.ProgrammingError: already closed
             return False
+
+    def _adopt(self, connection: Any) -> None:
+        # As Django's get_new_connection: foreign keys enforced (code may have turned
+        # them off on this connection: a non-atomic schema editor whose check failed does).
+        connection.execute("PRAGMA foreign_keys = ON")

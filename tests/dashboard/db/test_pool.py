@@ -182,3 +182,60 @@ async def test_successive_asgi_requests_share_one_connection(
     # Without the pool: 10. A background thread (the span writer) may take the pooled
     # connection once and keep it, so the next request opens a second one.
     assert len(opened) <= 2
+
+
+def test_a_pooled_connection_whose_server_session_ended_is_not_handed_out() -> None:
+    """After a PostgreSQL restart (or pg_terminate_backend) an idle pooled connection
+    looks open to the driver until it is used: the next request must not get it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("server-side session end is a PostgreSQL case")
+    import psycopg
+
+    def pooled_backend() -> tuple[Any, int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (pid,) = cursor.fetchone()
+        raw = connection.connection
+        connection.close()
+        return raw, pid
+
+    raw, pid = in_thread(pooled_backend)
+    assert pool.idle_count() == 1
+    # As a server restart: the server ends the session; the client has not noticed.
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+            admin.execute("SELECT pg_stat_clear_snapshot()")
+    assert not raw.closed  # the driver has not noticed
+
+    second = in_thread(query_and_close)  # OperationalError before the fix
+    assert second is not raw
+    assert raw_is_open(second)
+
+
+def test_a_pooled_sqlite_connection_has_foreign_keys_enforced_again() -> None:
+    """Django turns foreign keys on when it opens a SQLite connection; code that turned
+    them off (a raw PRAGMA; a non-atomic schema editor whose final check failed) must
+    not hand the next request a connection that no longer enforces them."""
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite pragma")
+
+    def switch_off_and_close() -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA foreign_keys = OFF")
+        raw = connection.connection
+        connection.close()
+        return raw
+
+    def foreign_keys() -> tuple[Any, int]:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA foreign_keys")
+            (value,) = cursor.fetchone()
+        raw = connection.connection
+        connection.close()
+        return raw, value
+
+    first = in_thread(switch_off_and_close)
+    second, enforced = in_thread(foreign_keys)
+    assert second is first  # pooled, not reopened
+    assert enforced == 1

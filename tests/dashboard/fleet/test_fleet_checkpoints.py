@@ -167,7 +167,7 @@ def item(**changes: Any) -> dict[str, Any]:
         "checkpoint_id": checkpoint_id,
         "agent_id": "a",
         "workflow_id": "w",
-        "created_at": 1_800_000_000.0,
+        "created_at": 1_700_000_000.0,
         "raw_size": 10,
         "stored_size": 8,
         "sha256": "0" * 64,
@@ -240,6 +240,46 @@ def test_an_existing_checkpoint_is_never_replaced(client: Client, token: str) ->
     again = post(client, token, message(item(agent_id="other")))
     assert again.json() == again.json() | {"recorded": [], "existing": [item()["checkpoint_id"]]}
     assert Checkpoint.objects.get().agent_id == "a"
+
+
+def test_a_checkpoint_recorded_meanwhile_is_not_replaced(
+    client: Client, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer (the worker's own manager, a second post) records the id after
+    this request looked for it and before it writes: the row that won stays."""
+    from dashboard.fleet import checkpoints as endpoint
+    from resilience.checkpoint import CheckpointRecord
+
+    real = store.get_store()
+    first = item(agent_id="first", sha256="1" * 64)
+    theirs = CheckpointRecord(
+        **{k: v for k, v in first.items() if k != "blob"}  # type: ignore[arg-type]
+    )
+
+    class Racing:
+        def add_new_record(self, record: Any) -> bool:
+            real.add_record(theirs)  # lands between the existence check and our write
+            return real.add_new_record(record)
+
+    monkeypatch.setattr(endpoint, "get_store", lambda: Racing())
+    answer = post(client, token, message(item(agent_id="second"))).json()
+    row = Checkpoint.objects.get()
+    assert (row.agent_id, row.sha256) == ("first", "1" * 64)
+    assert answer["recorded"] == [] and answer["existing"] == [item()["checkpoint_id"]]
+
+
+def test_a_checkpoint_from_the_future_is_refused(client: Client, token: str) -> None:
+    """A row dated years ahead would be its group's newest forever: retention's
+    keep-last would delete the real checkpoints for it and its max age never comes."""
+    import time
+
+    ahead = item(created_at=time.time() + 365 * 86400)
+    response = post(client, token, message(ahead))
+    assert response.status_code == 400, response.content
+    assert "created_at" in response.json()["detail"]
+    assert not Checkpoint.objects.exists()
+    skewed = item(created_at=time.time() + 60)  # a worker's clock a minute ahead is fine
+    assert post(client, token, message(skewed)).status_code == 200
 
 
 def test_checkpoint_endpoint_needs_a_reporter_token(client: Client) -> None:

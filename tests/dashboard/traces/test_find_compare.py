@@ -228,6 +228,30 @@ def test_compare_unit_children_of_unmatched_spans_are_unmatched_too() -> None:
     ]
 
 
+def test_compare_unit_a_deep_trace_costs_memory_linear_in_its_spans() -> None:
+    """Keys were whole root paths: a chain of 10,000 spans (what an ingest token can
+    send, and the page's span limit) made ~50 million tuple entries, 1.2 GB and 26 s
+    for one compare request."""
+    import tracemalloc
+
+    from dashboard.traces.waterfall import MAX_TRACE_SPANS
+
+    chain = [
+        (f"s{i}", f"s{i - 1}" if i else None, "op", i, MAX_TRACE_SPANS - i)
+        for i in range(MAX_TRACE_SPANS)
+    ]
+    a, b = _detail(*chain), _detail(*chain)
+    tracemalloc.start()
+    try:
+        result = compare(a, b)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [r.depth for r in result.rows] == list(range(MAX_TRACE_SPANS))
+    assert {r.change for r in result.rows} == {Change.SAME}
+    assert peak < 100 * 1024 * 1024  # linear: a few MB; quadratic: over a gigabyte
+
+
 # ---- critical path in the waterfall ------------------------------------------------------------
 
 
