@@ -44,7 +44,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.db.models.signals import post_delete
 from django.utils.crypto import salted_hmac
 
