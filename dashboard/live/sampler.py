@@ -23,8 +23,6 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.layers import get_channel_layer
-
 from dashboard import selectors
 from resilience import telemetry
 from resilience.circuit_breaker import circuit_breaker_registry
@@ -32,6 +30,7 @@ from resilience.rate_limiter import rate_limiter_registry
 
 from . import fragments
 from .broadcast import LIMITERS, METRICS, OVERVIEW, PROCESS, Broadcaster
+from .fanout import local_groups
 
 logger = logging.getLogger(__name__)
 
@@ -174,15 +173,13 @@ class Sampler:
         self.ticks += 1
         for name in self.changed_breakers(breakers):
             self.broadcaster.mark(name)
-        layer = get_channel_layer()
-        if layer is None:
-            return
+        # Rendered once per page; the same message goes to each of its sockets.
         if self.watchers["metrics"]:
-            await layer.group_send(
+            await local_groups.group_send(
                 METRICS, {"type": "live.fragment", "html": fragments.sample(sample)}
             )
         if self.watchers["limiters"]:
-            await layer.group_send(
+            await local_groups.group_send(
                 LIMITERS, {"type": "live.fragment", "html": fragments.limiter_rows(limiters)}
             )
         if self.watchers["overview"]:
@@ -192,7 +189,7 @@ class Sampler:
                 busiest=selectors.busiest_limiters(limiters),
                 limiter_count=len(limiters),
             ) + fragments.sample(sample)
-            await layer.group_send(OVERVIEW, {"type": "live.fragment", "html": html})
+            await local_groups.group_send(OVERVIEW, {"type": "live.fragment", "html": html})
 
     def stats(self) -> dict[str, Any]:
         return {
