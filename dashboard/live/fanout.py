@@ -59,15 +59,27 @@ class LocalGroups:
         Every member receives the same dict: members must not mutate it.
         """
         members = list(self._groups.get(group, ()))
-        delivered = 0
+        delivered = failed = 0
+        first: Exception | None = None
         for member in members:
             try:
                 await member.deliver(message)
-            except Exception:  # one broken socket must not starve the others
-                self.errors += 1
-                logger.exception("live fan-out to a socket of %s failed", group)
+            except Exception as exc:  # one broken socket must not starve the others
+                failed += 1
+                first = first or exc
             else:
                 delivered += 1
+        if first is not None:
+            # Usually sockets that closed while the push was on its way: one line per push.
+            self.errors += failed
+            logger.warning(
+                "live push to %s: %d of %d sockets failed, first: %r",
+                group,
+                failed,
+                len(members),
+                first,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
         self.sent += delivered
         return delivered
 

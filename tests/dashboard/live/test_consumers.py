@@ -231,3 +231,25 @@ async def test_a_closed_socket_leaves_the_fan_out(connect: Connect) -> None:
     await communicator.disconnect()
     assert local_groups.count(METRICS) == 0
     assert await local_groups.group_send(METRICS, {"type": "live.fragment", "html": "x"}) == 0
+
+
+async def test_a_failing_socket_does_not_stop_the_fan_out() -> None:
+    from dashboard.live.fanout import LocalGroups
+
+    got: list[str] = []
+
+    class Member:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+
+        async def deliver(self, message: dict[str, Any]) -> None:
+            if self.fail:
+                raise ConnectionError("closed")
+            got.append(message["html"])
+
+    groups = LocalGroups()
+    members = [Member(False), Member(True), Member(False)]
+    for member in members:
+        groups.add("g", member)
+    assert await groups.group_send("g", {"type": "live.fragment", "html": "x"}) == 2
+    assert got == ["x", "x"] and groups.errors == 1
