@@ -91,8 +91,8 @@ def _use_channel_layer() -> None:
             await get_channel_layer().group_send(group, message)
             return 0
 
-    broadcast.local_groups = ThroughLayer()  # type: ignore[assignment]
-    sampler.local_groups = ThroughLayer()  # type: ignore[attr-defined,assignment]
+    for module in (broadcast, sampler):
+        module.__dict__["local_groups"] = ThroughLayer()
     consumers.LiveConsumer.dispatch = AsyncConsumer.dispatch  # type: ignore[method-assign]
     consumers.LiveConsumer.deliver = AsyncConsumer.dispatch  # type: ignore[method-assign]
 
