@@ -88,6 +88,13 @@ class TraceSummary(models.Model):
             models.Index(fields=["duration_us"], name="trace_duration"),
             models.Index(fields=["span_count"], name="trace_span_count"),
             models.Index(fields=["error_count", "start_us"], name="trace_errors"),
+            # "Errors only", newest first: walked in order, stopping after a page (the
+            # index above makes the database sort every failed trace first).
+            models.Index(
+                fields=["start_us", "trace_id"],
+                condition=Q(error_count__gt=0),
+                name="trace_error_start",
+            ),
             models.Index(fields=["end_us"], name="trace_end"),
         ]
 
