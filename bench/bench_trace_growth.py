@@ -150,9 +150,7 @@ def _measure(repeats: int) -> dict[str, float]:
         label: _median_ms(lambda p=params: search_traces(query=TraceQuery(**p)), repeats)
         for label, params in CASES.items()
     }
-    results["distinct span names"] = _median_ms(
-        lambda: distinct_values(field_name="name"), repeats
-    )
+    results["distinct span names"] = _median_ms(lambda: distinct_values(field_name="name"), repeats)
     return results
 
 

@@ -331,9 +331,7 @@ def _among(trace_ids: list[str]) -> RawSQL:
     each trace against the list (built once per query) and stops after a page.
     """
     if connection.vendor == "postgresql":
-        return RawSQL(
-            '"traces_tracesummary"."trace_id" = ANY(%s)', (trace_ids,), BooleanField()
-        )
+        return RawSQL('"traces_tracesummary"."trace_id" = ANY(%s)', (trace_ids,), BooleanField())
     return RawSQL(
         '+"traces_tracesummary"."trace_id" IN (SELECT value FROM json_each(%s))',
         (orjson.dumps(trace_ids).decode(),),
