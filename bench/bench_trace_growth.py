@@ -146,10 +146,10 @@ def _median_ms(run: Callable[[], object], repeats: int) -> float:
 def _measure(repeats: int) -> dict[str, float]:
     from dashboard.traces.selectors import TraceQuery, distinct_values, search_traces
 
-    results = {
-        label: _median_ms(lambda p=params: search_traces(query=TraceQuery(**p)), repeats)
-        for label, params in CASES.items()
-    }
+    def search(params: dict[str, Any]) -> Callable[[], object]:
+        return lambda: search_traces(query=TraceQuery(**params))
+
+    results = {label: _median_ms(search(params), repeats) for label, params in CASES.items()}
     results["distinct span names"] = _median_ms(lambda: distinct_values(field_name="name"), repeats)
     return results
 

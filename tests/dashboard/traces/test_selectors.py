@@ -29,7 +29,7 @@ def store() -> list[dict[str, Any]]:
         start_us = T0_US + i * 1_000 + rng.randrange(500)
         duration = rng.randrange(1, 10_000) * 10 + i  # distinct
         spans = []
-        for j in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(1, 3)):
             spans.append(
                 {
                     "service": rng.choice("abc"),
