@@ -255,9 +255,15 @@ def _matching_spans(
 ) -> QuerySet[SpanRecord] | None:
     if not (query.service or query.name or query.attribute):
         return None
+    return _spans_where(query, since, until, service=query.service)
+
+
+def _spans_where(
+    query: TraceQuery, since: int | None, until: int | None, *, service: str
+) -> QuerySet[SpanRecord]:
     spans = SpanRecord.objects.order_by()
-    if query.service:
-        spans = spans.filter(service=query.service)
+    if service:
+        spans = spans.filter(service=service)
     if query.name:
         spans = spans.filter(name=query.name)
     if since is not None:
@@ -346,11 +352,19 @@ def search_traces(*, query: TraceQuery, chart_limit: int = 500) -> TraceSearch:
     traces = _summaries(query, since, until)
     spans = _matching_spans(query, since, until)
     if spans is not None:
-        ids = list(spans.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
-        if len(ids) <= SELECTIVE_SPANS:
-            traces = traces.filter(_among(list(dict.fromkeys(ids))))
+        matching = Exists(spans.filter(trace_id=OuterRef("trace_id")))
+        # Service and name together have no index of their own: collect the ids by the
+        # name's index alone (read without span rows), and let the EXISTS probe (from the
+        # trace_id index, also without span rows) check the service on those traces only.
+        both = bool(query.service and query.name and query.attribute is None)
+        collect = _spans_where(query, since, until, service="") if both else spans
+        ids = list(collect.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
+        if len(ids) > SELECTIVE_SPANS:
+            traces = traces.filter(matching)
+        elif both:
+            traces = traces.filter(_among(list(dict.fromkeys(ids)))).filter(matching)
         else:
-            traces = traces.filter(Exists(spans.filter(trace_id=OuterRef("trace_id"))))
+            traces = traces.filter(_among(list(dict.fromkeys(ids))))
     return _search_in_database(traces, query, chart_limit)
 
 
