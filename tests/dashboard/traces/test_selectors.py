@@ -144,3 +144,17 @@ def test_every_page_matches_a_brute_force_search(
         else:
             assert found.page.total == min(len(every), cap)
             assert found.page.total_capped == (len(every) >= cap)
+
+
+def test_distinct_values_are_sorted_and_limited(store: list[dict[str, Any]]) -> None:
+    services = sorted({s["service"] for t in store for s in t["span_list"]})
+    assert selectors.distinct_values(field_name="service") == services
+    assert selectors.distinct_values(field_name="service", limit=2) == services[:2]
+    assert selectors.distinct_values(field_name="name") == ["x", "y"]
+
+
+@pytest.mark.django_db
+def test_distinct_values_of_an_empty_store_and_a_bad_field() -> None:
+    assert selectors.distinct_values(field_name="name") == []
+    with pytest.raises(ValueError, match="field_name"):
+        selectors.distinct_values(field_name="status")
