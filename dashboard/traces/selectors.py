@@ -3,7 +3,8 @@
 Search reads TraceSummary (one row per trace, indexed on each sort key), so no
 query groups a million spans. Span-level filters (service, name, attribute) are
 planned by how many spans match: up to SELECTIVE_SPANS, their trace ids are
-collected once and passed back as one parameter (a JSON array on SQLite, an array on
+collected once; up to FEW_TRACES of them are read by primary key, more are passed
+back as one parameter (a JSON array on SQLite, an array on
 PostgreSQL), and the summaries are walked in the sort's index order, each checked
 against that set, stopping after a page; beyond that, summaries are walked in index
 order with a correlated EXISTS on the spans' trace_id index, which finds a page of
@@ -70,6 +71,7 @@ SORTS: dict[str, tuple[str, tuple[str, ...], Callable[[_Row], tuple[Any, ...]]]]
     "errors": ("Most errors", ("-error_count", "-start_us"), _key_errors),
 }
 SELECTIVE_SPANS = 20_000
+FEW_TRACES = 1_000
 COUNT_CAP = 1_000
 _ROW_FIELDS = (
     "trace_id",
@@ -358,12 +360,16 @@ def search_traces(*, query: TraceQuery, chart_limit: int = 500) -> TraceSearch:
         both = bool(query.service and query.name and query.attribute is None)
         collect = _spans_where(query, since, until, service="") if both else spans
         ids = list(collect.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
+        unique = list(dict.fromkeys(ids))
         if len(ids) > SELECTIVE_SPANS:
             traces = traces.filter(matching)
-        elif both:
-            traces = traces.filter(_among(list(dict.fromkeys(ids)))).filter(matching)
         else:
-            traces = traces.filter(_among(list(dict.fromkeys(ids))))
+            # A few traces: fetched by primary key and sorted. More: the sort key's index
+            # walked against the id set, stopping after a page.
+            among = Q(trace_id__in=unique) if len(unique) <= FEW_TRACES else _among(unique)
+            traces = traces.filter(among)
+            if both:
+                traces = traces.filter(matching)
     return _search_in_database(traces, query, chart_limit)
 
 

@@ -115,18 +115,20 @@ FILTERS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("selective", [True, False], ids=["id-set", "exists"])
+@pytest.mark.parametrize("plan", ["by-key", "id-set", "exists"])
 @pytest.mark.parametrize("sort", list(selectors.SORTS))
 @pytest.mark.parametrize("filters", FILTERS, ids=lambda f: ",".join(f) or "none")
 def test_every_page_matches_a_brute_force_search(
     store: list[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
-    selective: bool,
+    plan: str,
     sort: str,
     filters: dict[str, Any],
 ) -> None:
     monkeypatch.setattr(selectors, "COUNT_CAP", 7)
-    if not selective:
+    if plan == "id-set":
+        monkeypatch.setattr(selectors, "FEW_TRACES", 0)
+    elif plan == "exists":
         monkeypatch.setattr(selectors, "SELECTIVE_SPANS", 0)
     every = expected(store, TraceQuery(sort=sort, **filters))
     per_page = 4
