@@ -17,7 +17,8 @@ Both run twice, side by side: the in-process fan-out (what the server does), and
 channel-layer path it replaced (every push ``group_send`` through the in-memory layer,
 channels' own ``dispatch`` with its database-thread hop per message), switched on in
 the server child only. The load client shares the machine's cores with the server.
-Run time is bounded (about 2 minutes; BENCH_QUICK=1: 100 sockets, about 30 s).
+Run time is bounded (about 5 minutes on a loaded 2-core machine; BENCH_QUICK=1: 100
+sockets, about 40 s).
 """
 
 from __future__ import annotations
