@@ -1,9 +1,10 @@
-"""Breaker transitions → channel-layer groups, event-driven and coalesced per breaker.
+"""Breaker transitions → the live pages' sockets, event-driven and coalesced per breaker.
 
 The bus listener runs on whatever thread tripped the breaker, so it only records the
 breaker's name in a dirty set and wakes the broadcaster task on the server's event
-loop (``call_soon_threadsafe``; the in-memory channel layer is not thread-safe). The
-task renders each dirty breaker's *current* state once and ``group_send``s it, so any
+loop (``call_soon_threadsafe``; the sockets live on that loop). The task renders each
+dirty breaker's *current* state once and hands that one message to every socket of the
+group in this process (:mod:`.fanout`, not the channel layer), so any
 number of transitions in a burst become one push, and a breaker is pushed at most once
 per ``min_interval`` (leading edge immediately, trailing edge when the interval ends):
 a flapping breaker cannot flood a socket. History rows follow in a second message once
@@ -34,7 +35,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from channels.db import DatabaseSyncToAsync
-from channels.layers import get_channel_layer
 
 from dashboard import runtime, selectors
 from dashboard.breakers import recorder
@@ -42,6 +42,7 @@ from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.events import BreakerStateChanged, Event
 
 from . import fragments
+from .fanout import local_groups
 
 logger = logging.getLogger(__name__)
 
@@ -202,19 +203,22 @@ class Broadcaster:
                     logger.exception("live broadcast of %s failed", due)
 
     async def push(self, names: Iterable[str]) -> None:
-        """Send the current state of ``names`` now; their history follows."""
-        layer = get_channel_layer()
-        if layer is None:
-            return
+        """Send the current state of ``names`` now; their history follows.
+
+        Each fragment is rendered once and the same message goes to every socket of
+        this process (:mod:`.fanout`), not through the channel layer.
+        """
         pushed: list[str] = []
         for card in await _cards(list(names)):
             message = {"type": "breaker.state", "name": card.name, "state": card.state.value}
-            await layer.group_send(
-                group("breakers"), {**message, "html": fragments.breaker_state(card, oob=True)}
-            )
-            await layer.group_send(
-                group("overview"), {**message, "html": fragments.overview_chip(card, oob=True)}
-            )
+            if local_groups.count(group("breakers")):
+                await local_groups.group_send(
+                    group("breakers"), {**message, "html": fragments.breaker_state(card, oob=True)}
+                )
+            if local_groups.count(group("overview")):
+                await local_groups.group_send(
+                    group("overview"), {**message, "html": fragments.overview_chip(card, oob=True)}
+                )
             pushed.append(card.name)
             self.pushes += 1
         if pushed and self.history:
@@ -228,14 +232,13 @@ class Broadcaster:
                     task.add_done_callback(self._side_tasks.discard)
 
     async def _push_history(self, names: list[str], delay: float = 0.0) -> None:
-        layer = get_channel_layer()
         try:
             if delay > 0:
                 # Another process made these transitions and writes their rows.
                 await asyncio.sleep(delay)
             rendered = await _render_histories(names, self.history)
             for name, html in rendered:
-                await layer.group_send(
+                await local_groups.group_send(
                     group("breakers"), {"type": "breaker.history", "name": name, "html": html}
                 )
         except Exception:

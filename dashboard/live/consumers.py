@@ -13,6 +13,11 @@ and the page says "logged out". Logging out also closes that session's sockets a
 the ``user_logged_out`` signal sends ``auth.session_ended`` to the session's group
 (named by a hash of the session key, so no key travels through Redis).
 
+Pushes from this process's broadcaster and sampler do not go through the channel layer:
+:mod:`.fanout` hands the same rendered message to every consumer of the group
+(``deliver``). Until a consumer has sent its initial state, it keeps those messages in
+a backlog and sends them after, in order, as the channel layer's queue did.
+
 Concurrency: each consumer runs one re-authorisation task on the server's event loop,
 cancelled on disconnect; the database checks run in the sync thread pool.
 """
@@ -27,6 +32,7 @@ from importlib import import_module
 from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -42,6 +48,7 @@ from dashboard import selectors
 from dashboard.permissions import VIEW_DASHBOARD
 
 from . import broadcast, fragments, runtime
+from .fanout import local_groups
 
 CLOSE_LOGGED_OUT = 4401
 CLOSE_FORBIDDEN = 4403
@@ -94,6 +101,32 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     joined = False
     session_joined: str | None = None
     reauth: asyncio.Task[None] | None = None
+    # Pushes that arrived before the initial state was sent (None once it was).
+    backlog: list[dict[str, Any]] | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # channels' dispatch first hops to the database thread to close stale
+        # connections, for every message of every socket: at 1,000 sockets, 1,000
+        # serialised thread hops per push. These handlers reach the database only
+        # through database_sync_to_async, which closes stale connections itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        """A push from this process's fan-out (the same dict for every socket)."""
+        if self.backlog is not None:
+            self.backlog.append(message)
+            return
+        await self.dispatch(message)
+
+    async def drain_backlog(self) -> None:
+        """Send the pushes held while connecting, in order; later ones go straight out."""
+        backlog = self.backlog or []
+        while backlog:
+            await self.dispatch(backlog.pop(0))
+        self.backlog = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -106,6 +139,8 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         process_runtime.start().start_live()
         self.group = self.group_name()
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.backlog = []
+        local_groups.add(self.group, self)
         self.joined = True
         runtime.sampler.watchers[self.page] += 1
         session = self.scope.get("session")
@@ -118,6 +153,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         html = await self.initial()
         if html:
             await self.send(text_data=html)
+        await self.drain_backlog()
 
     async def _reauthorise(self, user_pk: Any, session_key: str | None) -> None:
         interval = float(getattr(settings, "LIVE_REAUTH_INTERVAL", DEFAULT_REAUTH_INTERVAL))
@@ -129,11 +165,17 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 logger.exception("could not re-authorise a websocket; trying again")
                 continue
             if code is not None:
-                await self.close(code=code)
+                await self.revoke(code)
                 return
 
     async def auth_session_ended(self, event: dict[str, Any]) -> None:
-        await self.close(code=CLOSE_LOGGED_OUT)
+        await self.revoke(CLOSE_LOGGED_OUT)
+
+    async def revoke(self, code: int) -> None:
+        """Close for lost access; no push reaches the socket from now on."""
+        local_groups.discard(self.group, self)
+        self.backlog = None
+        await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
         task, self.reauth = self.reauth, None
@@ -146,6 +188,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.session_joined = None
         if self.joined:
             self.joined = False
+            local_groups.discard(self.group, self)
             runtime.sampler.watchers[self.page] -= 1
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -202,6 +245,15 @@ class BreakersConsumer(LiveConsumer):
         user: Any, names: list[str] | None = None
     ) -> tuple[dict[str, bool], list[selectors.BreakerCard]]:
         return fragments.actions_for(user.has_perm), selectors.breaker_cards(names=names)
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        if self.backlog is None and message.get("name", "") not in self.known:
+            # A breaker this page does not show yet needs its card from the database:
+            # through this socket's own queue, so the fan-out does not wait for it and
+            # the card and its later pushes keep their order.
+            await self.channel_layer.send(self.channel_name, message)
+            return
+        await super().deliver(message)
 
     async def breaker_state(self, event: dict[str, Any]) -> None:
         name = event["name"]

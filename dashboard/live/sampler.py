@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
 from dashboard import runtime, selectors
 from dashboard.fleet import selectors as fleet_selectors
@@ -34,6 +33,7 @@ from resilience.rate_limiter import rate_limiter_registry
 
 from . import fragments
 from .broadcast import Broadcaster, group
+from .fanout import local_groups
 
 logger = logging.getLogger(__name__)
 
@@ -197,15 +197,13 @@ class Sampler:
         self.ticks += 1
         for name in self.changed_breakers(breakers):
             self.broadcaster.mark(name)
-        layer = get_channel_layer()
-        if layer is None:
-            return
+        # Rendered once per page; the same message goes to each of its sockets.
         if self.watchers["metrics"]:
-            await layer.group_send(
+            await local_groups.group_send(
                 group("metrics"), {"type": "live.fragment", "html": fragments.sample(sample)}
             )
         if self.watchers["limiters"]:
-            await layer.group_send(
+            await local_groups.group_send(
                 group("limiters"),
                 {"type": "live.fragment", "html": fragments.limiter_rows(limiters)},
             )
@@ -216,7 +214,9 @@ class Sampler:
                 busiest=selectors.busiest_limiters(limiters),
                 limiter_count=len(limiters),
             ) + fragments.sample(sample)
-            await layer.group_send(group("overview"), {"type": "live.fragment", "html": html})
+            await local_groups.group_send(
+                group("overview"), {"type": "live.fragment", "html": html}
+            )
 
     def stats(self) -> dict[str, Any]:
         return {

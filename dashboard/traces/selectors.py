@@ -3,9 +3,16 @@
 Search reads TraceSummary (one row per trace, indexed on each sort key), so no
 query groups a million spans. Span-level filters (service, name, attribute) are
 planned by how many spans match: up to SELECTIVE_SPANS, their trace ids are
-collected and the matching summaries sorted in memory; beyond that, summaries are
-walked in index order with a correlated EXISTS on the spans' trace_id index,
-which finds a page of matches after a few probes.
+collected once; up to FEW_TRACES of them are read by primary key, more are passed
+back as one parameter (a JSON array on SQLite, an array on
+PostgreSQL), and the summaries are walked in the sort's index order, each checked
+against that set, stopping after a page; beyond that, summaries are walked in index
+order with a correlated EXISTS on the spans' trace_id index, which finds a page of
+matches after a few probes.
+
+One query reads the newest ``max(COUNT_CAP, chart_limit)`` matches: they are the
+chart, the (capped) count, and for the default sort the page itself, so a search
+costs one or two walks of an index, not a page query, a count and a chart query.
 """
 
 from __future__ import annotations
@@ -18,7 +25,16 @@ from typing import Any
 
 import orjson
 from django.db import connection
-from django.db.models import Exists, Min, OuterRef, Q, QuerySet, TextField, Value
+from django.db.models import (
+    BooleanField,
+    Exists,
+    OuterRef,
+    Q,
+    QuerySet,
+    TextField,
+    Value,
+)
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Cast, StrIndex
 
@@ -55,8 +71,8 @@ SORTS: dict[str, tuple[str, tuple[str, ...], Callable[[_Row], tuple[Any, ...]]]]
     "errors": ("Most errors", ("-error_count", "-start_us"), _key_errors),
 }
 SELECTIVE_SPANS = 20_000
+FEW_TRACES = 1_000
 COUNT_CAP = 1_000
-_IN_CHUNK = 500
 _ROW_FIELDS = (
     "trace_id",
     "root_name",
@@ -243,9 +259,15 @@ def _matching_spans(
 ) -> QuerySet[SpanRecord] | None:
     if not (query.service or query.name or query.attribute or query.caller):
         return None
+    return _spans_where(query, since, until, service=query.service)
+
+
+def _spans_where(
+    query: TraceQuery, since: int | None, until: int | None, *, service: str
+) -> QuerySet[SpanRecord]:
     spans = SpanRecord.objects.order_by()
-    if query.service:
-        spans = spans.filter(service=query.service)
+    if service:
+        spans = spans.filter(service=service)
     if query.caller:
         # The caller's span ids, gathered once (SQLite builds them an automatic index,
         # PostgreSQL a hash), drop almost every candidate; span ids are random 64-bit
@@ -296,35 +318,46 @@ def _search_in_database(
     traces: QuerySet[TraceSummary], query: TraceQuery, limit: int
 ) -> TraceSearch:
     offset = (query.page - 1) * query.per_page
-    ordered = traces.order_by(*SORTS[query.sort][1]).values_list(*_ROW_FIELDS)
-    found: list[_Row] = list(ordered[offset : offset + query.per_page + 1])
+    end = offset + query.per_page + 1
+    window = max(COUNT_CAP, limit)
+    recent = traces.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)
+    newest: list[_Row] = list(recent[: window + 1])
+    complete = len(newest) <= window  # every match is in hand
+    if query.sort == "recent" and (complete or end <= len(newest)):
+        found = newest[offset:end]
+    else:
+        ordered = traces.order_by(*SORTS[query.sort][1]).values_list(*_ROW_FIELDS)
+        found = list(ordered[offset:end])
     rows = [_trace_row(row) for row in found[: query.per_page]]
     has_next = len(found) > query.per_page
+    cap = max(COUNT_CAP, end)
     if not has_next and (rows or query.page == 1):
         total, capped = offset + len(rows), False
+    elif complete:
+        total, capped = len(newest), len(newest) >= cap
+    elif cap <= window:
+        total, capped = cap, True  # more than ``window`` >= ``cap`` matches
     else:
-        cap = max(COUNT_CAP, offset + query.per_page + 1)
         total = traces[:cap].count()
         capped = total >= cap
-    recent = traces.order_by("-start_us").values_list(*_ROW_FIELDS)[:limit]
     page = TracePage(rows, query.page, query.per_page, has_next, total, capped)
-    return TraceSearch(page, _points(list(recent)))
+    return TraceSearch(page, _points(newest[:limit]))
 
 
-def _search_in_memory(
-    traces: QuerySet[TraceSummary], trace_ids: list[str], query: TraceQuery, limit: int
-) -> TraceSearch:
-    found: list[_Row] = []
-    for i in range(0, len(trace_ids), _IN_CHUNK):
-        chunk = trace_ids[i : i + _IN_CHUNK]
-        found.extend(traces.filter(trace_id__in=chunk).values_list(*_ROW_FIELDS))
-    found.sort(key=SORTS[query.sort][2], reverse=True)
-    offset = (query.page - 1) * query.per_page
-    rows = [_trace_row(row) for row in found[offset : offset + query.per_page]]
-    has_next = len(found) > offset + query.per_page
-    page = TracePage(rows, query.page, query.per_page, has_next, len(found), False)
-    recent = sorted(found, key=_key_recent, reverse=True)[:limit]
-    return TraceSearch(page, _points(recent))
+def _among(trace_ids: list[str]) -> RawSQL:
+    """``trace_id`` is one of ``trace_ids``: one parameter, whatever the number of ids.
+
+    On SQLite the unary ``+`` keeps the planner from driving the query from the id
+    list (a lookup and a sort per id): it walks the sort key's index instead, checks
+    each trace against the list (built once per query) and stops after a page.
+    """
+    if connection.vendor == "postgresql":
+        return RawSQL('"traces_tracesummary"."trace_id" = ANY(%s)', (trace_ids,), BooleanField())
+    return RawSQL(
+        '+"traces_tracesummary"."trace_id" IN (SELECT value FROM json_each(%s))',
+        (orjson.dumps(trace_ids).decode(),),
+        BooleanField(),
+    )
 
 
 def search_traces(*, query: TraceQuery, chart_limit: int = 500) -> TraceSearch:
@@ -333,32 +366,50 @@ def search_traces(*, query: TraceQuery, chart_limit: int = 500) -> TraceSearch:
     since, until = _bounds(query)
     traces = _summaries(query, since, until)
     spans = _matching_spans(query, since, until)
-    if spans is None:
-        return _search_in_database(traces, query, chart_limit)
-    ids = list(spans.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
-    if len(ids) <= SELECTIVE_SPANS:
-        return _search_in_memory(traces, list(dict.fromkeys(ids)), query, chart_limit)
-    matching = Exists(spans.filter(trace_id=OuterRef("trace_id")))
-    return _search_in_database(traces.filter(matching), query, chart_limit)
+    if spans is not None:
+        matching = Exists(spans.filter(trace_id=OuterRef("trace_id")))
+        # Service and name together have no index of their own: collect the ids by the
+        # name's index alone (read without span rows), and let the EXISTS probe (from the
+        # trace_id index, also without span rows) check the service on those traces only.
+        both = bool(query.service and query.name and query.attribute is None)
+        collect = _spans_where(query, since, until, service="") if both else spans
+        ids = list(collect.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
+        unique = list(dict.fromkeys(ids))
+        if len(ids) > SELECTIVE_SPANS:
+            traces = traces.filter(matching)
+        else:
+            # A few traces: fetched by primary key and sorted. More: the sort key's index
+            # walked against the id set, stopping after a page.
+            among = Q(trace_id__in=unique) if len(unique) <= FEW_TRACES else _among(unique)
+            traces = traces.filter(among)
+            if both:
+                traces = traces.filter(matching)
+    return _search_in_database(traces, query, chart_limit)
 
 
 def distinct_values(*, field_name: str, limit: int = 100) -> list[str]:
     """Distinct ``service`` or ``name`` values, by a loose index scan.
 
     Each value costs one ``MIN(field) WHERE field > previous`` seek on the field's
-    index instead of a DISTINCT over every span.
+    index instead of a DISTINCT over every span; the seeks run inside one recursive
+    query (SQLite and PostgreSQL), not one round trip each.
     """
     if field_name not in ("service", "name"):
         raise ValueError(f"field_name must be 'service' or 'name', got {field_name!r}")
-    values: list[str] = []
-    spans = SpanRecord.objects.order_by()
-    while len(values) < limit:
-        narrowed = spans.filter(**{f"{field_name}__gt": values[-1]}) if values else spans
-        value = narrowed.aggregate(v=Min(field_name))["v"]
-        if value is None:
-            break
-        values.append(value)
-    return values
+    quote = connection.ops.quote_name
+    table = quote(SpanRecord._meta.db_table)
+    column = quote(field_name)  # the fields have no db_column: name and column agree
+    sql = (
+        f"WITH RECURSIVE seen(value, n) AS ("
+        f" SELECT (SELECT MIN({column}) FROM {table}), 1"
+        f" UNION ALL"
+        f" SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > seen.value), n + 1"
+        f" FROM seen WHERE seen.value IS NOT NULL AND n < %s"
+        f") SELECT value FROM seen WHERE value IS NOT NULL ORDER BY n"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [limit])
+        return [value for (value,) in cursor.fetchall()]
 
 
 def span_record(*, trace_id: str, span_id: str) -> SpanRecord | None:

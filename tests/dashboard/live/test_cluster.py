@@ -75,12 +75,7 @@ async def test_history_of_an_observed_transition_waits_for_its_writer(
     async def fake_history(self: Broadcaster, names: list[str], delay: float = 0.0) -> None:
         calls.append((names, delay))
 
-    class Layer:
-        async def group_send(self, group: str, message: dict[str, Any]) -> None:
-            pass
-
     monkeypatch.setattr(Broadcaster, "_push_history", fake_history)
-    monkeypatch.setattr(broadcast, "get_channel_layer", lambda: Layer())
     monkeypatch.setattr(broadcast.fragments, "breaker_state", lambda snap, oob: "")
     monkeypatch.setattr(broadcast.fragments, "overview_chip", lambda snap, oob: "")
     CircuitBreaker("svc")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -9,8 +10,10 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from dashboard.asgi import application
-from dashboard.live import runtime
-from dashboard.live.broadcast import broadcaster
+from dashboard.live import fragments, runtime
+from dashboard.live.broadcast import BREAKERS, METRICS, broadcaster
+from dashboard.live.consumers import MetricsConsumer
+from dashboard.live.fanout import local_groups
 from dashboard.live.templatetags.live import dom_id
 from resilience import telemetry
 from resilience.circuit_breaker import CircuitBreakerConfig, circuit_breaker_registry
@@ -172,3 +175,81 @@ async def test_limiters_and_overview_sockets_get_their_fragments(connect: Connec
     await runtime.sampler.tick()
     messages = await drain(overview, quiet=0.2)
     assert any('id="overview-summary"' in m and 'id="live-sample"' in m for m in messages)
+
+
+async def test_a_transition_is_rendered_once_and_sent_alike_to_every_socket(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    breaker = circuit_breaker_registry.get_or_create("payments", CircuitBreakerConfig())
+    rendered: list[str] = []
+    real = fragments.breaker_state
+
+    def counting(card: Any, *, oob: bool = False) -> str:
+        rendered.append(card.name)
+        return real(card, oob=oob)
+
+    monkeypatch.setattr(fragments, "breaker_state", counting)
+    cookie = await session_cookie("viewer", "view_dashboard")
+    sockets = []
+    for _ in range(5):
+        communicator = await connect("/ws/live/breakers/", cookie=cookie)
+        assert (await communicator.connect())[0]
+        await communicator.receive_from(timeout=2)
+        sockets.append(communicator)
+    assert local_groups.count(BREAKERS) == 5
+    breaker.force_open(actor="op", reason="maintenance")
+    received = [await communicator.receive_from(timeout=5) for communicator in sockets]
+    assert 'data-state="forced_open"' in received[0]
+    assert received == [received[0]] * 5
+    assert rendered == ["payments"]
+
+
+async def test_a_push_during_connect_arrives_after_the_initial_state(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = MetricsConsumer.initial
+
+    async def initial_then_a_push(self: MetricsConsumer) -> str:
+        html = await real(self)
+        # A sample pushed while this page's initial state is on its way.
+        await local_groups.group_send(METRICS, {"type": "live.fragment", "html": "<pushed>"})
+        return html
+
+    monkeypatch.setattr(MetricsConsumer, "initial", initial_then_a_push)
+    communicator = await viewer(connect, "/ws/live/metrics/")
+    assert 'id="live-history"' in await communicator.receive_from(timeout=2)
+    await local_groups.group_send(METRICS, {"type": "live.fragment", "html": "<later>"})
+    # (The sampler's own 1 Hz samples may come in between.)
+    messages = await drain(communicator, quiet=0.2)
+    assert messages.index("<pushed>") < messages.index("<later>")
+
+
+async def test_a_closed_socket_leaves_the_fan_out(connect: Connect) -> None:
+    communicator = await viewer(connect, "/ws/live/metrics/")
+    await communicator.receive_from(timeout=2)
+    assert local_groups.count(METRICS) == 1
+    await communicator.disconnect()
+    assert local_groups.count(METRICS) == 0
+    assert await local_groups.group_send(METRICS, {"type": "live.fragment", "html": "x"}) == 0
+
+
+async def test_a_failing_socket_does_not_stop_the_fan_out() -> None:
+    from dashboard.live.fanout import LocalGroups
+
+    got: list[str] = []
+
+    class Member:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+
+        async def deliver(self, message: dict[str, Any]) -> None:
+            if self.fail:
+                raise ConnectionError("closed")
+            got.append(message["html"])
+
+    groups = LocalGroups()
+    members = [Member(False), Member(True), Member(False)]
+    for member in members:
+        groups.add("g", member)
+    assert await groups.group_send("g", {"type": "live.fragment", "html": "x"}) == 2
+    assert got == ["x", "x"] and groups.errors == 1

@@ -15,7 +15,9 @@ from django.test import Client
 
 from dashboard.asgi import application
 from dashboard.live import runtime
+from dashboard.live.broadcast import LIMITERS
 from dashboard.live.consumers import CLOSE_FORBIDDEN, CLOSE_LOGGED_OUT
+from dashboard.live.fanout import local_groups
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,6 +111,20 @@ async def test_an_open_socket_is_closed_when_its_user_loses_access(
 
     await database_sync_to_async(revoke)()
     assert await _close_code(communicator) == code
+
+
+async def test_a_socket_closed_for_lost_access_gets_no_more_pushes(
+    sockets: list[WebsocketCommunicator], settings: Any
+) -> None:
+    settings.LIVE_REAUTH_INTERVAL = 0.05
+    user, client = await logged_in("vera")
+    communicator = await _open(client, sockets)
+    await database_sync_to_async(user.user_permissions.clear)()
+    assert await _close_code(communicator) == CLOSE_FORBIDDEN
+    # Closed, but the client has not answered yet: the sampler's next push skips it.
+    assert local_groups.count(LIMITERS) == 0
+    await runtime.sampler.tick()
+    assert communicator.output_queue.empty()
 
 
 async def test_a_socket_whose_user_keeps_access_stays_open(
