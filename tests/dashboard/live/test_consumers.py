@@ -11,7 +11,7 @@ from django.test import Client
 
 from dashboard.asgi import application
 from dashboard.live import fragments, runtime
-from dashboard.live.broadcast import BREAKERS, METRICS, broadcaster
+from dashboard.live.broadcast import broadcaster, group
 from dashboard.live.consumers import MetricsConsumer
 from dashboard.live.fanout import local_groups
 from dashboard.live.templatetags.live import dom_id
@@ -196,7 +196,7 @@ async def test_a_transition_is_rendered_once_and_sent_alike_to_every_socket(
         assert (await communicator.connect())[0]
         await communicator.receive_from(timeout=2)
         sockets.append(communicator)
-    assert local_groups.count(BREAKERS) == 5
+    assert local_groups.count(group("breakers")) == 5
     breaker.force_open(actor="op", reason="maintenance")
     received = [await communicator.receive_from(timeout=5) for communicator in sockets]
     assert 'data-state="forced_open"' in received[0]
@@ -212,13 +212,15 @@ async def test_a_push_during_connect_arrives_after_the_initial_state(
     async def initial_then_a_push(self: MetricsConsumer) -> str:
         html = await real(self)
         # A sample pushed while this page's initial state is on its way.
-        await local_groups.group_send(METRICS, {"type": "live.fragment", "html": "<pushed>"})
+        await local_groups.group_send(
+            group("metrics"), {"type": "live.fragment", "html": "<pushed>"}
+        )
         return html
 
     monkeypatch.setattr(MetricsConsumer, "initial", initial_then_a_push)
     communicator = await viewer(connect, "/ws/live/metrics/")
     assert 'id="live-history"' in await communicator.receive_from(timeout=2)
-    await local_groups.group_send(METRICS, {"type": "live.fragment", "html": "<later>"})
+    await local_groups.group_send(group("metrics"), {"type": "live.fragment", "html": "<later>"})
     # (The sampler's own 1 Hz samples may come in between.)
     messages = await drain(communicator, quiet=0.2)
     assert messages.index("<pushed>") < messages.index("<later>")
@@ -227,10 +229,12 @@ async def test_a_push_during_connect_arrives_after_the_initial_state(
 async def test_a_closed_socket_leaves_the_fan_out(connect: Connect) -> None:
     communicator = await viewer(connect, "/ws/live/metrics/")
     await communicator.receive_from(timeout=2)
-    assert local_groups.count(METRICS) == 1
+    assert local_groups.count(group("metrics")) == 1
     await communicator.disconnect()
-    assert local_groups.count(METRICS) == 0
-    assert await local_groups.group_send(METRICS, {"type": "live.fragment", "html": "x"}) == 0
+    assert local_groups.count(group("metrics")) == 0
+    assert (
+        await local_groups.group_send(group("metrics"), {"type": "live.fragment", "html": "x"}) == 0
+    )
 
 
 async def test_a_failing_socket_does_not_stop_the_fan_out() -> None:

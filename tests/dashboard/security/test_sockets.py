@@ -15,7 +15,7 @@ from django.test import Client
 
 from dashboard.asgi import application
 from dashboard.live import runtime
-from dashboard.live.broadcast import LIMITERS
+from dashboard.live.broadcast import group
 from dashboard.live.consumers import CLOSE_FORBIDDEN, CLOSE_LOGGED_OUT
 from dashboard.live.fanout import local_groups
 
@@ -122,7 +122,7 @@ async def test_a_socket_closed_for_lost_access_gets_no_more_pushes(
     await database_sync_to_async(user.user_permissions.clear)()
     assert await _close_code(communicator) == CLOSE_FORBIDDEN
     # Closed, but the client has not answered yet: the sampler's next push skips it.
-    assert local_groups.count(LIMITERS) == 0
+    assert local_groups.count(group("limiters")) == 0
     await runtime.sampler.tick()
     assert communicator.output_queue.empty()
 
