@@ -45,7 +45,8 @@ def _time_travel_setup(settings: Any, tmp_path: Path) -> Iterator[None]:
 
 @pytest.fixture
 def parent_workflow(operator: str) -> str:
-    """Grant the operator time travel and run wf-tour once (5 checkpoints)."""
+    """Grant the operator time travel and run wf-tour once (4 checkpoints: after steps 3, 6
+    and 9, and the end-of-run save)."""
     from django.contrib.auth.models import Permission, User
 
     from dashboard.workflows import simulated
@@ -80,13 +81,13 @@ def test_timeline_diff_fork_with_an_edit_run_the_fork_and_follow_its_lineage(
     page, server = browser_page, daphne_server
     log_in(page, server, operator)
 
-    # 1. the workflow's timeline: five checkpoints, each verified by the page
+    # 1. the workflow's timeline: four checkpoints, each verified by the page
     page.goto(f"{server.url}/checkpoints/workflows/{parent_workflow}/?order=oldest")
     rows = page.locator("#timeline tbody tr")
-    assert rows.count() == 5
+    assert rows.count() == 4
     page.wait_for_selector('#timeline [data-verified="ok"]')
-    page.wait_for_function("document.querySelectorAll('[data-verified=\"ok\"]').length === 5")
-    ids = [rows.nth(i).get_attribute("data-checkpoint") for i in range(5)]
+    page.wait_for_function("document.querySelectorAll('[data-verified=\"ok\"]').length === 4")
+    ids = [rows.nth(i).get_attribute("data-checkpoint") for i in range(4)]
 
     # 2. diff the first two (after step 3 and after step 6)
     page.check(f'input[name=a][value="{ids[0]}"]')
