@@ -1,23 +1,22 @@
 """The periodic rollup: a daemon thread that calls :func:`rollup.rollup` every few seconds.
 
-Concurrency model: one thread per worker runs ``run_once`` every ``interval`` seconds
-(the first run one interval after ``start``); ``start``/``stop`` take ``_lock`` only to
-swap the thread. The rollup itself serialises with the page's on-demand runs through
-its own lock (see :mod:`dashboard.servicemap.rollup`), so the worker and pages never
+Concurrency model: one thread per worker (:class:`dashboard.periodic.PeriodicThread`)
+runs ``run_once`` every ``interval`` seconds, the first run one interval after
+``start``. The rollup itself serialises with the page's on-demand runs through its own
+lock (see :mod:`dashboard.servicemap.rollup`), so the worker and pages never
 count a span twice. The runtime object starts it (not at import, not in ``ready()``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django.db import close_old_connections
 
-from resilience._validate import positive
+from dashboard.periodic import PeriodicThread
 
 from .rollup import RollupResult, rollup
 
@@ -41,14 +40,12 @@ class RollupWorker:
         clock: Callable[[], float] = time.time,
         name: str = "servicemap-rollup",
     ) -> None:
-        self.interval = positive("interval", interval)
         self._clock = clock
-        self._name = name
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._periodic = PeriodicThread(
+            self.run_once, interval=interval, name=name, what="service map rollup"
+        )
+        self.interval = self._periodic.interval
         self.runs = 0
-        self.errors = 0
         self.last_result: RollupResult | None = None
 
     def run_once(self) -> RollupResult:
@@ -64,30 +61,16 @@ class RollupWorker:
 
     def start(self) -> bool:
         """Start the thread unless it runs already; True if this call started it."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return False
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
-            return True
+        return self._periodic.start()
 
     @property
     def running(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._periodic.running
+
+    @property
+    def errors(self) -> int:
+        """Runs that raised (logged, and the loop went on)."""
+        return self._periodic.errors
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        with self._lock:
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:
-                self.errors += 1
-                logger.exception("service map rollup failed")
+        self._periodic.stop(timeout)

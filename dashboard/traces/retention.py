@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from django.db import close_old_connections
 
-from resilience._validate import positive, positive_int
+from dashboard.periodic import PeriodicThread
+from resilience._validate import positive_int
 
 from .services import DELETE_CHUNK, CleanupResult, cleanup_spans
 
@@ -39,15 +39,13 @@ class RetentionWorker:
         name: str = "traces-retention",
     ) -> None:
         self.max_age, self.max_rows = max_age, max_rows
-        self.interval = positive("interval", interval)
         self.chunk_size = positive_int("chunk_size", chunk_size)
         self._clock = clock
-        self._name = name
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._periodic = PeriodicThread(
+            self._tick, interval=interval, name=name, what="span retention run"
+        )
+        self.interval = self._periodic.interval
         self.runs = 0
-        self.errors = 0
         self.last_result: CleanupResult | None = None
 
     def run_once(self) -> CleanupResult:
@@ -66,36 +64,23 @@ class RetentionWorker:
         self.last_result = result
         return result
 
+    def _tick(self) -> None:
+        result = self.run_once()
+        if result.spans:
+            logger.info("retention removed %d spans, %d traces", result.spans, result.traces)
+
     def start(self) -> bool:
         """Start the thread unless it runs already; True if this call started it."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return False
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
-            return True
+        return self._periodic.start()
 
     @property
     def running(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._periodic.running
+
+    @property
+    def errors(self) -> int:
+        """Runs that raised (logged, and the loop went on)."""
+        return self._periodic.errors
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        with self._lock:
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                result = self.run_once()
-                if result.spans:
-                    logger.info(
-                        "retention removed %d spans, %d traces", result.spans, result.traces
-                    )
-            except Exception:
-                self.errors += 1
-                logger.exception("span retention run failed")
+        self._periodic.stop(timeout)
