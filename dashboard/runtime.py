@@ -225,7 +225,7 @@ class Runtime:
         # By type: a rejected call builds no CallRejected event nobody here wants.
         from resilience.events import bus
 
-        bus.subscribe(listener, types=types)
+        bus.subscribe(listener, types=types or None)  # none given: every type
         self._listeners.append(listener)
 
     def unsubscribe(self) -> None:
