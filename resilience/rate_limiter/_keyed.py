@@ -139,13 +139,17 @@ class KeyedRateLimiter:
         """
         if tokens is not ONE:
             return self._try_acquire_many(key, tokens)
+        # Locals: `self._clock()` (a callable in a slot) is a call CPython 3.11 cannot
+        # specialise, and the map is read twice.
+        clock = self._clock
+        buckets = self._buckets
         with self._lock:
-            now = self._clock()
-            bucket = self._buckets.get(key)
+            now = clock()
+            bucket = buckets.get(key)
             if bucket is None:
                 bucket = self._new_bucket(key, now)
             else:
-                self._buckets.move_to_end(key)
+                buckets.move_to_end(key)
             level = bucket[2] + (now - bucket[3]) * self._rate
             if level >= 1.0:
                 capacity = self._capacity
