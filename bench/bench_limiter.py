@@ -140,7 +140,7 @@ class FloorKeyed:
     """The honest floor per key: ``FloorBucket``'s contract on a bounded LRU map.
 
     At most ``max_keys`` buckets (the least recently used is evicted: an
-    ``OrderedDict``, ``get`` + ``move_to_end``), each counting its own allowed and
+    ``OrderedDict``, ``move_to_end``), each counting its own allowed and
     rejected (the busiest keys), plus the totals.
     """
 
@@ -159,13 +159,13 @@ class FloorKeyed:
         buckets = self._buckets
         with self._lock:
             now = monotonic()
-            bucket = buckets.get(key)
-            if bucket is None:
+            try:  # cheaper than get() + move_to_end() for a known key
+                buckets.move_to_end(key)
+                bucket = buckets[key]
+            except KeyError:
                 if len(buckets) >= self.max_keys:
                     buckets.popitem(last=False)
                 bucket = buckets[key] = [0, 0, self._capacity, now]
-            else:
-                buckets.move_to_end(key)
             level = bucket[2] + (now - bucket[3]) * self._rate
             if level >= 1.0:
                 capacity = self._capacity

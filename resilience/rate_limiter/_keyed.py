@@ -145,11 +145,13 @@ class KeyedRateLimiter:
         buckets = self._buckets
         with self._lock:
             now = clock()
-            bucket = buckets.get(key)
-            if bucket is None:
-                bucket = self._new_bucket(key, now)
-            else:
+            # Known key: one C call marks it most recent (cheaper than get() and then
+            # move_to_end()); a new key pays for the KeyError instead.
+            try:
                 buckets.move_to_end(key)
+                bucket = buckets[key]
+            except KeyError:
+                bucket = self._new_bucket(key, now)
             level = bucket[2] + (now - bucket[3]) * self._rate
             if level >= 1.0:
                 capacity = self._capacity
