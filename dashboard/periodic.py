@@ -3,7 +3,8 @@
 Concurrency model: ``start``/``stop`` take a lock only to swap the thread; the loop waits
 on an Event, so ``stop`` ends it at once (the first call is one interval after
 ``start``). A call that raises is logged and counted in ``errors``; the loop goes on.
-Shared by the background workers of the traces retention and the service-map rollup.
+Shared by the background workers: traces and checkpoint retention, the service-map
+rollup and the alert evaluator.
 """
 
 from __future__ import annotations

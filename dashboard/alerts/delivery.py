@@ -25,7 +25,6 @@ headers, so a receiver can check who sent them and drop replays::
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -35,13 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import close_old_connections
 from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from resilience._validate import duration, positive, positive_int
@@ -54,13 +50,16 @@ from resilience.dispatch import BatchDispatcher
 from resilience.errors import CircuitOpenError
 
 from . import webhook_http
+from .banner import banner_groups, banner_html, headline, push_banner
 from .models import Alert, Delivery, NotificationChannel
 
 __all__ = [
     "banner_groups",
+    "banner_html",
     "DeliveryPolicy",
     "Notifier",
     "payload",
+    "push_banner",
     "sign",
     "verify_signature",
 ]
@@ -70,13 +69,6 @@ logger = logging.getLogger(__name__)
 GENERIC_FAILURE = "delivery failed (details: server log, or the channel's admin page)"
 SIGNATURE_HEADER = "X-Alert-Signature"
 TIMESTAMP_HEADER = "X-Alert-Timestamp"
-
-
-def banner_groups() -> tuple[str, ...]:
-    """The live pages' groups of this process, where a banner alert is pushed."""
-    from dashboard.live.broadcast import groups
-
-    return groups()
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -108,11 +100,6 @@ def verify_signature(
     if abs(current - sent) > tolerance:
         return False
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
-
-
-def headline(alert: Alert, event: str) -> str:
-    subject = f" [{alert.subject}]" if alert.subject else ""
-    return f"[{event.upper()}] {alert.severity}: {alert.rule.name}{subject}"
 
 
 def payload(alert: Alert, event: str) -> dict[str, Any]:
@@ -371,57 +358,3 @@ class Notifier:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def banner_html(alert: Alert, event: str) -> str:
-    try:
-        page = reverse("alerts:index")
-    except NoReverseMatch:  # the alerts page is not mounted in this project's URLs
-        page = ""
-    return render_to_string(
-        "dashboard/alerts/_banner.html",
-        {"alert": alert, "event": event, "headline": headline(alert, event), "page": page},
-    )
-
-
-def push_banner(alert: Alert, event: str, *, timeout: float = 5.0) -> bool:
-    """Send the banner fragment to every live page's group; False without a channel layer."""
-    layer = get_channel_layer()
-    if layer is None:
-        return False
-    message = {
-        "type": "live.fragment",
-        "html": banner_html(alert, event),
-        "alert": alert.as_dict(),
-        "event": event,
-    }
-
-    async def send_all() -> None:
-        for group in banner_groups():
-            await layer.group_send(group, message)
-
-    loop = _server_loop()
-    if loop is not None and not _on_loop(loop):
-        # The in-memory layer's queues belong to the server's loop: send from there.
-        asyncio.run_coroutine_threadsafe(send_all(), loop).result(timeout)
-    else:
-        async_to_sync(send_all)()
-    return True
-
-
-def _server_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        from dashboard.live.broadcast import broadcaster
-    except ImportError:  # pragma: no cover
-        return None
-    loop = broadcaster.loop
-    if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running() and not loop.is_closed():
-        return loop
-    return None
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False

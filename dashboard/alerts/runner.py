@@ -20,6 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
+from dashboard.periodic import PeriodicThread
+
 from .delivery import Notifier
 from .engine import Engine, EvaluationReport
 from .models import AlertRule, NotificationChannel, RuleKind, Severity
@@ -42,7 +44,8 @@ def interval() -> float:
 
 
 class Runner:
-    """Runs ``engine.evaluate_all()`` every ``interval`` seconds on a daemon thread."""
+    """Runs ``engine.evaluate_all()`` every ``interval`` seconds on a daemon thread
+    (:class:`dashboard.periodic.PeriodicThread`)."""
 
     def __init__(
         self,
@@ -53,17 +56,22 @@ class Runner:
     ) -> None:
         self.notifier = notifier or Notifier(background=True)
         self.engine = engine or Engine(notify=lambda alert, event: self.notifier(alert, event))
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = PeriodicThread(
+            self.tick, interval=interval, name="alert-evaluator", what="alert evaluation pass"
+        )
         self._pid = 0
         self._lock = threading.Lock()
+        self._seeded = True
         self.last_report: EvaluationReport | None = None
         self.failures = 0
 
     @property
+    def interval(self) -> float:
+        return self._periodic.interval
+
+    @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
+        return self._periodic.running and self._pid == os.getpid()
 
     def start(self) -> bool:
         """Start the thread unless it runs in this process; returns True if started."""
@@ -73,16 +81,12 @@ class Runner:
             if self._pid and self._pid != os.getpid():
                 # Forked after the first start: the delivery worker did not come along.
                 self.notifier = Notifier(background=True)
-            self._stop.clear()
             self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="alert-evaluator", daemon=True)
-            self._thread.start()
-            return True
+            self._seeded = not getattr(settings, "RESILIENCE_DEMO", False)
+            return self._periodic.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._periodic.stop(timeout)
         self.notifier.shutdown(timeout)
 
     def run_once(self) -> EvaluationReport:
@@ -93,20 +97,20 @@ class Runner:
         finally:
             close_old_connections()
 
-    def _run(self) -> None:
-        seeded = not getattr(settings, "RESILIENCE_DEMO", False)
-        while not self._stop.wait(self.interval):
-            if not seeded:  # not before the first wait: apps may still be loading
-                seeded = True
-                try:
-                    ensure_demo_rules()
-                except Exception:
-                    logger.exception("could not create the demo alert rules")
+    def tick(self) -> None:
+        """One pass as the thread runs it: the demo rules first (once), then
+        :meth:`run_once`; a failed pass is counted in ``failures`` and raised."""
+        if not self._seeded:  # not before the first wait: apps may still be loading
+            self._seeded = True
             try:
-                self.run_once()
-            except Exception:  # the database is away; try again next time
-                self.failures += 1
-                logger.exception("alert evaluation pass failed")
+                ensure_demo_rules()
+            except Exception:
+                logger.exception("could not create the demo alert rules")
+        try:
+            self.run_once()
+        except Exception:  # the database is away: logged by the thread, tried next time
+            self.failures += 1
+            raise
 
 
 _runner: Runner | None = None

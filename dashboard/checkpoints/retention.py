@@ -6,8 +6,9 @@ checkpoint goes when either rule says so, except the newest checkpoint of a work
 that is still running (its newest checkpoint's ``metadata.status`` is ``"running"``,
 or the workflow engine of this process runs it): that one is what a resume needs.
 
-Concurrency model: one daemon thread (``checkpoints-retention``) wakes every
-``CHECKPOINT_CLEANUP_INTERVAL`` seconds and calls :func:`enforce`; ``manage.py
+Concurrency model: one daemon thread (``checkpoints-retention``, a
+:class:`dashboard.periodic.PeriodicThread`) wakes every ``CHECKPOINT_CLEANUP_INTERVAL``
+seconds and calls :func:`enforce`; ``manage.py
 checkpoints cleanup`` (no rule given) calls it from cron. The ``status`` (last run,
 what it removed) is replaced as a whole under a lock; readers (the admin, /metrics)
 take a reference.
@@ -28,6 +29,7 @@ from django.db import close_old_connections
 from django.db.models import Max
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from dashboard.periodic import PeriodicThread
 from resilience._validate import positive
 
 from .forms import parse_duration
@@ -168,13 +170,13 @@ def enforce(rules: Policy | None = None, *, source: str = "command") -> Status:
 
 
 class RetentionWorker:
-    """Runs :func:`enforce` every ``policy.interval`` seconds on a daemon thread."""
+    """Runs :func:`enforce` every ``policy.interval`` seconds on a daemon thread
+    (:class:`dashboard.periodic.PeriodicThread`)."""
 
     def __init__(self, enforce_once: Callable[[], Status] | None = None) -> None:
         self._enforce = enforce_once or (lambda: enforce(source="dashboard"))
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic: PeriodicThread | None = None
         self.status: Status | None = None
         self.runs = 0
         self.errors = 0
@@ -189,37 +191,44 @@ class RetentionWorker:
     def start(self, interval: float) -> bool:
         """Start the thread unless it runs already; True if this call started it."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return False
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._run, args=(interval,), name="checkpoints-retention", daemon=True
-            )
-            self._thread.start()
-            return True
+            periodic = self._periodic
+            if periodic is None or (not periodic.running and periodic.interval != interval):
+                periodic = self._periodic = PeriodicThread(
+                    self.run_once,
+                    interval=interval,
+                    name="checkpoints-retention",
+                    what="checkpoint retention run",
+                )
+        return periodic.start()
+
+    @property
+    def running(self) -> bool:
+        periodic = self._periodic
+        return periodic is not None and periodic.running
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        periodic = self._periodic
+        if periodic is not None:
+            periodic.stop(timeout)
 
-    def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+    def run_once(self) -> Status:
+        """One run now, on the calling thread; a failure is recorded in ``status`` and
+        ``errors``, then raised (the thread logs it and goes on)."""
+        close_old_connections()
+        try:
+            status = self._enforce()
+        except Exception as exc:
+            with self._lock:
+                self.errors += 1
+                self.status = Status(
+                    finished_at=time.time(), deleted=0, protected=0, error=repr(exc)
+                )
+            raise
+        finally:
             close_old_connections()
-            try:
-                status = self._enforce()
-                if status.deleted:
-                    logger.info("checkpoint retention removed %d checkpoints", status.deleted)
-            except Exception as exc:
-                with self._lock:
-                    self.errors += 1
-                    self.status = Status(
-                        finished_at=time.time(), deleted=0, protected=0, error=repr(exc)
-                    )
-                logger.exception("checkpoint retention run failed")
-            finally:
-                close_old_connections()
+        if status.deleted:
+            logger.info("checkpoint retention removed %d checkpoints", status.deleted)
+        return status
 
 
 worker = RetentionWorker()

@@ -40,6 +40,11 @@ def max_value_length() -> int:
     return _positive_int("INGEST_MAX_VALUE_LENGTH", 4096)
 
 
+def max_metric_series() -> int:
+    """INGEST_MAX_METRIC_SERIES: metric series kept in all; a new one beyond is rejected."""
+    return _positive_int("INGEST_MAX_METRIC_SERIES", 10_000)
+
+
 def retry_after() -> int:
     """INGEST_RETRY_AFTER: seconds a sender is told to wait when the span queue is full."""
     return _positive_int("INGEST_RETRY_AFTER", 5)

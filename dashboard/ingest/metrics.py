@@ -5,11 +5,15 @@ Gauges and sums store their values (``kind`` gauge, counter for monotonic sums, 
 otherwise); histograms, exponential histograms and summaries store ``<name>_count``
 and ``<name>_sum`` (as Prometheus names them). Labels are the data point's attributes,
 masked and capped like span attributes. Points without a time or with a non-finite
-value, and points beyond ``max_points`` per request, are rejected (counted in the
-answer's ``partial_success``).
+value, points whose labels take more than ``MAX_LABELS_BYTES`` as JSON, points beyond
+``max_points`` per request, and points of a new series once ``max_series`` series exist
+(INGEST_MAX_METRIC_SERIES; existing series still take points), are rejected (counted
+in the answer's ``partial_success``).
 
 Writes happen in the request, in one transaction (metrics arrive far less often than
-spans: a worker exports every few seconds). Points older than TRACES_MAX_AGE are
+spans: a worker exports every few seconds). Creating series is serialised (SQLite's
+IMMEDIATE transactions; an advisory lock on PostgreSQL) so that concurrent requests
+cannot together overshoot the series cap. Points older than TRACES_MAX_AGE are
 deleted at most once a minute, after a write; series with no point left go with them.
 """
 
@@ -25,7 +29,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 import orjson
-from django.db import transaction
+from django.db import connection, transaction
 from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
 
 from dashboard.traces.convert import to_us
@@ -34,6 +38,9 @@ from .models import MetricPoint, MetricSeries
 from .spans import UNKNOWN_SERVICE, AttributeValues, CachingMasker, Limits, clean_text
 
 _NAME_LENGTH = 255
+MAX_LABELS_BYTES = 16 * 1024
+# pg_advisory_xact_lock key taken while creating series: any constant of our own.
+_SERIES_LOCK = 0x6D657472
 _CLEANUP_EVERY = 60.0  # seconds
 _cleanup_lock = threading.Lock()
 _last_cleanup = -math.inf
@@ -45,6 +52,7 @@ class Point:
     instance: str
     name: str
     labels: dict[str, Any]
+    labels_key: str
     kind: str
     unit: str
     time_us: int
@@ -107,56 +115,75 @@ def convert(
                         result.reject(f"data points beyond the limit of {limits.max_spans}")
                         continue
                     value = read(point)
+                    reason = None
                     if not point.time_unix_nano:
-                        result.reject("data points without timeUnixNano")
+                        reason = "data points without timeUnixNano"
                     elif not math.isfinite(value):
-                        result.reject("data points with a non-finite value")
+                        reason = "data points with a non-finite value"
                     elif not name:
-                        result.reject("metrics without a name")
+                        reason = "metrics without a name"
                     else:
-                        result.points.append(
-                            Point(
-                                service=service[:_NAME_LENGTH],
-                                instance=instance,
-                                name=clean_text(name, _NAME_LENGTH),
-                                labels=values.attributes(point.attributes),
-                                kind=kind,
-                                unit=unit,
-                                time_us=point.time_unix_nano // 1000,
-                                value=value,
-                            )
+                        labels = values.attributes(point.attributes)
+                        encoded = orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)
+                        if len(encoded) > MAX_LABELS_BYTES:
+                            reason = f"data points with labels over {MAX_LABELS_BYTES} bytes"
+                    if reason is not None:
+                        result.reject(reason)
+                        continue
+                    result.points.append(
+                        Point(
+                            service=service[:_NAME_LENGTH],
+                            instance=instance,
+                            name=clean_text(name, _NAME_LENGTH),
+                            labels=labels,
+                            labels_key=hashlib.sha256(encoded).hexdigest(),
+                            kind=kind,
+                            unit=unit,
+                            time_us=point.time_unix_nano // 1000,
+                            value=value,
                         )
+                    )
     return result
 
 
-def labels_key(labels: dict[str, Any]) -> str:
-    return hashlib.sha256(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def store(points: Iterable[Point]) -> int:
-    """Write ``points`` (creating their series), in one transaction; returns points written."""
+def store(points: Points, *, max_series: int) -> int:
+    """Write ``points`` (creating their series, up to ``max_series`` series in all), in one
+    transaction; returns points written. Points of a new series beyond the cap are
+    rejected in ``points``."""
     grouped: dict[tuple[str, str, str, str], list[Point]] = {}
-    for point in points:
-        identity = (point.service, point.instance, point.name, labels_key(point.labels))
+    for point in points.points:
+        identity = (point.service, point.instance, point.name, point.labels_key)
         grouped.setdefault(identity, []).append(point)
     written = 0
+    locked, series_count = False, 0  # counted once, under the lock, when a series is new
     with transaction.atomic():
         for (service, instance, name, key), group in grouped.items():
             latest = max(group, key=lambda p: p.time_us)
-            series, created = MetricSeries.objects.select_for_update().get_or_create(
-                service=service,
-                instance=instance,
-                name=name,
-                labels_key=key,
-                defaults={
-                    "labels": latest.labels,
-                    "kind": latest.kind,
-                    "unit": latest.unit,
-                    "last_value": latest.value,
-                    "last_us": latest.time_us,
-                },
+            found = MetricSeries.objects.select_for_update().filter(
+                service=service, instance=instance, name=name, labels_key=key
             )
-            if not created and latest.time_us >= series.last_us:
+            series = found.first()
+            if series is None and not locked:
+                _lock_series_creation()
+                locked, series_count = True, MetricSeries.objects.count()
+                series = found.first()  # another request may have created it meanwhile
+            if series is None:
+                if series_count >= max_series:
+                    points.reject(f"data points of new series beyond {max_series}", len(group))
+                    continue
+                series = MetricSeries.objects.create(
+                    service=service,
+                    instance=instance,
+                    name=name,
+                    labels_key=key,
+                    labels=latest.labels,
+                    kind=latest.kind,
+                    unit=latest.unit,
+                    last_value=latest.value,
+                    last_us=latest.time_us,
+                )
+                series_count += 1
+            elif latest.time_us >= series.last_us:
                 series.last_value, series.last_us = latest.value, latest.time_us
                 series.kind, series.unit = latest.kind, latest.unit
                 series.save(update_fields=["last_value", "last_us", "kind", "unit"])
@@ -165,6 +192,13 @@ def store(points: Iterable[Point]) -> int:
             )
             written += len(group)
     return written
+
+
+def _lock_series_creation() -> None:
+    # SQLite: the transaction is IMMEDIATE (one writer at a time) already.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SERIES_LOCK])
 
 
 def cleanup(*, now: datetime, max_age: Any) -> int:

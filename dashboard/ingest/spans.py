@@ -3,9 +3,11 @@
 Ingested spans join the server's own spans in the database span processor's queue
 (same retention, same storage) as rows, built here straight from the decoded
 protobuf, and masked here with the pipeline's Masker, by the same rules the writer
-applies to SDK spans (``dashboard.traces.convert.span_rows``): top-level keys of
-span, event and resource attributes; strings and strings inside lists; the status
-message. Building rows here, in the request, rather than ReadableSpans the writer
+applies to SDK spans (``dashboard.traces.convert.span_rows``): keys of span, event and
+resource attributes and of maps inside them; strings at any depth; the status message.
+A string is masked whole, then truncated, so a secret longer than the limit cannot
+leave its prefix behind; a key's sensitivity is judged on the whole key.
+Building rows here, in the request, rather than ReadableSpans the writer
 converts again, halves the CPU per span (bench/bench_ingest.py);
 tests/dashboard/ingest/test_rows.py checks the rows equal the old path's.
 
@@ -13,21 +15,22 @@ Limits applied here:
 
 - spans beyond ``max_spans`` in one request, and spans with invalid ids or no start
   time, are *rejected*: not stored, counted in the answer's ``partial_success``;
-- attributes beyond ``max_attributes`` (per span, event, resource, list and map) and
+- attributes beyond ``max_attributes`` (per span, event, resource, list and map), values
+  beyond ``_MAX_NESTED_VALUES`` inside one attribute's lists and maps, and
   events beyond ``max_events`` are *dropped*, string values and keys longer than
   ``max_value_length`` are *truncated* (as the OpenTelemetry SDK's own limits do),
   and the span is kept.
 
 Text is made storable everywhere: NUL characters are removed (PostgreSQL refuses
-them), non-finite floats become strings (not valid JSON), maps nested deeper than
-``_MAX_DEPTH`` become a placeholder, and keys of nested maps are masked here.
+them), non-finite floats become strings (not valid JSON), and lists and maps nested
+deeper than ``MAX_DEPTH`` become a placeholder.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +38,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from dashboard.traces.convert import MAX_LINKS, SpanRow
-from dashboard.traces.masking import MASK, Masker
+from dashboard.traces.masking import MASK, MAX_DEPTH, NESTED_TOO_DEEPLY, Masker
 
 UNKNOWN_SERVICE = "unknown_service"
-_MAX_DEPTH = 8
+# Values (at any depth) inside one attribute's lists and maps: bounds the work a crafted
+# attribute costs whatever max_attributes is (wide and deep: max_attributes ** MAX_DEPTH).
+_MAX_NESTED_VALUES = 1024
 _NAME_LENGTH = 255
 # Span.SpanKind numbers → stored names; UNSPECIFIED (0) and unknown numbers: INTERNAL.
 _KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
@@ -124,11 +129,19 @@ class AttributeValues:
         self._limits = limits
         self._masker = masker.masker
         self._mask_text = masker.mask_text
+        self._budget = _MAX_NESTED_VALUES
+
+    def text(self, text: str) -> str:
+        # Mask the whole text, then truncate: cut first, a secret could lose the tail its
+        # pattern needs (and its prefix would be stored).
+        if "\0" in text:
+            text = text.replace("\0", "")
+        return self._mask_text(text)[: self._limits.max_value_length]
 
     def value(self, any_value: AnyValue, depth: int) -> Any:
         kind = any_value.WhichOneof("value")
         if kind == "string_value":
-            return clean_text(any_value.string_value, self._limits.max_value_length)
+            return self.text(any_value.string_value)
         if kind == "int_value":
             return any_value.int_value
         if kind == "bool_value":
@@ -139,46 +152,40 @@ class AttributeValues:
         if kind == "bytes_value":
             raw = any_value.bytes_value[: self._limits.max_value_length]
             return base64.b64encode(raw).decode()
-        if depth >= _MAX_DEPTH:
-            return "<nested too deeply>"
+        if depth >= MAX_DEPTH:
+            return NESTED_TOO_DEEPLY
         if kind == "array_value":
-            values = any_value.array_value.values
-            return [self.value(v, depth + 1) for v in values[: self._limits.max_attributes]]
+            out: list[Any] = []
+            for item in any_value.array_value.values[: self._limits.max_attributes]:
+                if self._budget <= 0:
+                    break
+                self._budget -= 1
+                out.append(self.value(item, depth + 1))
+            return out
         if kind == "kvlist_value":
-            return self._nested(any_value.kvlist_value.values, depth + 1)
+            return self._pairs(any_value.kvlist_value.values, depth + 1, nested=True)
         return None
 
-    def _nested(self, pairs: Iterable[KeyValue], depth: int) -> dict[str, Any]:
-        # Inside a map only keys are masked (the writer's masker never looks inside).
+    def _pairs(self, pairs: Iterable[KeyValue], depth: int, *, nested: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
         limit, length = self._limits.max_attributes, self._limits.max_value_length
         sensitive = self._masker.is_sensitive
         for pair in pairs:
             if len(out) >= limit:
                 break
-            key = clean_text(pair.key, length)
-            out[key] = MASK if sensitive(key) else self.value(pair.value, depth)
+            if nested:
+                if self._budget <= 0:
+                    break
+                self._budget -= 1
+            else:
+                self._budget = _MAX_NESTED_VALUES
+            key = pair.key
+            out[clean_text(key, length)] = MASK if sensitive(key) else self.value(pair.value, depth)
         return out
 
     def attributes(self, pairs: Iterable[KeyValue]) -> dict[str, Any]:
-        """Top-level attributes, masked as ``Masker.mask`` masks a span's attributes."""
-        out: dict[str, Any] = {}
-        limit, length = self._limits.max_attributes, self._limits.max_value_length
-        sensitive, mask_text = self._masker.is_sensitive, self._mask_text
-        for pair in pairs:
-            if len(out) >= limit:
-                break
-            key = clean_text(pair.key, length)
-            if sensitive(key):
-                out[key] = MASK
-                continue
-            value = self.value(pair.value, 0)
-            if type(value) is str:
-                value = mask_text(value)
-            elif type(value) is list:
-                value = [mask_text(v) if isinstance(v, str) else v for v in value]
-            out[key] = value
-        return out
+        """Attributes masked as ``Masker.mask`` masks a span's, then truncated."""
+        return self._pairs(pairs, 0, nested=False)
 
 
 def _invalid(span: Span) -> str | None:
@@ -215,7 +222,6 @@ def _row(
     service: str,
     values: AttributeValues,
     limits: Limits,
-    mask_text: Callable[[str], str],
 ) -> SpanRow:
     kind = span.kind
     parent_id = span.parent_span_id
@@ -231,8 +237,7 @@ def _row(
     status = span.status
     code = status.code
     if code == _STATUS_ERROR:
-        message = clean_text(status.message, limits.max_value_length)
-        status_name, status_message = "ERROR", mask_text(message) if message else ""
+        status_name, status_message = "ERROR", values.text(status.message)
     else:
         status_name, status_message = "OK" if code == _STATUS_OK else "UNSET", ""
     start = span.start_time_unix_nano
@@ -275,7 +280,6 @@ def convert(
     if isinstance(masker, Masker):
         masker = CachingMasker(masker)
     values = AttributeValues(limits, masker)
-    mask_text = masker.mask_text
     for group in resource_spans:
         resource = values.attributes(group.resource.attributes)
         service = resource.get("service.name")
@@ -292,5 +296,5 @@ def convert(
                 if reason is not None:
                     result.reject(reason)
                     continue
-                rows.append(_row(span, resource, service, values, limits, mask_text))
+                rows.append(_row(span, resource, service, values, limits))
     return result

@@ -166,7 +166,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     except IngestError as exc:
         return _status(exc.status, exc.message, reply_kind)
     try:
-        metrics.store(points.points)
+        metrics.store(points, max_series=conf.max_metric_series())
         if metrics.cleanup_due():
             metrics.cleanup(now=timezone.now(), max_age=traces_conf.max_age())
     except DatabaseError:

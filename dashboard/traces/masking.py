@@ -12,6 +12,10 @@ status message (exception messages and stack traces are event attributes):
   ``sk-...``, GitHub ``ghp_...``, JWTs, this project's ``rdt_...``, AWS key ids, Slack
   tokens) have the secret part replaced by ``***``.
 
+Both rules apply inside lists and maps too, at any depth up to ``MAX_DEPTH`` containers
+(deeper ones become ``NESTED_TOO_DEEPLY``): a ``password`` key in a map inside an
+attribute, or a token inside a list inside a map, is masked like a top-level one.
+
 This is a safety net, not a guarantee: a secret with none of these names or shapes
 (a bare password in free text) is stored as it is.
 """
@@ -24,6 +28,8 @@ from typing import Any
 from urllib.parse import unquote
 
 MASK = "***"
+MAX_DEPTH = 8
+NESTED_TOO_DEEPLY = "<nested too deeply>"
 
 DEFAULT_VALUE_PATTERNS: tuple[str, ...] = (
     r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}",
@@ -96,12 +102,22 @@ class Masker:
                     return masked
         return text
 
-    def _value(self, value: Any) -> Any:
+    def _value(self, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):
             return self.mask_text(value)
-        if isinstance(value, tuple | list):
-            return [self.mask_text(v) if isinstance(v, str) else v for v in value]
+        if isinstance(value, tuple | list | Mapping):
+            if depth >= MAX_DEPTH:
+                return NESTED_TOO_DEEPLY
+            if isinstance(value, Mapping):
+                return self._mapping(value, depth + 1)
+            return [self._value(v, depth + 1) for v in value]
         return value
+
+    def _mapping(self, attributes: Mapping[str, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in attributes.items():
+            out[key] = MASK if self.is_sensitive(key) else self._value(value, depth)
+        return out
 
     def is_sensitive(self, key: str) -> bool:
         hit = self._cache.get(key)
@@ -116,10 +132,7 @@ class Masker:
         """A JSON-ready copy of ``attributes``: sequences as lists, secrets as ``***``."""
         if not attributes:
             return {}
-        out: dict[str, Any] = {}
-        for key, value in attributes.items():
-            out[key] = MASK if self.is_sensitive(key) else self._value(value)
-        return out
+        return self._mapping(attributes, 0)
 
 
 def _pair_pattern(keys: Iterable[str]) -> re.Pattern[str] | None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 __all__ = ["BREAKER", "TOKEN_BUCKET", "TOKEN_LEASE"]
 
-TOKEN_BUCKET = """
--- KEYS[1]: the bucket hash {tokens, ts (microseconds)}.
--- ARGV: capacity, rate (tokens/s), requested (0: only read), ttl (ms),
---       now (microseconds; empty: Redis TIME).
+# The refill both token scripts share, composed into each (one copy of the arithmetic).
+# Reads capacity (ARGV[1]) and rate (ARGV[2], tokens/s); expects the local now_arg (the
+# ARGV index of the caller's clock). Defines now (microseconds), level (the bucket's
+# tokens now, refilled and capped), take(tokens, granted, ttl_ms) (takes and stores
+# them; replies {granted, level after}) and refuse() (replies {0, level}).
+_REFILL = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
-local requested = tonumber(ARGV[3])
 local now
-if ARGV[5] ~= nil and ARGV[5] ~= '' then
-  now = tonumber(ARGV[5])
+if ARGV[now_arg] ~= nil and ARGV[now_arg] ~= '' then
+  now = tonumber(ARGV[now_arg])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -33,19 +34,37 @@ if state[1] then
   level = tonumber(state[1]) + elapsed * rate / 1000000
   if level > capacity then level = capacity end
 end
-if requested > 0 and level >= requested then
-  level = level - requested
+local function take(tokens, granted, ttl)
+  level = level - tokens
   redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', level),
              'ts', string.format('%.0f', now))
   -- An idle bucket refills to full within the TTL; a missing key is a full bucket.
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return {1, string.format('%.17g', level)}
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return {granted, string.format('%.17g', level)}
 end
--- Refused (or a read): the stored (tokens, ts) pair still describes the bucket.
-return {0, string.format('%.17g', level)}
+local function refuse()
+  -- Refused (or a read): the stored (tokens, ts) pair still describes the bucket.
+  return {0, string.format('%.17g', level)}
+end
 """
 
-TOKEN_LEASE = """
+TOKEN_BUCKET = (
+    """
+-- KEYS[1]: the bucket hash {tokens, ts (microseconds)}.
+-- ARGV: capacity, rate (tokens/s), requested (0: only read), ttl (ms),
+--       now (microseconds; empty: Redis TIME).
+local requested = tonumber(ARGV[3])
+local now_arg = 5
+"""
+    + _REFILL
+    + """
+if requested > 0 and level >= requested then return take(requested, 1, ARGV[4]) end
+return refuse()
+"""
+)
+
+TOKEN_LEASE = (
+    """
 -- The lease mode's reservation, on the same bucket hash as TOKEN_BUCKET (processes in
 -- either mode can share a bucket).
 -- KEYS[1]: the bucket hash {tokens, ts (microseconds)}.
@@ -53,35 +72,19 @@ TOKEN_LEASE = """
 --       now (microseconds; empty: Redis TIME).
 -- Takes min(want, floor(level)) tokens when level >= need, else nothing.
 -- Returns {tokens taken, level after}.
-local capacity = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
 local need = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
-local now
-if ARGV[6] ~= nil and ARGV[6] ~= '' then
-  now = tonumber(ARGV[6])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local level = capacity
-if state[1] then
-  local elapsed = now - tonumber(state[2])
-  if elapsed < 0 then elapsed = 0 end
-  level = tonumber(state[1]) + elapsed * rate / 1000000
-  if level > capacity then level = capacity end
-end
+local now_arg = 6
+"""
+    + _REFILL
+    + """
 if need > 0 and level >= need then
   local taken = math.min(want, math.floor(level))
-  level = level - taken
-  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', level),
-             'ts', string.format('%.0f', now))
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return {taken, string.format('%.17g', level)}
+  return take(taken, taken, ARGV[5])
 end
-return {0, string.format('%.17g', level)}
+return refuse()
 """
+)
 
 BREAKER = """
 -- KEYS[1]: the breaker hash. ARGV: op, epoch, version, origin, failure_threshold,

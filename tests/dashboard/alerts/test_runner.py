@@ -70,6 +70,27 @@ def test_runner_thread_keeps_evaluating_after_a_failed_pass() -> None:
 
 
 @pytest.mark.django_db
+@override_settings(RESILIENCE_DEMO=True)
+def test_the_first_pass_of_a_demo_server_seeds_the_demo_rules_then_passes_count_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "close_old_connections", lambda: None)  # the test's transaction
+    engine = FakeEngine(fail_first=True)
+    background = runner.Runner(engine=engine, notifier=IdleNotifier(), interval=60)  # type: ignore[arg-type]
+    background.start()  # reads RESILIENCE_DEMO; the first pass is a minute away
+    background.stop()
+    assert not AlertRule.objects.exists()
+    with pytest.raises(RuntimeError, match="database is away"):
+        background.tick()
+    assert AlertRule.objects.count() == 2 and background.failures == 1
+    AlertRule.objects.all().delete()
+    background.tick()
+    assert not AlertRule.objects.exists()  # seeded once only
+    assert background.failures == 1 and background.last_report == EvaluationReport(rules=1)
+    assert background.interval == 60
+
+
+@pytest.mark.django_db
 def test_demo_rules_are_created_once_and_notify_the_banner() -> None:
     runner.ensure_demo_rules()
     rule = AlertRule.objects.get(name="Circuit breaker open")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -139,7 +140,9 @@ def test_the_command_without_rules_applies_the_configured_policy(
     assert remaining() == {ids[2]}
 
 
-def test_the_worker_runs_enforce_and_survives_errors(fresh_worker: Any) -> None:
+def test_a_failed_run_is_recorded_counted_and_raised_for_the_thread_to_log(
+    fresh_worker: Any,
+) -> None:
     calls: list[int] = []
 
     def boom() -> retention.Status:
@@ -147,13 +150,34 @@ def test_the_worker_runs_enforce_and_survives_errors(fresh_worker: Any) -> None:
         raise RuntimeError("database away")
 
     worker = retention.RetentionWorker(boom)
-    assert worker.start(0.001)
-    deadline = time.monotonic() + 10
-    while worker.errors < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    worker.stop()
-    assert worker.errors >= 2
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            worker.run_once()
+    assert worker.errors == 2 and len(calls) == 2
     assert worker.status is not None and "database away" in worker.status.error
+
+
+def test_the_worker_thread_runs_enforce_until_stopped_and_survives_errors() -> None:
+    done = threading.Event()
+    calls: list[int] = []
+
+    def flaky() -> retention.Status:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database away")
+        done.set()
+        return retention.Status(finished_at=0.0, deleted=0, protected=0)
+
+    worker = retention.RetentionWorker(flaky)
+    assert not worker.running
+    assert worker.start(0.001)
+    try:
+        assert not worker.start(0.001)  # already running
+        assert done.wait(10)  # waiting for the thread, not for time to pass in the logic
+    finally:
+        worker.stop()
+    assert not worker.running
+    assert worker.errors == 1 and len(calls) >= 2
 
 
 def test_the_admin_shows_the_policy_and_the_last_run(

@@ -64,6 +64,25 @@ class Converted:
         return "; ".join(f"{count} {reason}" for reason, count in self.reasons.items())
 
 
+class TruncatingMasker(Masker):
+    """The writer's Masker, truncating each masked string to ``max_length``: the old path
+    with the SDK's truncation moved after masking (strings are masked whole)."""
+
+    __slots__ = ("_max_length",)
+
+    def __init__(self, keys: Iterable[str], *, max_length: int) -> None:
+        super().__init__(keys)
+        self._max_length = max_length
+
+    def mask_text(self, text: str, _depth: int = 0) -> str:
+        masked = super().mask_text(text, _depth)
+        return masked[: self._max_length] if _depth == 0 else masked
+
+
+def _without_nul(value: str) -> str:
+    return value.replace("\0", "") if "\0" in value else value
+
+
 def _text(value: str, limit: int) -> str:
     if "\0" in value:
         value = value.replace("\0", "")
@@ -78,7 +97,7 @@ class _Values:
     def value(self, any_value: AnyValue, depth: int) -> Any:
         kind = any_value.WhichOneof("value")
         if kind == "string_value":
-            return _text(any_value.string_value, self._limits.max_value_length)
+            return _without_nul(any_value.string_value)  # truncated by TruncatingMasker
         if kind in ("bool_value", "int_value"):
             return getattr(any_value, kind)
         if kind == "double_value":
@@ -93,19 +112,17 @@ class _Values:
             values = any_value.array_value.values
             return [self.value(v, depth + 1) for v in values[: self._limits.max_attributes]]
         if kind == "kvlist_value":
-            return self.attributes(any_value.kvlist_value.values, depth + 1, nested=True)
+            return self.attributes(any_value.kvlist_value.values, depth + 1)
         return None
 
-    def attributes(
-        self, pairs: Iterable[KeyValue], depth: int = 0, *, nested: bool = False
-    ) -> dict[str, Any]:
+    def attributes(self, pairs: Iterable[KeyValue], depth: int = 0) -> dict[str, Any]:
         out: dict[str, Any] = {}
         limit, length = self._limits.max_attributes, self._limits.max_value_length
         for pair in pairs:
             if len(out) >= limit:
                 break
             key = _text(pair.key, length)
-            if nested and self._masker.is_sensitive(key):
+            if self._masker.is_sensitive(pair.key):
                 out[key] = MASK
             else:
                 out[key] = self.value(pair.value, depth)
@@ -144,7 +161,7 @@ def _span(span: Span, resource: Resource, values: _Values, limits: Limits) -> Re
         parent = _context(span.trace_id, span.parent_span_id, remote=remote)
     code = span.status.code
     if code == 2:
-        status = Status(StatusCode.ERROR, _text(span.status.message, limits.max_value_length))
+        status = Status(StatusCode.ERROR, _without_nul(span.status.message))
     else:
         status = Status(StatusCode.OK if code == 1 else StatusCode.UNSET)
     events = [

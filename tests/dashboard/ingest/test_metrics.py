@@ -252,3 +252,72 @@ def test_fuzzed_metric_bodies_give_a_4xx_or_points_never_another_error(body: byt
         return
     masker = masker_for(DEFAULT_MASKED_KEYS, DEFAULT_VALUE_PATTERNS)
     metrics.convert(message.resource_metrics, limits=limits, masker=masker)
+
+
+def _answer(response: Any) -> ExportMetricsServiceResponse:
+    assert response.status_code == 200
+    answer = ExportMetricsServiceResponse()
+    answer.ParseFromString(response.content)
+    return answer
+
+
+def test_new_series_beyond_the_cap_are_rejected_and_existing_ones_still_update(
+    client: Client, sender: dict[str, str], settings: Any
+) -> None:
+    settings.INGEST_MAX_METRIC_SERIES = 3
+    _post(client, _request(_counter(1, q="a"), _counter(1, q="b")), sender)
+    # Many label combinations in one request: one more fits, the rest are refused.
+    hostile = [_counter(i, at=T0 + 10**9, q=f"x{i}") for i in range(50)]
+    answer = _answer(_post(client, _request(_counter(2, at=T0 + 10**9, q="a"), *hostile), sender))
+    assert answer.partial_success.rejected_data_points == 49
+    assert "49 data points of new series beyond 3" in answer.partial_success.error_message
+    assert MetricSeries.objects.count() == 3
+    assert MetricSeries.objects.get(labels__q="a").last_value == 2.0
+    assert MetricSeries.objects.filter(labels__q="x0").exists()
+    # Full: a known series still takes points (and a refused one stays refused).
+    later = T0 + 2 * 10**9
+    answer = _answer(_post(client, _request(_counter(3, at=later, q="b"), hostile[5]), sender))
+    assert answer.partial_success.rejected_data_points == 1
+    assert MetricSeries.objects.get(labels__q="b").last_value == 3.0
+    assert MetricPoint.objects.count() == 5
+
+
+def test_the_cap_counts_series_of_every_service_and_frees_up_with_retention(
+    client: Client, sender: dict[str, str], settings: Any
+) -> None:
+    settings.INGEST_MAX_METRIC_SERIES = 2
+    for service in ("a", "b", "c"):
+        _post(client, _request(_counter(1), service=service), sender)
+    assert sorted(MetricSeries.objects.values_list("service", flat=True)) == ["a", "b"]
+    now = datetime.fromtimestamp(T0 / 1e9, tz=UTC) + timedelta(hours=2)
+    metrics.cleanup(now=now, max_age=timedelta(hours=1))
+    answer = _answer(_post(client, _request(_counter(1), service="c"), sender))
+    assert answer.partial_success.rejected_data_points == 0
+    assert list(MetricSeries.objects.values_list("service", flat=True)) == ["c"]
+
+
+def test_huge_label_names_and_values_are_truncated_or_rejected_never_stored_whole(
+    client: Client, sender: dict[str, str], settings: Any
+) -> None:
+    settings.INGEST_MAX_VALUE_LENGTH = 100
+    big = _counter(1, **{"k" * 10_000: "v" * 100_000})
+    many = _counter(2, **{f"label{i:03}".ljust(100, "k"): "v" * 100 for i in range(128)})
+    answer = _answer(_post(client, _request(big, many), sender))
+    assert answer.partial_success.rejected_data_points == 1
+    assert "labels over 16384 bytes" in answer.partial_success.error_message
+    series = MetricSeries.objects.get()
+    assert series.labels == {"k" * 100: "v" * 100}
+
+
+def test_many_metrics_in_one_request_are_bounded_by_the_point_limit(
+    client: Client, sender: dict[str, str], settings: Any
+) -> None:
+    settings.INGEST_MAX_SPANS = 100
+    settings.INGEST_MAX_METRIC_SERIES = 1000
+    many = [
+        Metric(name=f"m{i}", gauge=Gauge(data_points=[NumberDataPoint(time_unix_nano=T0)]))
+        for i in range(500)
+    ]
+    answer = _answer(_post(client, _request(*many), sender))
+    assert answer.partial_success.rejected_data_points == 400
+    assert MetricSeries.objects.count() == 100
