@@ -9,7 +9,8 @@ Durability and atomicity: a save is one transaction holding the blob and its ind
 record; the database runs in WAL mode with ``synchronous=FULL``, so ``COMMIT`` appends
 the transaction's pages to the WAL and fdatasyncs it once before returning. That one
 sync is what makes the save durable (LangGraph's ``SqliteSaver.put`` pays the same
-one); there is no directory entry to sync, since the WAL file already exists. After a
+one); there is no new directory entry per save (SQLite syncs the directory once, when it
+creates the WAL file). After a
 crash or power loss, SQLite's recovery replays committed WAL frames and drops a torn
 tail (every frame carries a checksum chained from the WAL header, and only frames up
 to the last valid commit frame count), so a checkpoint is either complete with its
