@@ -10,11 +10,10 @@ record; the database runs in WAL mode with ``synchronous=FULL``, so ``COMMIT`` a
 the transaction's pages to the WAL and fdatasyncs it once before returning. That one
 sync is what makes the save durable (LangGraph's ``SqliteSaver.put`` pays the same
 one); there is no new directory entry per save (SQLite syncs the directory once, when it
-creates the WAL file). After a
-crash or power loss, SQLite's recovery replays committed WAL frames and drops a torn
-tail (every frame carries a checksum chained from the WAL header, and only frames up
-to the last valid commit frame count), so a checkpoint is either complete with its
-record, or absent with no record. Deletes and index repairs are transactions too.
+creates the WAL file). After a crash or power loss, SQLite's recovery replays committed
+WAL frames and drops a torn tail (every frame carries a checksum chained from the WAL
+header, and only frames up to the last valid commit frame count), so a checkpoint is
+either complete with its record, or absent with no record. Deletes and index repairs are transactions too.
 
 Integrity is still the manager's: each blob keeps its header digest, payload SHA-256
 and optional HMAC, checked on every load before anything is decompressed or decoded,
