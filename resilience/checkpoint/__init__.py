@@ -10,7 +10,8 @@ Public API::
     auto.maybe_checkpoint(state)
 
 Storage is pluggable through :class:`CheckpointStore` (see
-:mod:`resilience.checkpoint.store`); the default is :class:`LocalCheckpointStore`.
+:mod:`resilience.checkpoint.store`); the default is :class:`LocalCheckpointStore` (a file
+per blob), :class:`SqliteCheckpointStore` keeps blobs in SQLite (one sync per save).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from resilience.checkpoint.compression import (
 from resilience.checkpoint.local import FileBlobStore, LocalCheckpointStore, SqliteMetadataIndex
 from resilience.checkpoint.manager import StateCheckpointManager
 from resilience.checkpoint.results import CleanupResult, RebuildResult
+from resilience.checkpoint.sqlite import SqliteCheckpointStore
 from resilience.checkpoint.store import (
     RECORD_FIELDS,
     BlobStore,
@@ -58,6 +60,7 @@ __all__ = [
     "NAME_PATTERN",
     "RECORD_FIELDS",
     "RebuildResult",
+    "SqliteCheckpointStore",
     "SqliteMetadataIndex",
     "StateCheckpointManager",
     "UnknownCodecError",

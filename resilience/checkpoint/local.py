@@ -233,6 +233,9 @@ class SqliteMetadataIndex:
         timeout: seconds to wait for another process's write lock.
     """
 
+    _SYNCHRONOUS = "NORMAL"
+    _page_size: int | None = None
+
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.timeout = positive("timeout", timeout)
@@ -259,8 +262,10 @@ class SqliteMetadataIndex:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            if self._page_size is not None:  # only takes effect on a new database
+                conn.execute(f"PRAGMA page_size = {self._page_size}")
             self._enable_wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA synchronous = {self._SYNCHRONOUS}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise CheckpointError(
@@ -283,11 +288,15 @@ class SqliteMetadataIndex:
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
+            self._prepare(conn)
         except BaseException:
             conn.close()
             raise
         self._conn, self._pid = conn, os.getpid()
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Called once per new connection, after the schema is current (subclasses)."""
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         # Switching to WAL needs an exclusive lock and SQLite reports "database is locked"
@@ -308,19 +317,8 @@ class SqliteMetadataIndex:
     def add_record(self, record: CheckpointRecord) -> None:
         """Insert the record with the next sequence number, or replace the one with the
         same id (keeping its sequence number)."""
-        row = (
-            record.checkpoint_id,
-            record.agent_id,
-            record.workflow_id,
-            record.created_at,
-            record.raw_size,
-            record.stored_size,
-            record.sha256,
-            record.codec,
-            orjson.dumps(record.metadata).decode(),
-        )
         with self._lock:
-            self._connection().execute(_UPSERT, row)
+            self._connection().execute(_UPSERT, _row(record))
 
     def get_record(self, checkpoint_id: str) -> CheckpointRecord | None:
         """The record with this id, or None."""
@@ -388,6 +386,21 @@ class SqliteMetadataIndex:
                     conn.close()
                 else:
                     self._inherited.append(conn)
+
+
+def _row(record: CheckpointRecord) -> tuple[Any, ...]:
+    """The parameters of ``_UPSERT`` for ``record``."""
+    return (
+        record.checkpoint_id,
+        record.agent_id,
+        record.workflow_id,
+        record.created_at,
+        record.raw_size,
+        record.stored_size,
+        record.sha256,
+        record.codec,
+        orjson.dumps(record.metadata).decode(),
+    )
 
 
 def _record(row: tuple[Any, ...]) -> CheckpointRecord:

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +46,11 @@ def _signing_key(value: object) -> bytes | None:
     if not value:
         raise ConfigValueError("signing_key must not be empty")
     return bytes(value)
+
+
+def _optional(store: object, name: str) -> Any:
+    method = getattr(store, name, None)
+    return method if callable(method) else None
 
 
 class StateCheckpointManager:
@@ -98,6 +103,12 @@ class StateCheckpointManager:
             raise ConfigTypeError(f"clock must be callable, got {clock!r}")
         self.store: CheckpointStore = store
         self.clock = clock
+        # Optional store methods (see resilience.checkpoint.store): one commit per save,
+        # one per cleanup.
+        self._write_checkpoint: Callable[[CheckpointRecord, bytes], None] | None = _optional(
+            store, "write_checkpoint"
+        )
+        self._delete_blobs: Callable[[Sequence[str]], int] | None = _optional(store, "delete_blobs")
 
     def __repr__(self) -> str:
         signed = ", signed" if self._key else ""
@@ -169,8 +180,12 @@ class StateCheckpointManager:
             codec=self.codec,
             metadata=meta,
         )
-        self.store.write_blob(record.checkpoint_id, blob.pack(record, payload, self._key))
-        self.store.add_record(record)  # only once the blob is durable
+        data = blob.pack(record, payload, self._key)
+        if self._write_checkpoint is not None:
+            self._write_checkpoint(record, data)  # blob and record in one durable commit
+        else:
+            self.store.write_blob(record.checkpoint_id, data)
+            self.store.add_record(record)  # only once the blob is durable
         if bus.active:
             bus.publish(
                 CheckpointSaved(
@@ -378,8 +393,11 @@ class StateCheckpointManager:
         ids = tuple(record.checkpoint_id for record in doomed)
         if not dry_run and ids:
             self.store.remove_records(ids)
-            for checkpoint_id in ids:
-                self.store.delete_blob(checkpoint_id)
+            if self._delete_blobs is not None:
+                self._delete_blobs(ids)
+            else:
+                for checkpoint_id in ids:
+                    self.store.delete_blob(checkpoint_id)
             self.store.remove_records(ids)  # see delete_checkpoint
         return CleanupResult(
             checkpoint_ids=ids,

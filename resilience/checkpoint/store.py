@@ -7,7 +7,9 @@ combine a :class:`BlobStore` and a :class:`MetadataIndex` with
 :class:`CompositeCheckpointStore`, then pass it as ``StateCheckpointManager(store=...)``.
 
 The local default is :class:`~resilience.checkpoint.local.LocalCheckpointStore`: one
-file per blob plus a SQLite (WAL) index. A Django project can keep blobs in Django's
+file per blob plus a SQLite (WAL) index (two syncs per save: the blob's data, then its
+rename). :class:`~resilience.checkpoint.sqlite.SqliteCheckpointStore` keeps blobs and
+records in one SQLite database (one sync per save). A Django project can keep blobs in Django's
 storage API and records in a model, e.g.::
 
     class DjangoCheckpointStore:          # satisfies CheckpointStore structurally
@@ -41,6 +43,11 @@ Contract every implementation keeps:
   or ``created_at``: those follow the writers' wall clocks, which step back (NTP, VM
   restore) and differ between hosts. Replacing a record keeps its place. ``limit=None``
   means all;
+* optional, for stores that can do better than the two steps: ``write_checkpoint(record,
+  data)`` stores the blob and its record in one atomic, durable step (the manager then
+  calls it instead of ``write_blob`` + ``add_record``), and ``delete_blobs(ids) -> int``
+  removes many blobs at once (``cleanup`` uses it). See
+  :class:`~resilience.checkpoint.sqlite.SqliteCheckpointStore`;
 * methods may be called from several threads at once (``asave_checkpoint`` runs in a
   thread pool), and from several processes when the storage is shared.
 """

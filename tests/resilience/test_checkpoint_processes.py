@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from resilience.checkpoint import StateCheckpointManager
+from resilience.checkpoint import SqliteCheckpointStore, StateCheckpointManager
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,9 +37,10 @@ def run_python(code: str, *args: str, timeout: float = 60) -> str:
 
 WRITER = """
 import os, sys, time
-from resilience.checkpoint import StateCheckpointManager
+from resilience.checkpoint import SqliteCheckpointStore, StateCheckpointManager
 directory, writer, count, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-manager = StateCheckpointManager(directory)
+store = SqliteCheckpointStore(directory) if sys.argv[5] == "sqlite" else None
+manager = StateCheckpointManager(directory, store=store)
 while not os.path.exists(go):
     time.sleep(0.001)
 for i in range(count):
@@ -47,11 +48,17 @@ for i in range(count):
 """
 
 
-def test_four_writer_processes_lose_no_index_entries(tmp_path: Path) -> None:
+def manager_for(directory: Path, kind: str) -> StateCheckpointManager:
+    store = SqliteCheckpointStore(directory) if kind == "sqlite" else None
+    return StateCheckpointManager(directory, store=store)
+
+
+@pytest.mark.parametrize("kind", ["files", "sqlite"])
+def test_four_writer_processes_lose_no_index_entries(tmp_path: Path, kind: str) -> None:
     directory, go = tmp_path / "ck", tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(directory), str(w), "25", str(go)],
+            [sys.executable, "-c", WRITER, str(directory), str(w), "25", str(go), kind],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stderr=subprocess.PIPE,
         )
@@ -67,7 +74,7 @@ def test_four_writer_processes_lose_no_index_entries(tmp_path: Path) -> None:
                 proc.kill()
                 proc.communicate()
     assert [proc.returncode for proc in procs] == [0, 0, 0, 0], errors
-    manager = StateCheckpointManager(directory)
+    manager = manager_for(directory, kind)
     listed = manager.list_checkpoints(workflow_id="shared")
     assert len(listed) == 100
     assert len({info["checkpoint_id"] for info in listed}) == 100
@@ -82,12 +89,15 @@ def test_four_writer_processes_lose_no_index_entries(tmp_path: Path) -> None:
 
 KILLER = """
 import json, os, random, signal, sys, time
-from resilience.checkpoint import StateCheckpointManager
-directory, kills = sys.argv[1], int(sys.argv[2])
+from resilience.checkpoint import SqliteCheckpointStore, StateCheckpointManager
+directory, kills, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def make(**options):
+    store = SqliteCheckpointStore(directory) if kind == "sqlite" else None
+    return StateCheckpointManager(directory, store=store, **options)
 rng = random.Random(1234)
 state = {"messages": [{"role": "user", "content": "x" * 200, "n": n} for n in range(150)],
          "numbers": [n * 0.5 for n in range(2000)]}
-observer = StateCheckpointManager(directory)
+observer = make()
 checked = set()
 latest_checked = 0
 for round_ in range(kills):
@@ -95,7 +105,7 @@ for round_ in range(kills):
     if pid == 0:
         try:
             codec = rng.choice(["zstd", "gzip", "none"])
-            writer = StateCheckpointManager(directory, compression=codec)
+            writer = make(compression=codec)
             n = 0
             while True:
                 n += 1
@@ -118,13 +128,16 @@ print(json.dumps({"kills": kills, "latest_checked": latest_checked, "checked": l
 """
 
 
-def test_sigkilled_writers_never_leave_a_listed_checkpoint_unloadable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["files", "sqlite"])
+def test_sigkilled_writers_never_leave_a_listed_checkpoint_unloadable(
+    tmp_path: Path, kind: str
+) -> None:
     directory = tmp_path / "ck"
     started = time.monotonic()
-    report = json.loads(run_python(KILLER, str(directory), "100"))
+    report = json.loads(run_python(KILLER, str(directory), "100", kind))
     assert report["kills"] == 100
     assert report["checked"] > 0
-    manager = StateCheckpointManager(directory)
+    manager = manager_for(directory, kind)
     listed = manager.list_checkpoints()
     assert len(listed) == report["checked"]
     for info in listed:
