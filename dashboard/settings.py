@@ -224,6 +224,13 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # REST API: per user/token budget "requests/seconds" ("" turns it off).
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/60")
+# Seconds an authenticated API token (and its user, permissions) stays cached in the
+# process ("0" turns it off): how long a revocation made elsewhere may take to apply.
+API_TOKEN_CACHE_TTL = (
+    0.0
+    if env_str("API_TOKEN_CACHE_TTL", "5s").strip() in ("", "0", "0s", "0ms")
+    else env_duration("API_TOKEN_CACHE_TTL", "5s").total_seconds()
+)
 # Prometheus scrape endpoint /metrics: allowed client networks and/or a bearer token.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
