@@ -251,6 +251,8 @@ TRACES_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
     else ""
 )
 TRACES_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "")
+# Share of API reads (GET/HEAD under /api/ starting a trace) whose request span is kept.
+TRACES_API_READ_RATIO = env_float("TRACES_API_READ_RATIO", 0.01)
 TRACES_EXCLUDED_URLS = (
     env_str("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "")
     or env_str("OTEL_PYTHON_EXCLUDED_URLS", "")
