@@ -147,7 +147,7 @@ def _copy_instance(instance: Any) -> Any:
 
 def _copy(token: ApiToken) -> ApiToken:
     user = token.user
-    twin = _copy_instance(token)
+    twin: ApiToken = _copy_instance(token)
     twin._state.fields_cache["user"] = _copy_instance(user)
     return twin
 

@@ -78,9 +78,7 @@ def test_deleting_a_token_ends_its_cached_use_at_once(client: Client, viewer: Us
     assert read(client, token) == 401
 
 
-def test_deactivating_the_user_ends_the_cached_token_at_once(
-    client: Client, viewer: User
-) -> None:
+def test_deactivating_the_user_ends_the_cached_token_at_once(client: Client, viewer: User) -> None:
     token = testing.token_for(viewer)
     assert read(client, token) == 200
     viewer.is_active = False
