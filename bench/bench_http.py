@@ -5,7 +5,9 @@
 - the floor: ``bench._bare_site``, Django with one view returning ``{"status": "ok"}``
   and nothing else (no middleware, database or apps);
 - the dashboard (``dashboard.asgi``) on a throw-away SQLite database, demo and API
-  throttle off, OTel request instrumentation and span storage on, as `make run` has them.
+  throttle off, OTel request instrumentation and span storage on, as `make run` has them:
+  API reads are traced at ``TRACES_API_READ_RATIO`` (default 0.01), and one more row,
+  on a second server, traces every read (``TRACES_API_READ_RATIO=1``) to show that cost.
 
 When uvicorn, uvloop and httptools are installed (the ``bench`` extra), the floor and
 two dashboard rows run again under ``uvicorn --loop uvloop --http httptools``; without
@@ -242,6 +244,12 @@ def tables() -> list[Table]:
         with _daphne("dashboard.asgi:application", env) as (port, pid):
             for label, path, headers in api_rows:
                 measure(label, port, pid, path, headers)
+        with _daphne("dashboard.asgi:application", {**env, "TRACES_API_READ_RATIO": "1"}) as (
+            port,
+            pid,
+        ):
+            label, path, headers = api_rows[1]
+            measure(f"{label}, every read traced", port, pid, path, headers)
         # The same apps under uvicorn (uvloop, httptools), in the same run.
         skipped = uvicorn_missing()
         if skipped is None:

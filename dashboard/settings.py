@@ -224,6 +224,13 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # REST API: per user/token budget "requests/seconds" ("" turns it off).
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/60")
+# Seconds an authenticated API token (and its user, permissions) stays cached in the
+# process ("0" turns it off): how long a revocation made elsewhere may take to apply.
+API_TOKEN_CACHE_TTL = (
+    0.0
+    if env_str("API_TOKEN_CACHE_TTL", "5s").strip() in ("", "0", "0s", "0ms")
+    else env_duration("API_TOKEN_CACHE_TTL", "5s").total_seconds()
+)
 # Prometheus scrape endpoint /metrics: allowed client networks and/or a bearer token.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
@@ -244,6 +251,8 @@ TRACES_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
     else ""
 )
 TRACES_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "")
+# Share of API reads (GET/HEAD under /api/ starting a trace) whose request span is kept.
+TRACES_API_READ_RATIO = env_float("TRACES_API_READ_RATIO", 0.01)
 TRACES_EXCLUDED_URLS = (
     env_str("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "")
     or env_str("OTEL_PYTHON_EXCLUDED_URLS", "")

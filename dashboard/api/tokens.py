@@ -16,6 +16,7 @@ from django.utils import timezone
 from dashboard import audit
 from dashboard.durations import parse_timedelta
 
+from . import token_cache
 from .models import ApiToken
 
 TOKEN_PREFIX = "rdt_"
@@ -82,10 +83,24 @@ def revoke_token(*, token: ApiToken, actor: AbstractBaseUser | None, source: str
 
 
 def authenticate_token(plaintext: str) -> ApiToken | None:
-    """The usable token matching ``plaintext`` (its user active), else None."""
-    match = TOKEN_PATTERN.fullmatch(plaintext.strip())
+    """The usable token matching ``plaintext`` (its user active), else None.
+
+    A token found here is cached for ``API_TOKEN_CACHE_TTL`` seconds (see
+    :mod:`.token_cache`: revocation and user or permission changes end that at once);
+    what is returned is the caller's own copy, its user in ``token.user``.
+    """
+    text = plaintext.strip()
+    match = TOKEN_PATTERN.fullmatch(text)
     if match is None:
         return None
+    key = hash_secret(text)
+    token = token_cache.get(key)
+    if token is not None:
+        if not token.usable or not token.user.is_active:  # expired since it was cached
+            return None
+        _record_use(token, key)
+        return token
+    seen = token_cache.generation()
     prefix, secret = match.groups()
     try:
         # get(), not first(): prefix is unique, and first()'s ORDER BY made compiling
@@ -97,11 +112,18 @@ def authenticate_token(plaintext: str) -> ApiToken | None:
         return None
     if not token.usable or not token.user.is_active:
         return None
+    _record_use(token, None)
+    token_cache.put(key, token, seen)
+    return token
+
+
+def _record_use(token: ApiToken, key: str | None) -> None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
-    return token
+        if key is not None:
+            token_cache.touch(key, now)
 
 
 def parse_expiry(text: str) -> timedelta:

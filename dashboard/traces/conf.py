@@ -30,6 +30,15 @@ def enabled() -> bool:
     return value
 
 
+def api_read_ratio() -> float:
+    """TRACES_API_READ_RATIO: the share of API reads (GET/HEAD under /api/ that start a
+    trace) whose request span is recorded; default 0.01 (``request_sampling``)."""
+    value = _get("TRACES_API_READ_RATIO", 0.01)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ImproperlyConfigured(f"TRACES_API_READ_RATIO must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def masked_keys() -> tuple[str, ...]:
     """TRACES_MASKED_KEYS: attribute keys containing any of these are stored as ``***``."""
     value = _get("TRACES_MASKED_KEYS", DEFAULT_MASKED_KEYS)

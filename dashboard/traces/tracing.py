@@ -73,14 +73,21 @@ def otlp_processor(endpoint: str) -> SpanProcessor | None:
 
 
 def instrument_django(provider: trace.TracerProvider | None = None) -> bool:
-    """Instrument Django requests once; True if this call did it."""
+    """Instrument Django requests once; True if this call did it. Every call (re)applies
+    the sampling of API reads (``TRACES_API_READ_RATIO``: ``request_sampling``)."""
     from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.django.middleware import otel_middleware
+
+    from .request_sampling import sample_api_reads
 
     instrumentor = DjangoInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        return False
-    instrumentor.instrument(tracer_provider=provider, excluded_urls=conf.excluded_urls())
-    return True
+    done = False
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider, excluded_urls=conf.excluded_urls())
+        done = True
+    # The middleware's tracer is its own (its instrumentation scope): only request spans.
+    sample_api_reads(otel_middleware._DjangoMiddleware._tracer, conf.api_read_ratio())
+    return done
 
 
 def install(*, django: bool = True) -> DatabaseSpanProcessor | None:

@@ -17,7 +17,7 @@ from django.test import override_settings
 from django.urls import path
 
 from dashboard.db import pool
-from dashboard.handler import OneHopASGIHandler, chunks_in_thread
+from dashboard.handler import OneHopASGIHandler, RequestThreads, chunks_in_thread
 from tests.asgi import asgi_request, response_of
 
 seen_threads: list[int] = []
@@ -69,8 +69,27 @@ def db_stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(chunks())
 
 
+both_in_flight = threading.Barrier(2, timeout=30)  # the timeout only ends a broken run
+
+
+def meet(request: HttpRequest) -> HttpResponse:
+    seen_threads.append(threading.get_ident())
+    both_in_flight.wait()  # returns only once the other request is in its view too
+    return HttpResponse("met")
+
+
+query_connections: list[Any] = []
+
+
+def query(request: HttpRequest) -> HttpResponse:
+    query_connections.append((threading.get_ident(), User.objects.count(), connection.connection))
+    return HttpResponse("queried")
+
+
 urlpatterns = [
     path("plain/", plain),
+    path("meet/", meet),
+    path("query/", query),
     path("async/", coroutine_view),
     path("stream/", stream),
     path("db-stream/", db_stream),
@@ -183,3 +202,80 @@ async def test_a_stream_that_queries_gives_its_connection_back_at_the_end() -> N
         assert any(raw is r for r in returned), "a connection the stream used was kept"
     for raw in returned:
         raw.close()
+
+
+@override_settings(**SETTINGS)
+async def test_requests_one_after_another_reuse_one_thread_and_start_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    application = OneHopASGIHandler()
+    await get(application, "/plain/")  # the first request starts the thread
+    started: list[str] = []
+    original = threading.Thread.start
+
+    def counting(self: threading.Thread) -> None:
+        started.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting)
+    seen_threads.clear()
+    for _ in range(3):
+        status, _, _ = await get(application, "/plain/")
+        assert status == 200
+    # Django's stock handler starts two threads per request (the request's, a joiner).
+    assert started == []
+    assert len(set(seen_threads)) == 1
+    assert application.threads.idle_count() == 1
+
+
+@override_settings(**SETTINGS)
+async def test_requests_in_flight_together_run_on_threads_of_their_own() -> None:
+    seen_threads.clear()
+    both_in_flight.reset()
+    application = OneHopASGIHandler()
+    first, second = await asyncio.gather(get(application, "/meet/"), get(application, "/meet/"))
+    assert first[:2] == second[:2] == (200, b"met")
+    assert len(set(seen_threads)) == 2
+    assert application.threads.idle_count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(**SETTINGS)
+async def test_a_reused_thread_gives_its_connection_back_after_each_request() -> None:
+    for raw in pool.clear():
+        raw.close()
+    query_connections.clear()
+    application = OneHopASGIHandler()
+    for _ in range(2):
+        status, _, _ = await get(application, "/query/")
+        assert status == 200
+        returned = pool.clear()  # request_finished closed it into the pool
+        assert [raw is query_connections[-1][2] for raw in returned] == [True]
+        for raw in returned:
+            raw.close()
+    assert query_connections[0][0] == query_connections[1][0]  # the same thread
+
+
+def test_an_executor_still_running_a_call_is_not_reused() -> None:
+    """A client that disconnects while its view runs: the view's thread is left to end."""
+    threads = RequestThreads()
+    busy = threads.take()
+    release = threading.Event()
+    running = busy.submit(release.wait)
+    threads.give(busy)
+    assert threads.idle_count() == 0
+    assert threads.take() is not busy
+    release.set()
+    running.result()
+
+
+def test_idle_executors_are_reused_up_to_the_bound() -> None:
+    threads = RequestThreads(keep=2)
+    executors = [threads.take() for _ in range(3)]
+    for executor in executors:
+        executor.submit(int).result()
+        threads.give(executor)
+    assert threads.idle_count() == 2
+    assert threads.take() is executors[1]  # the last kept one
+    with pytest.raises(RuntimeError):  # the third was shut down
+        executors[2].submit(int)

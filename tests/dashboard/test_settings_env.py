@@ -56,6 +56,8 @@ EXAMPLES: dict[str, Example] = {
     "DEMO_ADMIN_USER": Example(("DEMO_ADMIN_USER",), "ops", "ops"),
     "DEMO_ADMIN_PASSWORD": Example(("DEMO_ADMIN_PASSWORD",), "pw-from-env", "pw-from-env"),
     "API_RATE_LIMIT": Example(("API_RATE_LIMIT",), "10/1", "10/1"),
+    "API_TOKEN_CACHE_TTL": Example(("API_TOKEN_CACHE_TTL",), "30s", 30.0),
+    "TRACES_API_READ_RATIO": Example(("TRACES_API_READ_RATIO",), "0.5", 0.5),
     "METRICS_TOKEN": Example(("METRICS_TOKEN",), "scrape-token", "scrape-token"),
     "METRICS_ALLOWED_NETWORKS": Example(
         ("METRICS_ALLOWED_NETWORKS",), "10.0.0.0/8", ["10.0.0.0/8"]

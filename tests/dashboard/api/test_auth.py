@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from dashboard.api import testing, throttle
@@ -285,6 +285,7 @@ def test_every_mutation_is_401_anonymous_and_403_for_a_mere_viewer(
     assert response.status_code == 403
 
 
+@override_settings(API_TOKEN_CACHE_TTL=0)
 def test_a_token_and_its_user_are_found_in_one_query(
     viewer: User, django_assert_num_queries: Any
 ) -> None:
