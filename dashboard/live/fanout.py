@@ -80,7 +80,7 @@ def text_frame(text: str) -> bytes:
 class FrameWriter:
     """Writes pre-built frames to one socket's transport, if it is open and keeping up."""
 
-    __slots__ = ("_buffered", "_is_open", "_transport", "max_buffered")
+    __slots__ = ("_buffered", "_is_open", "_write", "max_buffered")
 
     def __init__(
         self,
@@ -89,8 +89,11 @@ class FrameWriter:
         is_open: Callable[[], bool],
         buffered: Callable[[], int],
         max_buffered: int = MAX_BUFFERED,
+        write: Callable[[bytes], bool] | None = None,
     ) -> None:
-        self._transport = transport
+        """``write(frame)``, when given, replaces ``transport.write`` (False: the
+        connection is lost)."""
+        self._write = write or _plain_write(transport)
         self._is_open = is_open
         self._buffered = buffered
         self.max_buffered = max_buffered
@@ -100,8 +103,47 @@ class FrameWriter:
             return Outcome.CLOSED
         if self._buffered() > self.max_buffered:
             return Outcome.DROPPED
-        self._transport.write(frame)
-        return Outcome.SENT
+        return Outcome.SENT if self._write(frame) else Outcome.CLOSED
+
+
+def _plain_write(transport: Any) -> Callable[[bytes], bool]:
+    def write(frame: bytes) -> bool:
+        transport.write(frame)
+        return True
+
+    return write
+
+
+def _twisted_tcp_write(transport: Any) -> Callable[[bytes], bool] | None:
+    """For a plain TCP Twisted transport: send now when nothing is queued.
+
+    Twisted's ``write`` only queues: the bytes go out on a later reactor turn, after
+    registering the socket for writability and unregistering it (under daphne's asyncio
+    reactor: two ``epoll_ctl`` calls and a callback per socket per push, most of a
+    push's cost at 1,000 sockets). asyncio's transports send at once when their buffer
+    is empty; this does the same with Twisted's own non-blocking ``writeSomeData``, and
+    queues what the kernel did not take. Only an exact ``twisted.internet.tcp.Server``
+    (TLS wraps it in another transport, and must keep encrypting), else None.
+    """
+    try:
+        from twisted.internet import tcp
+    except ImportError:  # pragma: no cover - daphne always has Twisted
+        return None
+    if type(transport) is not tcp.Server:
+        return None
+
+    def write(frame: bytes) -> bool:
+        if transport.dataBuffer or transport._tempDataLen or transport.disconnecting:
+            transport.write(frame)  # something queued: keep the order
+            return True
+        sent = transport.writeSomeData(frame)
+        if isinstance(sent, Exception):
+            return False  # Twisted sees the loss on its next read
+        if sent < len(frame):
+            transport.write(frame[sent:])
+        return True
+
+    return write
 
 
 def _twisted_buffered(transport: Any) -> int:
@@ -147,6 +189,7 @@ def frame_writer(send: Any, *, max_buffered: int = MAX_BUFFERED) -> FrameWriter 
             is_open=daphne_open,
             buffered=functools.partial(_twisted_buffered, transport),
             max_buffered=max_buffered,
+            write=_twisted_tcp_write(transport),
         )
     protocol = getattr(send, "__self__", None)
     if protocol is None or getattr(send, "__name__", "") != "asgi_send":
