@@ -447,10 +447,10 @@ def tables() -> list[Table]:
             Row(f"{label}: opened", float(held)),
             Row(f"{label}: receiving every sample", float(steady), spread),
         ]
-        sent, written, dropped, errors = stats
-        frames = f"{written:,} of {sent:,} socket pushes as one frame, {dropped} dropped"
+        pushed, written, dropped, _ = stats
+        framed = f"{written:,} of {pushed:,} socket pushes as one frame, {dropped} dropped"
         cpu_rows += [
-            Row(f"{label}: per transition", cpu_per_flip * 1000, f"state + history; {frames}"),
+            Row(f"{label}: per transition", cpu_per_flip * 1000, f"state + history; {framed}"),
             Row(f"{label}: per 1 Hz sample", cpu_per_sample * 1000, "tick + render + send"),
         ]
     return [

@@ -131,8 +131,10 @@ def _twisted_tcp_write(transport: Any) -> Callable[[bytes], bool] | None:
         return None
     if type(transport) is not tcp.Server:
         return None
+    twisted: Any = transport  # Twisted is untyped here
 
     def write(frame: bytes) -> bool:
+        transport = twisted
         if transport.dataBuffer or transport._tempDataLen or transport.disconnecting:
             transport.write(frame)  # something queued: keep the order
             return True
@@ -171,11 +173,12 @@ def frame_writer(send: Any, *, max_buffered: int = MAX_BUFFERED) -> FrameWriter 
     if isinstance(send, functools.partial) and send.args:
         protocol = send.args[0]
         server = getattr(send.func, "__self__", None)
-        transport = getattr(protocol, "transport", None)
+        tcp_transport: Any = getattr(protocol, "transport", None)
         open_state = getattr(protocol, "STATE_OPEN", None)
         connections = getattr(server, "connections", None)
-        if transport is None or open_state is None or not isinstance(connections, dict):
+        if tcp_transport is None or open_state is None or not isinstance(connections, dict):
             return None
+        transport = tcp_transport
 
         def daphne_open() -> bool:
             return (
