@@ -14,9 +14,13 @@ the ``user_logged_out`` signal sends ``auth.session_ended`` to the session's gro
 (named by a hash of the session key, so no key travels through Redis).
 
 Pushes from this process's broadcaster and sampler do not go through the channel layer:
-:mod:`.fanout` hands the same rendered message to every consumer of the group
-(``deliver``). Until a consumer has sent its initial state, it keeps those messages in
-a backlog and sends them after, in order, as the channel layer's queue did.
+:mod:`.fanout` hands the same rendered message to every consumer of the group. Under
+daphne and uvicorn's websockets protocol the consumer writes the push's pre-built frame
+to its socket (``deliver_frame``, no per-socket framing or compression); elsewhere it
+sends it (``deliver``). Until a consumer has sent its initial state, it keeps those
+messages in a backlog and sends them after, in order, as the channel layer's queue did.
+A socket too far behind to take a frame is closed with 1013 (try again later), so the
+page reconnects and reloads its state rather than showing a stale one.
 
 Concurrency: each consumer runs one re-authorisation task on the server's event loop,
 cancelled on disconnect; the database checks run in the sync thread pool.
@@ -48,9 +52,10 @@ from dashboard import selectors
 from dashboard.permissions import VIEW_DASHBOARD
 
 from . import broadcast, fragments, runtime
-from .fanout import local_groups
+from .fanout import FrameWriter, Outcome, frame_writer, local_groups
 
 CLOSE_LOGGED_OUT = 4401
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the htmx ws extension reconnects
 CLOSE_FORBIDDEN = 4403
 DEFAULT_REAUTH_INTERVAL = 30.0
 
@@ -94,6 +99,9 @@ def _reason_to_close(user_pk: Any, session_key: str | None) -> int | None:
     return None
 
 
+_closing: set[asyncio.Task[None]] = set()  # lagging sockets being closed (strong refs)
+
+
 class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     page: ClassVar[str]
     group: str = ""
@@ -103,6 +111,11 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     reauth: asyncio.Task[None] | None = None
     # Pushes that arrived before the initial state was sent (None once it was).
     backlog: list[dict[str, Any]] | None = None
+    # Writes pre-built frames to this socket (None: the server has no such path).
+    writer: FrameWriter | None = None
+    lagging = False
+    # Message types whose handler only sends ``html``: written as a frame as they are.
+    frame_types: ClassVar[frozenset[str]] = frozenset({"live.fragment"})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels' dispatch first hops to the database thread to close stale
@@ -120,6 +133,35 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.backlog.append(message)
             return
         await self.dispatch(message)
+
+    def wants(self, message: dict[str, Any]) -> bool | None:
+        """Write ``message``'s frame (True), skip it (False), or ``deliver`` it (None)."""
+        return True if message["type"] in self.frame_types else None
+
+    def deliver_frame(self, message: dict[str, Any], frame: bytes) -> Outcome:
+        """A push from this process's fan-out, as a frame built once for every socket."""
+        writer = self.writer
+        if writer is None or self.backlog is not None:
+            return Outcome.FALLBACK
+        wants = self.wants(message)
+        if wants is None:
+            return Outcome.FALLBACK
+        if not wants:
+            return Outcome.SKIPPED
+        outcome = writer.write(frame)
+        if outcome is Outcome.DROPPED:
+            self.lagged()
+        return outcome
+
+    def lagged(self) -> None:
+        """The socket stopped reading: no more pushes; close it so the page reloads."""
+        if self.lagging:
+            return
+        self.lagging = True
+        local_groups.discard(self.group, self)
+        task = asyncio.get_running_loop().create_task(self.close(code=CLOSE_TRY_AGAIN))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     async def drain_backlog(self) -> None:
         """Send the pushes held while connecting, in order; later ones go straight out."""
@@ -149,6 +191,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.session_joined = session_group(session_key)
             await self.channel_layer.group_add(self.session_joined, self.channel_name)
         await self.accept()
+        self.writer = frame_writer(self.base_send)
         self.reauth = asyncio.create_task(self._reauthorise(user.pk, session_key))
         html = await self.initial()
         if html:
@@ -213,6 +256,7 @@ def _snapshots() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 class OverviewConsumer(LiveConsumer):
     page = "overview"
+    frame_types = frozenset({"live.fragment", "breaker.state"})
 
     async def initial(self) -> str:
         breakers, limiters = _snapshots()
@@ -245,6 +289,15 @@ class BreakersConsumer(LiveConsumer):
         user: Any, names: list[str] | None = None
     ) -> tuple[dict[str, bool], list[selectors.BreakerCard]]:
         return fragments.actions_for(user.has_perm), selectors.breaker_cards(names=names)
+
+    def wants(self, message: dict[str, Any]) -> bool | None:
+        kind = message["type"]
+        if kind == "breaker.state":
+            # A breaker this page does not show yet needs its card: ``deliver``.
+            return True if message["name"] in self.known else None
+        if kind == "breaker.history":
+            return message["name"] in self.known
+        return super().wants(message)
 
     async def deliver(self, message: dict[str, Any]) -> None:
         if self.backlog is None and message.get("name", "") not in self.known:
