@@ -3,9 +3,11 @@
 Attribute search (``key=value``) used to read every span's attributes (a JSON scan of
 a million rows on SQLite). The span writer (``services.write_spans``, which both the
 local span pipeline and OTLP ingest use) now also writes, in the same transaction as
-the spans, one row per scalar attribute: ``(span, trace_id, key, value, start_us)``,
-indexed on ``(key, value, trace_id, start_us)``. Retention deletes the rows with
-their spans (``services.cleanup_spans``).
+the spans, one row per scalar attribute: ``(id, trace_id, key, value, start_us)``,
+indexed on ``(key, value, trace_id, start_us)``. The row's primary key is the span's
+shifted left by ``SHIFT`` bits plus the attribute's position, so the rows of a span
+are one primary-key range: no second index to write, and retention deletes them
+with their spans by ranges (``services.cleanup_spans``).
 
 What is indexed, so that the index answers exactly what the JSON search answered:
 
@@ -33,6 +35,7 @@ from typing import Any
 MAX_KEY = 128
 MAX_VALUE = 256
 MAX_PER_SPAN = 128
+SHIFT = 8  # 2**SHIFT > MAX_PER_SPAN: a span's rows are ids [pk << SHIFT, (pk + 1) << SHIFT)
 
 
 def encode(value: Any) -> str | None:
@@ -86,22 +89,44 @@ def searchable(key: str, value: str) -> list[str] | None:
 def attribute_rows(
     spans: Iterable[tuple[int, str, int, dict[str, Any]]],
 ) -> list[tuple[int, str, str, str, int]]:
-    """``(span pk, trace_id, key, value text, start_us)`` for each indexed attribute of
-    ``(pk, trace_id, start_us, attributes)``, in the model's column order."""
+    """``(id, trace_id, key, value text, start_us)`` for each indexed attribute of
+    ``(span pk, trace_id, start_us, attributes)``, in the model's column order."""
     rows: list[tuple[int, str, str, str, int]] = []
     append = rows.append
     for pk, trace_id, start_us, attributes in spans:
-        taken = 0
+        first = pk << SHIFT
+        position = first
+        last = first + MAX_PER_SPAN
         for key, value in attributes.items():
-            if taken == MAX_PER_SPAN:
-                break
+            kind = type(value)
+            if kind is str:
+                if len(value) > MAX_VALUE:
+                    continue
+                text = "s" + value
+            else:
+                text = encode(value)
+                if text is None:
+                    continue
             if len(key) > MAX_KEY:
                 continue
-            text = encode(value)
-            if text is not None:
-                append((pk, trace_id, key, text, start_us))
-                taken += 1
+            append((position, trace_id, key, text, start_us))
+            position += 1
+            if position == last:
+                break
     return rows
 
 
-COLUMNS: Sequence[str] = ("span_id", "trace_id", "key", "value", "start_us")
+def span_ranges(pks: Iterable[int]) -> list[tuple[int, int]]:
+    """The id ranges ``[low, high)`` holding the rows of the spans ``pks``, one per run
+    of consecutive pks."""
+    ranges: list[tuple[int, int]] = []
+    for pk in sorted(pks):
+        low, high = pk << SHIFT, (pk + 1) << SHIFT
+        if ranges and ranges[-1][1] == low:
+            ranges[-1] = (ranges[-1][0], high)
+        else:
+            ranges.append((low, high))
+    return ranges
+
+
+COLUMNS: Sequence[str] = ("id", "trace_id", "key", "value", "start_us")

@@ -116,13 +116,12 @@ class SpanAttribute(models.Model):
 
     Written by the span writer in the span's transaction, deleted with the span by
     retention; what is indexed and how values are spelled: ``attribute_index``.
+    ``id`` is the span's id << 8 plus the attribute's position (not a sequence), so a
+    span's rows are one id range and need no index of their own.
     """
 
-    # No database constraint: a foreign-key check per row would cost the writer (on
-    # PostgreSQL a trigger per COPY row); the writer and retention keep them in step.
-    span = models.ForeignKey(
-        SpanRecord, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
-    )
+    # An auto field for its column type (SQLite: the rowid itself), always given a value.
+    id = models.BigAutoField(primary_key=True)
     trace_id = models.CharField(max_length=32)
     key = models.CharField(max_length=128)
     value = models.CharField(max_length=257, help_text="s<string>, b<true|false> or n<number>")

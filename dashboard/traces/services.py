@@ -12,7 +12,7 @@ import orjson
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import attribute_index
@@ -21,6 +21,7 @@ from .masking import Masker
 from .models import SpanAttribute, SpanRecord, TraceSummary
 
 DELETE_CHUNK = 5_000
+_RANGES_PER_DELETE = 200  # OR-ed ranges per DELETE (SQLite caps expression depth at 1,000)
 _UPSERT_CHUNK = 2_000  # rows per multi-row upsert: 9 parameters each, PostgreSQL allows 65,535
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _SPAN_COLUMNS = (
@@ -290,12 +291,23 @@ def _delete_chunked(queryset: QuerySet[Any], chunk_size: int, limit: int | None 
         # Each chunk commits on its own, so writers wait for one chunk at most.
         with transaction.atomic(using=queryset.db):
             if model is SpanRecord:  # their index rows first, in the same transaction
-                SpanAttribute.objects.using(queryset.db).filter(span_id__in=pks).delete()
+                _delete_attributes(pks, using=queryset.db)
             count, _ = model._default_manager.using(queryset.db).filter(pk__in=pks).delete()
         deleted += count
         if len(pks) < size:
             break
     return deleted
+
+
+def _delete_attributes(pks: Sequence[int], *, using: str) -> None:
+    """Delete the attribute-index rows of the spans ``pks``: a primary-key range per
+    run of consecutive ids (spans expire in about the order they were written)."""
+    ranges = attribute_index.span_ranges(pks)
+    for i in range(0, len(ranges), _RANGES_PER_DELETE):
+        either = Q()
+        for low, high in ranges[i : i + _RANGES_PER_DELETE]:
+            either |= Q(pk__gte=low, pk__lt=high)
+        SpanAttribute.objects.using(using).filter(either).delete()
 
 
 def cleanup_spans(

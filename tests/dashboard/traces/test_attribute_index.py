@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from dashboard.traces import attribute_index
-from dashboard.traces.attribute_index import MAX_KEY, MAX_PER_SPAN, MAX_VALUE, encode
+from dashboard.traces.attribute_index import MAX_KEY, MAX_PER_SPAN, MAX_VALUE, SHIFT, encode
 from dashboard.traces.conf import DEFAULT_MASKED_KEYS
 from dashboard.traces.convert import SpanRow
 from dashboard.traces.masking import Masker
@@ -131,7 +131,7 @@ def test_the_index_finds_what_the_json_search_found_before_and_after_retention(
     now = datetime.fromtimestamp(T0_US / 1e6, UTC) + timedelta(hours=1, seconds=keep_from)
     cleanup_spans(now=now, max_age=timedelta(hours=1), max_rows=None)
     kept = set(SpanRecord.objects.values_list("pk", flat=True))
-    assert set(SpanAttribute.objects.values_list("span_id", flat=True)) <= kept
+    assert {pk >> SHIFT for pk in SpanAttribute.objects.values_list("pk", flat=True)} <= kept
     for key, value in _queries() | {("k", "1"), ("password", "***")}:
         assert _indexed(key, value) == _reference(key, value), (key, value)
 
@@ -155,7 +155,8 @@ def test_retention_by_row_count_deletes_the_index_rows_of_the_spans_it_deletes()
     cleanup_spans(now=now, max_age=None, max_rows=4, chunk_size=3)
     kept = set(SpanRecord.objects.values_list("pk", flat=True))
     assert len(kept) == 4
-    assert sorted(SpanAttribute.objects.values_list("span_id", flat=True)) == sorted([*kept, *kept])
+    spans = sorted(pk >> SHIFT for pk in SpanAttribute.objects.values_list("pk", flat=True))
+    assert spans == sorted([*kept, *kept])
     assert _indexed("k", "9") == {f"{1:032x}"} and _indexed("k", "0") == set()
 
 
@@ -195,4 +196,13 @@ def test_at_most_max_per_span_attributes_of_a_span_are_indexed() -> None:
     attributes = {f"a{i}": i for i in range(MAX_PER_SPAN + 5)} | {"l": [1]}
     rows = attribute_index.attribute_rows([(7, "t", 5, attributes)])
     assert len(rows) == MAX_PER_SPAN
-    assert rows[0] == (7, "t", "a0", "n0", 5)
+    assert rows[0] == (7 << SHIFT, "t", "a0", "n0", 5)
+    assert rows[-1][0] == (7 << SHIFT) + MAX_PER_SPAN - 1 < 8 << SHIFT
+
+
+def test_span_ranges_merge_consecutive_spans() -> None:
+    assert attribute_index.span_ranges([5, 3, 4, 9]) == [
+        (3 << SHIFT, 6 << SHIFT),
+        (9 << SHIFT, 10 << SHIFT),
+    ]
+    assert attribute_index.span_ranges([]) == []

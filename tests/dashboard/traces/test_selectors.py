@@ -25,8 +25,7 @@ def index_attributes(records: list[SpanRecord]) -> None:
     """What the span writer adds for spans it stores (these are created by the ORM)."""
     rows = attribute_rows((r.pk, r.trace_id, to_us(r.start), r.attributes) for r in records)
     SpanAttribute.objects.bulk_create(
-        SpanAttribute(span_id=pk, trace_id=t, key=k, value=v, start_us=us)
-        for pk, t, k, v, us in rows
+        SpanAttribute(id=pk, trace_id=t, key=k, value=v, start_us=us) for pk, t, k, v, us in rows
     )
 
 
