@@ -291,7 +291,7 @@ def _delete_chunked(queryset: QuerySet[Any], chunk_size: int, limit: int | None 
         # Each chunk commits on its own, so writers wait for one chunk at most.
         with transaction.atomic(using=queryset.db):
             if model is SpanRecord:  # their index rows first, in the same transaction
-                _delete_attributes(pks, using=queryset.db)
+                delete_span_attributes(pks, using=queryset.db)
             count, _ = model._default_manager.using(queryset.db).filter(pk__in=pks).delete()
         deleted += count
         if len(pks) < size:
@@ -299,7 +299,7 @@ def _delete_chunked(queryset: QuerySet[Any], chunk_size: int, limit: int | None 
     return deleted
 
 
-def _delete_attributes(pks: Sequence[int], *, using: str) -> None:
+def delete_span_attributes(pks: Sequence[int], *, using: str) -> None:
     """Delete the attribute-index rows of the spans ``pks``: a primary-key range per
     run of consecutive ids (spans expire in about the order they were written)."""
     ranges = attribute_index.span_ranges(pks)
