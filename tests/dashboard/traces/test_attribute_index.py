@@ -206,3 +206,19 @@ def test_span_ranges_merge_consecutive_spans() -> None:
         (9 << SHIFT, 10 << SHIFT),
     ]
     assert attribute_index.span_ranges([]) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_backfills_the_index_of_stored_spans() -> None:
+    from django.core.management import call_command
+
+    _clear()
+    specs = [(0, 1, False, {}, {"k": 1, "s": "x", "l": [1]}), (1, 2, True, {"k": True}, {})]
+    write_spans(_spans(specs), masker=Masker(()))
+    written = sorted(
+        SpanAttribute.objects.values_list("id", "trace_id", "key", "value", "start_us")
+    )
+    call_command("migrate", "traces", "0005", verbosity=0)
+    call_command("migrate", "traces", verbosity=0)
+    backfilled = SpanAttribute.objects.values_list("id", "trace_id", "key", "value", "start_us")
+    assert sorted(backfilled) == written and len(written) == 3
