@@ -69,6 +69,7 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
     """Insert ``total`` spans (~10 per trace) started within the last 50 minutes."""
     from django.db import connection, transaction
 
+    from dashboard.traces.attribute_index import COLUMNS, attribute_rows
     from dashboard.traces.convert import EPOCH, to_us
     from dashboard.traces.services import _insert_sql, _upsert_sql
 
@@ -85,6 +86,11 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
     made = traces = 0
     spans: list[tuple[Any, ...]] = []
     summaries: list[tuple[Any, ...]] = []
+    indexed: list[tuple[str, int, dict[str, Any]]] = []  # what the attribute index needs
+    insert_attributes = (
+        f"INSERT INTO traces_spanattribute ({', '.join(COLUMNS)}) "
+        f"VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+    )
 
     def when(us: int) -> str:
         return str(naive_epoch + timedelta(microseconds=us))
@@ -92,9 +98,15 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
     def flush() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(insert, spans)
+            cursor.execute("SELECT last_insert_rowid()")
+            (last,) = cursor.fetchone()
+            first = last - len(spans) + 1
+            rows = attribute_rows((first + i, *span) for i, span in enumerate(indexed))
+            cursor.executemany(insert_attributes, rows)
             cursor.executemany(upsert, summaries)
         spans.clear()
         summaries.clear()
+        indexed.clear()
 
     with connection.cursor() as cursor:
         # Generation only: a big page cache and no fsync (the searches run with defaults).
@@ -128,6 +140,7 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
                 "region": rng.choice(("eu", "us", "ap")),
             }
             events = [{"name": "exception", "time_us": start + length, "attributes": EXC}] * error
+            indexed.append((trace_id, start, attributes))
             spans.append(
                 (
                     trace_id,

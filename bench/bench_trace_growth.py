@@ -43,7 +43,7 @@ FROM generate_series(%(first)s, %(last)s) AS i
 
 _SPANS = """
 INSERT INTO traces_spanrecord (trace_id, span_id, parent_span_id, name, service, kind,
-    start, "end", duration_us, status, status_message, attributes, events, resource)
+    start, "end", duration_us, status, status_message, attributes, events, resource, links)
 SELECT b.trace_id,
        substr(md5(b.trace_id || j::text), 1, 16),
        CASE WHEN j = 0 THEN NULL ELSE substr(md5(b.trace_id || '0'), 1, 16) END,
@@ -67,7 +67,8 @@ SELECT b.trace_id,
            'name', 'exception', 'time_us', s.start_us + s.length,
            'attributes', jsonb_build_object('exception.type', 'TimeoutError')))
             ELSE '[]'::jsonb END,
-       jsonb_build_object('service.name', s.service, 'telemetry.sdk.language', 'python')
+       jsonb_build_object('service.name', s.service, 'telemetry.sdk.language', 'python'),
+       '[]'::jsonb
 FROM batch AS b
 CROSS JOIN LATERAL generate_series(0, b.size - 1) AS j
 CROSS JOIN LATERAL (
@@ -94,6 +95,18 @@ FROM batch AS b
 JOIN (SELECT trace_id, count(*) FILTER (WHERE status = 'ERROR') AS errors
       FROM traces_spanrecord WHERE id > %(after)s GROUP BY trace_id) AS e
   USING (trace_id)
+"""
+
+# The attribute index rows the span writer would add (dashboard.traces.attribute_index):
+# the generated values are strings and ints, spelled "s..." and "n...".
+_ATTRIBUTES = """
+INSERT INTO traces_spanattribute (id, trace_id, key, value, start_us)
+SELECT (s.id << 8) + a.n - 1, s.trace_id, a.key,
+       CASE jsonb_typeof(a.value) WHEN 'string' THEN 's' ELSE 'n' END || (a.value #>> '{}'),
+       (extract(epoch FROM s.start) * 1000000)::bigint
+FROM traces_spanrecord AS s
+CROSS JOIN LATERAL jsonb_each(s.attributes) WITH ORDINALITY AS a(key, value, n)
+WHERE s.id > %(after)s
 """
 
 CASES: dict[str, dict[str, Any]] = {
@@ -129,6 +142,7 @@ def _grow(cursor: Any, spans: int, now_us: int, first_trace: int) -> tuple[int, 
     cursor.execute(_SPANS)
     added = cursor.rowcount
     cursor.execute(_SUMMARIES, {"after": after})
+    cursor.execute(_ATTRIBUTES, {"after": after})
     cursor.execute("DROP TABLE batch")
     return added, last + 1
 
@@ -190,6 +204,7 @@ def tables() -> list[Table]:
                 stored += added
                 cursor.execute("VACUUM ANALYZE traces_spanrecord")
                 cursor.execute("VACUUM ANALYZE traces_tracesummary")
+                cursor.execute("VACUUM ANALYZE traces_spanattribute")
                 seconds = time.perf_counter() - began
                 print(f"  {stored:,} spans stored (+{added:,} in {seconds:.0f} s)", flush=True)
                 measured.append((stored, seconds, _measure(repeats)))

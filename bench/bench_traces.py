@@ -53,8 +53,9 @@ def _django(tmp: Path) -> Iterator[None]:
 
 
 def _clear() -> None:
-    from dashboard.traces.models import SpanRecord, TraceSummary
+    from dashboard.traces.models import SpanAttribute, SpanRecord, TraceSummary
 
+    SpanAttribute.objects.all().delete()
     SpanRecord.objects.all().delete()
     TraceSummary.objects.all().delete()
 

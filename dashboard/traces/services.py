@@ -12,14 +12,16 @@ import orjson
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from opentelemetry.sdk.trace import ReadableSpan
 
+from . import attribute_index
 from .convert import SpanRow, TraceDelta, span_rows, to_datetime, to_us
 from .masking import Masker
-from .models import SpanRecord, TraceSummary
+from .models import SpanAttribute, SpanRecord, TraceSummary
 
 DELETE_CHUNK = 5_000
+_RANGES_PER_DELETE = 200  # OR-ed ranges per DELETE (SQLite caps expression depth at 1,000)
 _UPSERT_CHUNK = 2_000  # rows per multi-row upsert: 9 parameters each, PostgreSQL allows 65,535
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _SPAN_COLUMNS = (
@@ -105,20 +107,21 @@ def _insert_sql(connection: BaseDatabaseWrapper) -> str:
     )
 
 
-def _copy_spans(cursor: Any, rows: Sequence[SpanRow]) -> None:
+def _copy_spans(cursor: Any, rows: Sequence[SpanRow], ids: Sequence[int]) -> None:
     """PostgreSQL: rows through ``COPY ... FROM STDIN`` (psycopg 3), in text format,
     where the server parses timestamps and JSON itself (2-3x an executemany)."""
     table = SpanRecord._meta.db_table
-    columns = ", ".join(f'"{c}"' for c in _SPAN_COLUMNS)
+    columns = ", ".join(f'"{c}"' for c in ("id", *_SPAN_COLUMNS))
     resources: dict[int, str] = {}
     with cursor.cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
         write = copy.write_row
-        for row in rows:
+        for pk, row in zip(ids, rows, strict=True):
             resource = resources.get(id(row.resource))
             if resource is None:
                 resource = resources[id(row.resource)] = _json_text(row.resource)
             write(
                 (
+                    pk,
                     row.trace_id,
                     row.span_id,
                     row.parent_span_id,
@@ -156,9 +159,12 @@ def write_spans(
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            _copy_spans(cursor, rows)
+            ids: Sequence[int] = _next_span_ids(cursor, len(rows))
+            _copy_spans(cursor, rows, ids)
         else:
             cursor.executemany(_insert_sql(connection), _span_params(rows, connection))
+            ids = _inserted_ids(cursor, len(rows))
+        _write_attributes(cursor, connection, rows, ids)
         if connection.vendor == "postgresql":
             # One statement for the batch (a trace appears once among the deltas):
             # a round trip and a plan per trace cost PostgreSQL ~4x the CPU.
@@ -169,6 +175,50 @@ def write_spans(
         else:
             cursor.executemany(_upsert_sql(connection), [delta.as_params() for delta in deltas])
     return len(rows)
+
+
+def _next_span_ids(cursor: Any, count: int) -> list[int]:
+    """PostgreSQL: ``count`` span ids from the table's sequence, so that COPY (which
+    returns nothing) writes ids the attribute rows can refer to."""
+    table = SpanRecord._meta.db_table
+    cursor.execute(
+        f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)",
+        [count],
+    )
+    return [pk for (pk,) in cursor.fetchall()]
+
+
+def _inserted_ids(cursor: Any, count: int) -> range:
+    """SQLite: the ids of the ``count`` rows just inserted by one executemany.
+
+    The transaction holds SQLite's write lock from the first insert to the commit and
+    the primary key is AUTOINCREMENT, so the rows got consecutive ids ending at
+    ``last_insert_rowid()``.
+    """
+    cursor.execute("SELECT last_insert_rowid()")
+    (last,) = cursor.fetchone()
+    return range(last - count + 1, last + 1)
+
+
+def _write_attributes(
+    cursor: Any, connection: BaseDatabaseWrapper, rows: Sequence[SpanRow], ids: Sequence[int]
+) -> None:
+    """The rows of the attribute index for ``rows`` (ids: their primary keys)."""
+    params = attribute_index.attribute_rows(
+        (pk, row.trace_id, row.start_us, row.attributes) for pk, row in zip(ids, rows, strict=True)
+    )
+    if not params:
+        return
+    table = SpanAttribute._meta.db_table
+    columns = ", ".join(f'"{c}"' for c in attribute_index.COLUMNS)
+    if connection.vendor == "postgresql":
+        with cursor.cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
+            write = copy.write_row
+            for param in params:
+                write(param)
+    else:
+        holders = ", ".join(["%s"] * len(attribute_index.COLUMNS))
+        cursor.executemany(f'INSERT INTO "{table}" ({columns}) VALUES ({holders})', params)
 
 
 def _upsert_sql(connection: BaseDatabaseWrapper, *, rows: int = 1) -> str:
@@ -239,11 +289,25 @@ def _delete_chunked(queryset: QuerySet[Any], chunk_size: int, limit: int | None 
         if not pks:
             break
         # Each chunk commits on its own, so writers wait for one chunk at most.
-        count, _ = model._default_manager.filter(pk__in=pks).delete()
+        with transaction.atomic(using=queryset.db):
+            if model is SpanRecord:  # their index rows first, in the same transaction
+                delete_span_attributes(pks, using=queryset.db)
+            count, _ = model._default_manager.using(queryset.db).filter(pk__in=pks).delete()
         deleted += count
         if len(pks) < size:
             break
     return deleted
+
+
+def delete_span_attributes(pks: Sequence[int], *, using: str) -> None:
+    """Delete the attribute-index rows of the spans ``pks``: a primary-key range per
+    run of consecutive ids (spans expire in about the order they were written)."""
+    ranges = attribute_index.span_ranges(pks)
+    for i in range(0, len(ranges), _RANGES_PER_DELETE):
+        either = Q()
+        for low, high in ranges[i : i + _RANGES_PER_DELETE]:
+            either |= Q(pk__gte=low, pk__lt=high)
+        SpanAttribute.objects.using(using).filter(either).delete()
 
 
 def cleanup_spans(

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Span, Status, StatusCode
 
-from dashboard.traces import selectors
+from dashboard.traces import search as trace_search
 from dashboard.traces.conf import DEFAULT_MASKED_KEYS
 from dashboard.traces.masking import Masker
 from dashboard.traces.services import write_spans
@@ -167,7 +167,7 @@ def test_search_lists_one_row_per_trace_newest_first_with_counts(
 def plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways span-level filters run: ids collected in memory, or correlated EXISTS."""
     if request.param == "exists":
-        monkeypatch.setattr(selectors, "SELECTIVE_SPANS", 0)
+        monkeypatch.setattr(trace_search, "SELECTIVE_SPANS", 0)
     return str(request.param)
 
 

@@ -1,0 +1,288 @@
+"""Trace search: the filters, the plan, one page of matching traces and the chart.
+
+Search reads TraceSummary (one row per trace, indexed on each sort key), so no
+query groups a million spans. Span-level filters (service, name, attribute) are
+planned by how many spans match: up to SELECTIVE_SPANS, their trace ids are
+collected once; up to FEW_TRACES of them are read by primary key, more are passed
+back as one parameter (a JSON array on SQLite, an array on
+PostgreSQL), and the summaries are walked in the sort's index order, each checked
+against that set, stopping after a page; beyond that, summaries are walked in index
+order with a correlated EXISTS on the spans' trace_id index, which finds a page of
+matches after a few probes. An attribute alone is answered from the attribute index
+(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON.
+
+One query reads the newest ``max(COUNT_CAP, chart_limit)`` matches: they are the
+chart, the (capped) count, and for the default sort the page itself, so a search
+costs one or two walks of an index, not a page query, a count and a chart query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from django.db import connection
+from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
+
+from dashboard.durations import format_us
+
+from .convert import to_datetime, to_us
+from .models import TraceSummary
+from .span_filters import indexed_attribute, matching_spans, spans_where
+
+_Row = tuple[str, str, str, int, int, int, int]  # the _ROW_FIELDS of a TraceSummary
+
+
+def _key_recent(row: _Row) -> tuple[Any, ...]:
+    return (row[3], row[0])
+
+
+def _key_longest(row: _Row) -> tuple[Any, ...]:
+    return (row[4], row[0])
+
+
+def _key_spans(row: _Row) -> tuple[Any, ...]:
+    return (row[5], row[3])
+
+
+def _key_errors(row: _Row) -> tuple[Any, ...]:
+    return (row[6], row[3])
+
+
+# label, ORDER BY for the database, the same order as a (descending) Python sort key
+SORTS: dict[str, tuple[str, tuple[str, ...], Callable[[_Row], tuple[Any, ...]]]] = {
+    "recent": ("Most recent", ("-start_us", "-trace_id"), _key_recent),
+    "longest": ("Longest first", ("-duration_us", "-trace_id"), _key_longest),
+    "spans": ("Most spans", ("-span_count", "-start_us"), _key_spans),
+    "errors": ("Most errors", ("-error_count", "-start_us"), _key_errors),
+}
+SELECTIVE_SPANS = 20_000
+FEW_TRACES = 1_000
+COUNT_CAP = 1_000
+_ROW_FIELDS = (
+    "trace_id",
+    "root_name",
+    "root_service",
+    "start_us",
+    "duration_us",
+    "span_count",
+    "error_count",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceQuery:
+    """Search filters. Span-level filters (service, name, attribute, caller) match a
+    trace when one of its spans matches all of them; the others apply to the whole trace.
+    ``caller``: the span's parent (same trace) is of this service and the span is not, as
+    on a service map edge ``caller -> service``."""
+
+    service: str = ""
+    caller: str = ""
+    name: str = ""
+    attribute: tuple[str, str] | None = None
+    errors_only: bool = False
+    min_duration_us: int | None = None
+    max_duration_us: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    sort: str = "recent"
+    page: int = 1
+    per_page: int = 50
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {self.sort!r}")
+        if self.page < 1 or self.per_page < 1:
+            raise ValueError(f"page and per_page must be >= 1, got {self.page}, {self.per_page}")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    trace_id: str
+    root_name: str
+    root_service: str
+    start: datetime
+    duration_us: int
+    span_count: int
+    error_count: int
+
+    @property
+    def duration(self) -> str:
+        return format_us(self.duration_us)
+
+
+@dataclass(frozen=True, slots=True)
+class TracePage:
+    rows: list[TraceRow]
+    page: int
+    per_page: int
+    has_next: bool
+    total: int
+    total_capped: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+    @property
+    def first_index(self) -> int:
+        return (self.page - 1) * self.per_page + 1 if self.rows else 0
+
+    @property
+    def last_index(self) -> int:
+        return (self.page - 1) * self.per_page + len(self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class ScatterPoint:
+    trace_id: str
+    start_us: int
+    duration_us: int
+    error: bool
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSearch:
+    """A page of matching traces plus the most recent matches for the chart."""
+
+    page: TracePage
+    points: list[ScatterPoint]
+
+
+def _bounds(query: TraceQuery) -> tuple[int | None, int | None]:
+    """The time bounds in µs, without those that exclude nothing.
+
+    "Last hour" usually covers every stored trace (retention is an hour too); with
+    the bound gone, the database walks the index of the sort key and stops after a
+    page instead of sorting every trace in range.
+    """
+    since = to_us(query.since) if query.since is not None else None
+    until = to_us(query.until) if query.until is not None else None
+    starts = TraceSummary.objects.order_by("start_us").values_list("start_us", flat=True)
+    if since is not None:
+        oldest = starts.first()
+        if oldest is not None and since <= oldest:
+            since = None
+    if until is not None:
+        newest = starts.last()
+        if newest is not None and until >= newest:
+            until = None
+    return since, until
+
+
+def _summaries(query: TraceQuery, since: int | None, until: int | None) -> QuerySet[TraceSummary]:
+    traces = TraceSummary.objects.order_by()
+    if since is not None:
+        traces = traces.filter(start_us__gte=since)
+    if until is not None:
+        traces = traces.filter(start_us__lte=until)
+    if query.errors_only:
+        traces = traces.filter(error_count__gt=0)
+    if query.min_duration_us is not None:
+        traces = traces.filter(duration_us__gte=query.min_duration_us)
+    if query.max_duration_us is not None:
+        traces = traces.filter(duration_us__lte=query.max_duration_us)
+    return traces
+
+
+def _trace_row(row: _Row) -> TraceRow:
+    trace_id, name, service, start, duration, spans, errors = row
+    return TraceRow(trace_id, name, service, to_datetime(start), duration, spans, errors)
+
+
+def _points(rows: Sequence[_Row]) -> list[ScatterPoint]:
+    return [ScatterPoint(r[0], r[3], r[4], r[6] > 0, r[1]) for r in rows]
+
+
+def _search_in_database(
+    traces: QuerySet[TraceSummary], query: TraceQuery, limit: int
+) -> TraceSearch:
+    offset = (query.page - 1) * query.per_page
+    end = offset + query.per_page + 1
+    window = max(COUNT_CAP, limit)
+    recent = traces.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)
+    newest: list[_Row] = list(recent[: window + 1])
+    complete = len(newest) <= window  # every match is in hand
+    if query.sort == "recent" and (complete or end <= len(newest)):
+        found = newest[offset:end]
+    else:
+        ordered = traces.order_by(*SORTS[query.sort][1]).values_list(*_ROW_FIELDS)
+        found = list(ordered[offset:end])
+    rows = [_trace_row(row) for row in found[: query.per_page]]
+    has_next = len(found) > query.per_page
+    cap = max(COUNT_CAP, end)
+    if not has_next and (rows or query.page == 1):
+        total, capped = offset + len(rows), False
+    elif complete:
+        total, capped = len(newest), len(newest) >= cap
+    elif cap <= window:
+        total, capped = cap, True  # more than ``window`` >= ``cap`` matches
+    else:
+        total = traces[:cap].count()
+        capped = total >= cap
+    page = TracePage(rows, query.page, query.per_page, has_next, total, capped)
+    return TraceSearch(page, _points(newest[:limit]))
+
+
+def _among(trace_ids: list[str], *, drive: bool = False) -> RawSQL:
+    """``trace_id`` is one of ``trace_ids``: one parameter, whatever the number of ids.
+
+    On SQLite the unary ``+`` keeps the planner from driving the query from the id
+    list (a lookup and a sort per id): it walks the sort key's index instead, checks
+    each trace against the list (built once per query) and stops after a page.
+    ``drive``: the other way round (ids from the attribute index, where every match
+    costs a lookup but the summaries they miss cost nothing).
+    """
+    if connection.vendor == "postgresql":
+        return RawSQL('"traces_tracesummary"."trace_id" = ANY(%s)', (trace_ids,), BooleanField())
+    plus = "" if drive else "+"
+    return RawSQL(
+        f'{plus}"traces_tracesummary"."trace_id" IN (SELECT value FROM json_each(%s))',
+        (orjson.dumps(trace_ids).decode(),),
+        BooleanField(),
+    )
+
+
+def search_traces(*, query: TraceQuery, chart_limit: int = 500) -> TraceSearch:
+    """One page of traces matching ``query`` in its sort order, and the ``chart_limit``
+    most recent matches for the duration-over-time chart."""
+    since, until = _bounds(query)
+    traces = _summaries(query, since, until)
+    indexed = indexed_attribute(query, since, until)
+    if indexed is not None:
+        # The attribute index alone: trace ids read from its (key, value, trace_id,
+        # start) index, each matching trace then fetched by primary key.
+        ids = list(indexed.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
+        if len(ids) > SELECTIVE_SPANS:
+            traces = traces.filter(Exists(indexed.filter(trace_id=OuterRef("trace_id"))))
+        else:
+            unique = list(dict.fromkeys(ids))
+            few = len(unique) <= FEW_TRACES
+            traces = traces.filter(Q(trace_id__in=unique) if few else _among(unique, drive=True))
+        return _search_in_database(traces, query, chart_limit)
+    spans = matching_spans(query, since, until)
+    if spans is not None:
+        matching = Exists(spans.filter(trace_id=OuterRef("trace_id")))
+        # Service and name together have no index of their own: collect the ids by the
+        # name's index alone (read without span rows), and let the EXISTS probe (from the
+        # trace_id index, also without span rows) check the service on those traces only.
+        both = bool(query.service and query.name and query.attribute is None)
+        collect = spans_where(query, since, until, service="") if both else spans
+        ids = list(collect.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
+        unique = list(dict.fromkeys(ids))
+        if len(ids) > SELECTIVE_SPANS:
+            traces = traces.filter(matching)
+        else:
+            # A few traces: fetched by primary key and sorted. More: the sort key's index
+            # walked against the id set, stopping after a page.
+            among = Q(trace_id__in=unique) if len(unique) <= FEW_TRACES else _among(unique)
+            traces = traces.filter(among)
+            if both:
+                traces = traces.filter(matching)
+    return _search_in_database(traces, query, chart_limit)

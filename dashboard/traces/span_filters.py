@@ -1,0 +1,109 @@
+"""Span-level search filters: which spans (or attribute-index rows) a query's service,
+caller, name, attribute and time bounds select. ``search`` turns them into traces."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from django.db import connection
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextField, Value
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Cast, StrIndex
+
+from .attribute_index import searchable, typed_candidates
+from .convert import to_datetime
+from .models import SpanAttribute, SpanRecord
+
+if TYPE_CHECKING:
+    from .search import TraceQuery
+
+
+def _raw_token(value: str, candidates: Sequence[Any]) -> str | None:
+    """Text every stored JSON encoding of a match contains, for a cheap pre-filter."""
+    if not value.isascii() or not value.isprintable() or '"' in value or "\\" in value:
+        return None
+    if len(candidates) == 1:
+        return orjson.dumps(value).decode()  # only a string can match: '"value"'
+    number = candidates[1]
+    if isinstance(number, int) and not isinstance(number, bool):
+        return value  # 503 or "503"
+    return None
+
+
+def with_attribute(spans: QuerySet[SpanRecord], key: str, value: str) -> QuerySet[SpanRecord]:
+    """Spans whose stored attributes have ``key`` equal to ``value`` (typed), read from
+    the JSON column: the reference semantics the attribute index reproduces."""
+    candidates = typed_candidates(value)
+    if connection.vendor == "postgresql":
+        # jsonb containment: exact, typed, and served by the GIN index span_attribute_search.
+        either = Q()
+        for candidate in candidates:
+            either |= Q(attributes__contains={key: candidate})
+        return spans.filter(either)
+    token = _raw_token(value, candidates)
+    if connection.vendor == "sqlite" and token is not None:
+        # instr() on the stored text is ~2x cheaper than extracting the key from every
+        # row; the exact, typed comparison below still decides.
+        raw = StrIndex(Cast("attributes", output_field=TextField()), Value(token))
+        spans = spans.alias(_raw=raw).filter(_raw__gt=0)
+    either = Q()
+    for candidate in candidates:
+        either |= Q(_attr=candidate)
+    return spans.alias(_attr=KeyTransform(key, "attributes")).filter(either)
+
+
+def indexed_attribute(
+    query: TraceQuery, since: int | None, until: int | None
+) -> QuerySet[SpanAttribute] | None:
+    """The attribute-index rows answering ``query`` when the attribute is its only
+    span-level filter and the index holds what it asks for; None otherwise."""
+    if query.attribute is None or query.service or query.name or query.caller:
+        return None
+    key, value = query.attribute
+    texts = searchable(key, value)
+    if texts is None:
+        return None
+    rows = SpanAttribute.objects.order_by().filter(key=key, value__in=texts)
+    if since is not None:
+        rows = rows.filter(start_us__gte=since)
+    if until is not None:
+        rows = rows.filter(start_us__lte=until)
+    return rows
+
+
+def matching_spans(
+    query: TraceQuery, since: int | None, until: int | None
+) -> QuerySet[SpanRecord] | None:
+    if not (query.service or query.name or query.attribute or query.caller):
+        return None
+    return spans_where(query, since, until, service=query.service)
+
+
+def spans_where(
+    query: TraceQuery, since: int | None, until: int | None, *, service: str
+) -> QuerySet[SpanRecord]:
+    spans = SpanRecord.objects.order_by()
+    if service:
+        spans = spans.filter(service=service)
+    if query.caller:
+        # The caller's span ids, gathered once (SQLite builds them an automatic index,
+        # PostgreSQL a hash), drop almost every candidate; span ids are random 64-bit
+        # values, so the exact same-trace check after it runs for the real calls only.
+        callers = SpanRecord.objects.order_by().filter(service=query.caller)
+        parents = callers.filter(trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_span_id"))
+        spans = (
+            spans.exclude(service=query.caller)
+            .filter(parent_span_id__in=callers.values("span_id"))
+            .filter(Exists(parents))
+        )
+    if query.name:
+        spans = spans.filter(name=query.name)
+    if since is not None:
+        spans = spans.filter(start__gte=to_datetime(since))
+    if until is not None:
+        spans = spans.filter(start__lte=to_datetime(until))
+    if query.attribute is not None:
+        spans = with_attribute(spans, *query.attribute)
+    return spans
