@@ -128,6 +128,7 @@ def instances(
     service: str | None = None,
 ) -> list[InstanceRow]:
     """Every known instance with its status, live ones first, then by service."""
+    _flush_seen()
     now = now or timezone.now()
     stale = stale_after if stale_after is not None else conf.stale_after()
     gone = gone_after if gone_after is not None else conf.gone_after()
@@ -139,7 +140,15 @@ def instances(
     return sorted(rows, key=lambda r: (order[r["status"]], r["service"], r["host"], r["pid"]))
 
 
+def _flush_seen() -> None:
+    # Quiet reports' last_seen waits in memory (services._Memory): these pages show it.
+    from .services import flush_seen
+
+    flush_seen()
+
+
 def instance(*, instance_id: str, now: datetime | None = None) -> InstanceRow | None:
+    _flush_seen()
     found = FleetInstance.objects.filter(instance_id=instance_id).first()
     if found is None:
         return None

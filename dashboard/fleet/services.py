@@ -1,8 +1,10 @@
 """Writes for the fleet: take in a worker's report, queue operator commands for workers.
 
-Everything runs in the request's thread inside one transaction: a report is one
-UPDATE of its instance, one INSERT per transition, one UPDATE per ack and a SELECT of
-the commands waiting for it. Commands are delivered at least once: an unacknowledged
+Everything runs in the request's thread: a report that changes something is one UPDATE
+of its instance, one INSERT for its transitions, one UPDATE per ack and a SELECT of
+the commands waiting for it, in one transaction; a report that changes nothing (the
+usual one of an idle worker) is one SELECT, its ``last_seen`` written with the others'
+once a second (:class:`_Memory`). Commands are delivered at least once: an unacknowledged
 command is repeated in every answer until it is acked or ``command_ttl`` has passed
 (the worker applies each id once), so a lost answer costs nothing.
 
@@ -13,14 +15,18 @@ running :mod:`~dashboard.fleet.redis_link`), instead of waiting for its next rep
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypedDict
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db import transaction
+from django.db import models, transaction
+from django.db.models import Case, Exists, F, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from dashboard import audit
@@ -75,36 +81,190 @@ def answer(commands: Iterable[FleetCommand]) -> dict[str, Any]:
     }
 
 
+def _digest(report: ReportIn, transport: str) -> bytes:
+    """What a report says beyond ``seq``/``sent_at``/events/acks (equal: nothing changed)."""
+    body = report.model_dump_json(include={"instance", "breakers", "limiters"})
+    extra = f"{transport}/{report.stats.reports_failed}/{report.stats.events_dropped}"
+    return hashlib.blake2b(body.encode() + extra.encode(), digest_size=16).digest()
+
+
+class _Memory:
+    """This process's memory of each instance's last stored report, and the
+    ``last_seen`` of quiet reports not yet written.
+
+    A report that changes nothing but its sequence number (same instance block,
+    snapshots and counters as the last one *this process* stored, ``seq`` the next one,
+    no events or acks, the last full write under ``FULL_WRITE_EVERY`` ago) writes no
+    row: its ``last_seen``, ``reports`` and ``last_seq`` wait here and are written for
+    every such instance in one UPDATE at most every ``FLUSH_EVERY`` (and before the
+    Instances page or API reads them). A report that another server stored in between
+    breaks the ``seq`` chain, so this process never skips over a newer row.
+
+    Guarded by a lock: request threads and the Redis link's thread share it.
+    """
+
+    FLUSH_EVERY = timedelta(seconds=1)
+    FULL_WRITE_EVERY = timedelta(seconds=60)
+    MAX_INSTANCES = 10_000
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last: dict[str, tuple[bytes, int, datetime]] = {}  # id -> digest, seq, written
+        self.pending: dict[str, tuple[datetime, int, int]] = {}  # id -> seen, reports, seq
+        self.flushed_at: datetime | None = None
+        self.skipped = 0
+
+    def clear(self) -> None:
+        with self.lock:
+            self.last.clear()
+            self.pending.clear()
+            self.flushed_at = None
+
+
+memory = _Memory()
+
+
+def flush_seen(*, now: datetime | None = None, force: bool = True) -> int:
+    """Write the ``last_seen`` of quiet reports (all instances, one UPDATE); how many.
+
+    ``force=False`` writes only once ``FLUSH_EVERY`` has passed since the last flush.
+    """
+    now = now or timezone.now()
+    with memory.lock:
+        due = force or memory.flushed_at is None or now - memory.flushed_at >= memory.FLUSH_EVERY
+        if not due or not memory.pending:
+            if due:
+                memory.flushed_at = now
+            return 0
+        pending, memory.pending = memory.pending, {}
+        memory.flushed_at = now
+
+    def case(index: int, field: str, output: models.Field[Any, Any]) -> Case:
+        return Case(
+            *(
+                When(
+                    instance_id=key,
+                    then=Greatest(F(field), Value(row[index]), output_field=output),
+                )
+                for key, row in pending.items()
+            ),
+            default=F(field),
+            output_field=output,
+        )
+
+    reports = Case(
+        *(When(instance_id=key, then=Value(row[1])) for key, row in pending.items()),
+        default=Value(0),
+        output_field=models.PositiveBigIntegerField(),
+    )
+    written = FleetInstance.objects.filter(instance_id__in=list(pending)).update(
+        last_seen=case(0, "last_seen", models.DateTimeField()),
+        reports=F("reports") + reports,
+        last_seq=case(2, "last_seq", models.PositiveBigIntegerField()),
+    )
+    if written != len(pending):  # rows deleted meanwhile: their next report writes them
+        with memory.lock:
+            for key in pending:
+                memory.last.pop(key, None)
+    return written
+
+
+def _open_commands(instance_id: str, now: datetime) -> Any:
+    return FleetCommand.objects.filter(
+        instance__instance_id=instance_id,
+        status__in=OPEN_STATUSES,
+        created_at__gte=now - conf.command_ttl(),
+    )
+
+
+def _deliver_waiting(instance_id: str, now: datetime) -> list[FleetCommand]:
+    waiting = list(_open_commands(instance_id, now).order_by("created_at"))
+    fresh = [command.pk for command in waiting if command.delivered_at is None]
+    if fresh:
+        FleetCommand.objects.filter(pk__in=fresh, delivered_at__isnull=True).update(
+            status=CommandStatus.DELIVERED, delivered_at=now
+        )
+    return waiting
+
+
+def _quiet(report: ReportIn, digest: bytes, now: datetime) -> dict[str, Any] | None:
+    """The answer to a report that changes nothing (its last_seen batched), or None
+    when it must be written in full."""
+    info = report.instance
+    if report.events or report.acks:
+        return None
+    with memory.lock:
+        last = memory.last.get(info.id)
+        if (
+            last is None
+            or last[0] != digest
+            or report.seq != last[1] + 1
+            or now - last[2] >= memory.FULL_WRITE_EVERY
+        ):
+            return None
+    # One query: the row still exists (not forgotten, not another database), and
+    # whether commands wait for it.
+    found = (
+        FleetInstance.objects.filter(instance_id=info.id)
+        .annotate(waiting=Exists(_open_commands(info.id, now)))
+        .values_list("waiting", flat=True)
+        .first()
+    )
+    if found is None:
+        return None
+    with memory.lock:
+        memory.last[info.id] = (digest, report.seq, last[2])
+        seen = memory.pending.get(info.id)
+        memory.pending[info.id] = (now, (seen[1] if seen else 0) + 1, report.seq)
+        memory.skipped += 1
+    flush_seen(now=now, force=False)
+    return answer(_deliver_waiting(info.id, now) if found else [])
+
+
 def ingest_report(
     *,
     report: ReportIn,
     now: datetime | None = None,
     transport: Literal["http", "redis"] = "http",
 ) -> dict[str, Any]:
-    """Store ``report`` (announcing its instance if new); returns the answer to send."""
+    """Store ``report`` (announcing its instance if new); returns the answer to send.
+
+    A report that changes nothing is not written (:class:`_Memory`); otherwise one
+    UPDATE of the instance (an INSERT for a new one), one INSERT for its transitions,
+    one UPDATE per ack, and the SELECT of the commands waiting for it.
+    """
     now = now or timezone.now()
+    digest = _digest(report, transport)
+    quiet = _quiet(report, digest, now)
+    if quiet is not None:
+        return quiet
     info = report.instance
+    with memory.lock:
+        seen = memory.pending.pop(info.id, None)
+    fields = {
+        "service": info.service,
+        "host": info.host,
+        "pid": info.pid,
+        "version": info.version,
+        "language": info.language,
+        "started_at": _when(info.started_at),
+        "last_seen": now,
+        "last_seq": report.seq,
+        "reports_failed": report.stats.reports_failed,
+        "events_dropped": report.stats.events_dropped,
+        "breakers": [item.model_dump(mode="json") for item in report.breakers],
+        "limiters": [item.model_dump(mode="json") for item in report.limiters],
+        "transport": transport,
+    }
+    label = f"{info.service}@{info.host}:{info.pid}"
     with transaction.atomic():
-        instance = FleetInstance.objects.select_for_update().filter(instance_id=info.id).first()
-        if instance is None:
+        stored = FleetInstance.objects.filter(instance_id=info.id).update(
+            reports=F("reports") + 1 + (seen[1] if seen else 0), **fields
+        )
+        if not stored:
             # A new instance is a process start: the moment to forget long-gone ones.
-            FleetInstance.objects.filter(last_seen__lt=now - conf.forget_after()).delete()
-            instance = FleetInstance(instance_id=info.id, first_seen=now)
-        instance.service = info.service
-        instance.host = info.host
-        instance.pid = info.pid
-        instance.version = info.version
-        instance.language = info.language
-        instance.started_at = _when(info.started_at)
-        instance.last_seen = now
-        instance.reports += 1
-        instance.last_seq = report.seq
-        instance.reports_failed = report.stats.reports_failed
-        instance.events_dropped = report.stats.events_dropped
-        instance.breakers = [item.model_dump(mode="json") for item in report.breakers]
-        instance.limiters = [item.model_dump(mode="json") for item in report.limiters]
-        instance.transport = transport
-        instance.save()
+            _forget(now)
+            FleetInstance.objects.create(instance_id=info.id, first_seen=now, reports=1, **fields)
         if report.events:
             BreakerEvent.objects.bulk_create(
                 BreakerEvent(
@@ -115,7 +275,7 @@ def ingest_report(
                     failure_count=event.failure_count,
                     failure_rate=event.failure_rate,
                     occurred_at=_when(event.time),
-                    process=instance.label[:200],
+                    process=label[:200],
                     actor=event.actor or "",
                     note=event.note or "",
                 )
@@ -126,24 +286,30 @@ def ingest_report(
             if command_id is None:
                 continue
             FleetCommand.objects.filter(
-                pk=command_id, instance=instance, status__in=OPEN_STATUSES
+                pk=command_id, instance__instance_id=info.id, status__in=OPEN_STATUSES
             ).update(
                 status=CommandStatus.APPLIED if ack.ok else CommandStatus.FAILED,
                 acked_at=now,
                 result_state=ack.state or "",
                 error=(ack.error or "")[:2000],
             )
-        waiting = list(
-            FleetCommand.objects.filter(
-                instance=instance,
-                status__in=OPEN_STATUSES,
-                created_at__gte=now - conf.command_ttl(),
-            ).order_by("created_at")
-        )
-        FleetCommand.objects.filter(
-            pk__in=[command.pk for command in waiting], delivered_at__isnull=True
-        ).update(status=CommandStatus.DELIVERED, delivered_at=now)
+        waiting = _deliver_waiting(info.id, now)
+    with memory.lock:
+        if len(memory.last) >= memory.MAX_INSTANCES:
+            memory.last.clear()
+        memory.last[info.id] = (digest, report.seq, now)
     return answer(waiting)
+
+
+def _forget(now: datetime) -> None:
+    """Delete instances gone for ``forget_after``, and fleet checkpoint owner rows whose
+    checkpoint was deleted."""
+    from dashboard.checkpoints.models import Checkpoint
+
+    from .models import FleetCheckpoint
+
+    FleetInstance.objects.filter(last_seen__lt=now - conf.forget_after()).delete()
+    FleetCheckpoint.objects.exclude(checkpoint_id__in=Checkpoint.objects.values("pk")).delete()
 
 
 def _uuid(value: str) -> uuid.UUID | None:
