@@ -19,6 +19,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypedDict
 
@@ -131,10 +132,10 @@ def flush_seen(*, now: datetime | None = None, force: bool = True) -> int:
     """
     now = now or timezone.now()
     with memory.lock:
-        due = force or memory.flushed_at is None or now - memory.flushed_at >= memory.FLUSH_EVERY
+        if memory.flushed_at is None:
+            memory.flushed_at = now  # the first quiet report starts the clock
+        due = force or now - memory.flushed_at >= memory.FLUSH_EVERY
         if not due or not memory.pending:
-            if due:
-                memory.flushed_at = now
             return 0
         pending, memory.pending = memory.pending, {}
         memory.flushed_at = now
@@ -257,7 +258,10 @@ def ingest_report(
         "transport": transport,
     }
     label = f"{info.service}@{info.host}:{info.pid}"
-    with transaction.atomic():
+    # One transaction for a report with transitions or acks; a snapshot alone is one
+    # UPDATE in autocommit (no BEGIN IMMEDIATE held across the SELECT on SQLite).
+    together = transaction.atomic() if report.events or report.acks else nullcontext()
+    with together:
         stored = FleetInstance.objects.filter(instance_id=info.id).update(
             reports=F("reports") + 1 + (seen[1] if seen else 0), **fields
         )
@@ -335,6 +339,15 @@ def take_new_commands(*, instance_id: str, now: datetime | None = None) -> list[
     (that would spin while its ack is on the way); the answers to reports repeat it.
     """
     now = now or timezone.now()
+    pending = FleetCommand.objects.filter(
+        instance__instance_id=instance_id,
+        status=CommandStatus.PENDING,
+        created_at__gte=now - conf.command_ttl(),
+    )
+    if not pending.exists():
+        # The usual answer, without a write transaction (on SQLite every one takes the
+        # database's write lock, which reports wait for).
+        return []
     with transaction.atomic():
         waiting = list(
             FleetCommand.objects.select_for_update()
