@@ -228,7 +228,10 @@ class FleetConsumer(LiveConsumer):
         if self.actions is None:
             self.actions = await database_sync_to_async(actions_of)(self.scope["user"])
             sockets.add(self.actions, asyncio.get_running_loop())
-        html, self.known = await database_sync_to_async(render_all)(dict(self.actions))
+        rendered: tuple[str, set[str]] = await database_sync_to_async(render_all)(
+            dict(self.actions)
+        )
+        html, self.known = rendered
         return html
 
     async def disconnect(self, code: int) -> None:

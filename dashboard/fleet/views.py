@@ -31,8 +31,12 @@ REPORT = REPORT_FLEET
 _error = auth.error
 
 
-def _read_body(request: HttpRequest, what: str) -> bytes | JsonResponse:
-    """The request's body, or the 400/413 to answer when it is larger than allowed."""
+def _read_body(request: HttpRequest, what: str) -> tuple[auth.Reporter, bytes] | JsonResponse:
+    """The reporter and the request's body, or the 401/403 (token), 400/413 (body larger
+    than allowed) to answer."""
+    found = auth.authorise(request)
+    if isinstance(found, JsonResponse):
+        return found
     limit = conf.max_report_bytes()
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -43,7 +47,7 @@ def _read_body(request: HttpRequest, what: str) -> bytes | JsonResponse:
     body = request.read(limit + 1)
     if len(body) > limit:
         return _error(413, f"a {what} must be at most {limit} bytes")
-    return body
+    return found, body
 
 
 INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -61,9 +65,9 @@ async def commands(request: HttpRequest) -> HttpResponse:
     """
     if request.method != "GET":
         return _error(405, "GET only")
-    found = await sync_to_async(auth.authorise)(request)
-    if isinstance(found, JsonResponse):
-        return found
+    reporter = await sync_to_async(auth.authorise)(request)
+    if isinstance(reporter, JsonResponse):
+        return reporter
     instance_id = request.GET.get("instance", "")
     if not INSTANCE_ID.fullmatch(instance_id):
         return _error(400, "instance: an instance id (1-64 of A-Z a-z 0-9 _ . : -) is required")
@@ -100,12 +104,10 @@ def report(request: HttpRequest) -> HttpResponse:
     A transition or an ack is pushed to the Fleet pages right after the report is
     stored, before the answer goes out.
     """
-    found = auth.authorise(request)
-    if isinstance(found, JsonResponse):
-        return found
-    body = _read_body(request, "report")
-    if isinstance(body, JsonResponse):
-        return body
+    read = _read_body(request, "report")
+    if isinstance(read, JsonResponse):
+        return read
+    _, body = read
     try:
         parsed = parse_report(body)
     except ValueError as exc:
@@ -126,12 +128,10 @@ def report_checkpoints(request: HttpRequest) -> HttpResponse:
     403 (audited, nothing recorded) when a checkpoint belongs to a workflow or id that
     the token's user and the instance's service do not own (:mod:`.checkpoints`).
     """
-    found = auth.authorise(request)
-    if isinstance(found, JsonResponse):
-        return found
-    body = _read_body(request, "message")
-    if isinstance(body, JsonResponse):
-        return body
+    read = _read_body(request, "message")
+    if isinstance(read, JsonResponse):
+        return read
+    found, body = read
     try:
         message = checkpoints.parse_message(body)
     except ValueError as exc:
