@@ -178,9 +178,13 @@ def command_view(command: FleetCommand, *, live: bool, now: datetime) -> dict[st
     }
 
 
-def _latest_commands(instance_ids: list[int]) -> dict[tuple[int, str], FleetCommand]:
+def _latest_commands(
+    instance_ids: list[int], names: Collection[str] | None = None
+) -> dict[tuple[int, str], FleetCommand]:
     latest: dict[tuple[int, str], FleetCommand] = {}
     recent = FleetCommand.objects.filter(instance_id__in=instance_ids).order_by("-created_at")
+    if names is not None:
+        recent = recent.filter(target__in=list(names))
     for command in recent[:5000] if instance_ids else []:
         latest.setdefault((command.instance_id, command.target), command)
     return latest
@@ -211,11 +215,13 @@ def breaker_groups(
     gone = gone_after if gone_after is not None else conf.gone_after()
     holders = [
         item
-        for item in FleetInstance.objects.filter(last_seen__gt=now - gone)
+        # The limiters' JSON is not needed here: not decoded.
+        for item in FleetInstance.objects.filter(last_seen__gt=now - gone).defer("limiters")
         if instance_status(last_seen=item.last_seen, now=now, stale_after=stale, gone_after=gone)
         != GONE
     ]
-    commands = _latest_commands([item.pk for item in holders])
+    wanted = [name] if name is not None else names
+    commands = _latest_commands([item.pk for item in holders], wanted)
     groups: dict[str, BreakerGroup] = {}
     for holder in holders:
         status = instance_status(
