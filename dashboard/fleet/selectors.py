@@ -142,7 +142,7 @@ def instances(
 
 def _flush_seen() -> None:
     # Quiet reports' last_seen waits in memory (services._Memory): these pages show it.
-    from .services import flush_seen
+    from .memory import flush_seen
 
     flush_seen()
 

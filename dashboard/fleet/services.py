@@ -4,7 +4,7 @@ Everything runs in the request's thread: a report that changes something is one 
 of its instance, one INSERT for its transitions, one UPDATE per ack and a SELECT of
 the commands waiting for it, in one transaction; a report that changes nothing (the
 usual one of an idle worker) is one SELECT, its ``last_seen`` written with the others'
-once a second (:class:`_Memory`). Commands are delivered at least once: an unacknowledged
+once a second (:class:`.memory.Memory`). Commands are delivered at least once: an unacknowledged
 command is repeated in every answer until it is acked or ``command_ttl`` has passed
 (the worker applies each id once), so a lost answer costs nothing.
 
@@ -15,19 +15,16 @@ running :mod:`~dashboard.fleet.redis_link`), instead of waiting for its next rep
 
 from __future__ import annotations
 
-import hashlib
-import threading
 import uuid
 from collections.abc import Iterable
 from contextlib import nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db import models, transaction
-from django.db.models import Case, Exists, F, Value, When
-from django.db.models.functions import Greatest
+from django.db import transaction
+from django.db.models import Exists, F
 from django.utils import timezone
 
 from dashboard import audit
@@ -37,6 +34,8 @@ from dashboard.breakers.services import PERMISSIONS, Action
 from resilience.fleet.protocol import PROTOCOL_VERSION, Command
 
 from . import conf, live
+from .memory import digest as report_digest
+from .memory import flush_seen, memory
 from .models import CommandStatus, FleetCommand, FleetInstance
 from .report import ReportIn
 from .selectors import LIVE, instance_status
@@ -80,94 +79,6 @@ def answer(commands: Iterable[FleetCommand]) -> dict[str, Any]:
         "commands": [command_message(command) for command in commands],
         "report_interval": conf.report_interval(),
     }
-
-
-def _digest(report: ReportIn, transport: str) -> bytes:
-    """What a report says beyond ``seq``/``sent_at``/events/acks (equal: nothing changed)."""
-    body = report.model_dump_json(include={"instance", "breakers", "limiters"})
-    extra = f"{transport}/{report.stats.reports_failed}/{report.stats.events_dropped}"
-    return hashlib.blake2b(body.encode() + extra.encode(), digest_size=16).digest()
-
-
-class _Memory:
-    """This process's memory of each instance's last stored report, and the
-    ``last_seen`` of quiet reports not yet written.
-
-    A report that changes nothing but its sequence number (same instance block,
-    snapshots and counters as the last one *this process* stored, ``seq`` the next one,
-    no events or acks, the last full write under ``FULL_WRITE_EVERY`` ago) writes no
-    row: its ``last_seen``, ``reports`` and ``last_seq`` wait here and are written for
-    every such instance in one UPDATE at most every ``FLUSH_EVERY`` (and before the
-    Instances page or API reads them). A report that another server stored in between
-    breaks the ``seq`` chain, so this process never skips over a newer row.
-
-    Guarded by a lock: request threads and the Redis link's thread share it.
-    """
-
-    FLUSH_EVERY = timedelta(seconds=1)
-    FULL_WRITE_EVERY = timedelta(seconds=60)
-    MAX_INSTANCES = 10_000
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.last: dict[str, tuple[bytes, int, datetime]] = {}  # id -> digest, seq, written
-        self.pending: dict[str, tuple[datetime, int, int]] = {}  # id -> seen, reports, seq
-        self.flushed_at: datetime | None = None
-        self.skipped = 0
-
-    def clear(self) -> None:
-        with self.lock:
-            self.last.clear()
-            self.pending.clear()
-            self.flushed_at = None
-
-
-memory = _Memory()
-
-
-def flush_seen(*, now: datetime | None = None, force: bool = True) -> int:
-    """Write the ``last_seen`` of quiet reports (all instances, one UPDATE); how many.
-
-    ``force=False`` writes only once ``FLUSH_EVERY`` has passed since the last flush.
-    """
-    now = now or timezone.now()
-    with memory.lock:
-        if memory.flushed_at is None:
-            memory.flushed_at = now  # the first quiet report starts the clock
-        due = force or now - memory.flushed_at >= memory.FLUSH_EVERY
-        if not due or not memory.pending:
-            return 0
-        pending, memory.pending = memory.pending, {}
-        memory.flushed_at = now
-
-    def case(index: int, field: str, output: models.Field[Any, Any]) -> Case:
-        return Case(
-            *(
-                When(
-                    instance_id=key,
-                    then=Greatest(F(field), Value(row[index]), output_field=output),
-                )
-                for key, row in pending.items()
-            ),
-            default=F(field),
-            output_field=output,
-        )
-
-    reports = Case(
-        *(When(instance_id=key, then=Value(row[1])) for key, row in pending.items()),
-        default=Value(0),
-        output_field=models.PositiveBigIntegerField(),
-    )
-    written = FleetInstance.objects.filter(instance_id__in=list(pending)).update(
-        last_seen=case(0, "last_seen", models.DateTimeField()),
-        reports=F("reports") + reports,
-        last_seq=case(2, "last_seq", models.PositiveBigIntegerField()),
-    )
-    if written != len(pending):  # rows deleted meanwhile: their next report writes them
-        with memory.lock:
-            for key in pending:
-                memory.last.pop(key, None)
-    return written
 
 
 def _open_commands(instance_id: str, now: datetime) -> Any:
@@ -230,12 +141,12 @@ def ingest_report(
 ) -> dict[str, Any]:
     """Store ``report`` (announcing its instance if new); returns the answer to send.
 
-    A report that changes nothing is not written (:class:`_Memory`); otherwise one
+    A report that changes nothing is not written (:class:`.memory.Memory`); otherwise one
     UPDATE of the instance (an INSERT for a new one), one INSERT for its transitions,
     one UPDATE per ack, and the SELECT of the commands waiting for it.
     """
     now = now or timezone.now()
-    digest = _digest(report, transport)
+    digest = report_digest(report, transport)
     quiet = _quiet(report, digest, now)
     if quiet is not None:
         return quiet
