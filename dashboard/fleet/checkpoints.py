@@ -11,8 +11,17 @@ Hostile input is a 400 naming the field: the blob name must be exactly
 ``<checkpoint_id>.ckpt`` (the dashboard derives the storage path itself, so a name
 with a path in it is refused, never followed), ids and names follow the checkpoint
 patterns, the codec is one the dashboard decodes, metadata is at most
-``MAX_METADATA_BYTES`` of JSON. A row that already exists is never replaced (a worker
-cannot rewrite another's record); the answer lists those ids.
+``MAX_METADATA_BYTES`` of JSON. A row that already exists is never replaced.
+
+Ownership: each row recorded here is bound (``FleetCheckpoint``) to the token's user and
+the reporting instance's service (and instance, for the record). A message may add to a
+workflow only while every row of that workflow is owned by the same user and service:
+a workflow of another service, or one the dashboard or a Django worker wrote, is
+refused whole with 403 (nothing recorded) and audited (``fleet.checkpoints.refused``),
+as is an id that another owner's row already has. Re-sending one's own checkpoint (a
+retry after a lost answer) answers it as ``existing``. Without a token (Redis
+transport) the owner is the service alone. The service is what the worker declares:
+give each service a token user of its own to keep services apart.
 """
 
 from __future__ import annotations
@@ -22,12 +31,18 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dashboard import audit
+from dashboard.audit import MAX_REASON
 from dashboard.checkpoints.models import Checkpoint
 from dashboard.checkpoints.store import get_store
 from resilience.checkpoint import CHECKPOINT_ID_PATTERN, NAME_PATTERN, CheckpointRecord
 
+from . import report
+from .models import FleetCheckpoint
 from .report import InstanceIn
 
 MAX_ITEMS = 100
@@ -96,7 +111,7 @@ def parse_message(body: bytes, *, now: float | None = None) -> CheckpointsMessag
     Raises:
         ValueError: not JSON, a NUL character, or a rule broken (the field is named).
     """
-    message = _parse(body)
+    message = report.parse_message(body, CheckpointsMessageIn)
     latest = (time.time() if now is None else now) + MAX_CLOCK_AHEAD
     for i, item in enumerate(message.checkpoints):
         if item.created_at > latest:
@@ -107,43 +122,102 @@ def parse_message(body: bytes, *, now: float | None = None) -> CheckpointsMessag
     return message
 
 
-def _parse(body: bytes) -> CheckpointsMessageIn:
-    if b"\x00" in body or b"\\u0000" in body:
-        raise ValueError("the message must not contain NUL characters")
-    try:
-        data = json.loads(body, parse_constant=lambda name: _refuse(name))
-    except RecursionError:
-        raise ValueError("the message is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the message is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("the message must be a JSON object")
-    try:
-        return CheckpointsMessageIn.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        raise ValueError(f"{where}: {first['msg']} ({exc.error_count()} error(s))") from None
-    except RecursionError:
-        raise ValueError("the message is nested too deeply") from None
+class CheckpointsRefused(PermissionError):
+    """The message would add to, or replace, checkpoints its sender does not own."""
+
+    def __init__(self, detail: str, *, workflows: list[str], checkpoints: list[str]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.workflows = workflows
+        self.checkpoints = checkpoints
 
 
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+def _foreign(message: CheckpointsMessageIn, user_id: Any) -> tuple[list[str], list[str]]:
+    """The workflows and checkpoint ids of ``message`` owned by someone else.
+
+    A workflow is someone else's when any of its rows was not reported through the
+    fleet by this token user and service (a row the dashboard or a Django worker wrote
+    has no owner: it is nobody's to add to). A checkpoint id that exists is someone
+    else's unless this user and service reported it (then re-sending it is a retry).
+    """
+    service = message.instance.service
+    workflows = sorted({item.workflow_id for item in message.checkpoints})
+    owners = (
+        Checkpoint.objects.filter(workflow_id__in=workflows)
+        .values_list("workflow_id", "fleet_owner__user_id", "fleet_owner__service")
+        .distinct()
+    )
+    foreign_workflows = sorted(
+        {wf for wf, user, owner in owners if owner is None or (user, owner) != (user_id, service)}
+    )
+    ids = [item.checkpoint_id for item in message.checkpoints]
+    rows = Checkpoint.objects.filter(pk__in=ids).values_list(
+        "pk", "fleet_owner__user_id", "fleet_owner__service"
+    )
+    foreign_ids = sorted(
+        pk for pk, user, owner in rows if owner is None or (user, owner) != (user_id, service)
+    )
+    return foreign_workflows, foreign_ids
 
 
-def record_checkpoints(*, message: CheckpointsMessageIn) -> dict[str, Any]:
-    """Add a row per new checkpoint (existing ids are left as they are); the answer."""
+def record_checkpoints(
+    *,
+    message: CheckpointsMessageIn,
+    user: AbstractBaseUser | None = None,
+    transport: str = "http",
+) -> dict[str, Any]:
+    """Add a row per new checkpoint, owned by ``user`` (the token's; None over Redis)
+    and the message's service; the answer.
+
+    Raises:
+        CheckpointsRefused: a checkpoint of the message belongs to a workflow, or has
+            the id of a row, that this user and service do not own. Nothing is recorded
+            and the attempt is audited.
+    """
+    user_id = user.pk if user is not None else None
+    workflows, taken = _foreign(message, user_id)
+    if workflows or taken:
+        detail = (
+            "checkpoints are bound to the service (and token user) that reported them: "
+            + "; ".join(
+                part
+                for part in (
+                    f"workflows owned by another service: {workflows}" if workflows else "",
+                    f"checkpoint ids owned by another service: {taken}" if taken else "",
+                )
+                if part
+            )
+        )
+        audit.record(
+            user=user,
+            source=f"fleet-{transport}",
+            action="fleet.checkpoints.refused",
+            target=f"{message.instance.service} ({message.instance.id})",
+            reason=detail[:MAX_REASON],
+            details={"workflows": workflows[:20], "checkpoints": taken[:20]},
+        )
+        raise CheckpointsRefused(detail, workflows=workflows, checkpoints=taken)
     ids = [item.checkpoint_id for item in message.checkpoints]
     existing = set(Checkpoint.objects.filter(pk__in=ids).values_list("pk", flat=True))
     store = get_store()
     recorded = []
+    now = timezone.now()
     for item in message.checkpoints:
         if item.checkpoint_id in existing:
             continue
         existing.add(item.checkpoint_id)
         if not store.add_new_record(item.record()):  # recorded meanwhile by another writer
             continue
+        FleetCheckpoint.objects.update_or_create(
+            checkpoint_id=item.checkpoint_id,
+            defaults={
+                "user_id": user_id,
+                "service": message.instance.service,
+                "instance_id": message.instance.id,
+                "transport": transport,
+                "recorded_at": now,
+            },
+        )
         recorded.append(item.checkpoint_id)
     return {
         "recorded": recorded,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -81,3 +82,37 @@ class FleetCommand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target} on {self.instance_id} ({self.status})"
+
+
+class FleetCheckpoint(models.Model):
+    """Who reported a checkpoint row through the fleet: its owner.
+
+    A fleet token may add checkpoints to a workflow only while every row of that
+    workflow was reported through the fleet by the same token user *and* service
+    (``dashboard.fleet.checkpoints``). No database constraint and no cascade: deleting
+    checkpoints (admin, retention) must count and behave as before; an owner row left
+    behind is harmless (ownership is read through existing checkpoints) and is swept
+    when a new instance appears.
+    """
+
+    checkpoint = models.OneToOneField(
+        "checkpoints.Checkpoint",
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="fleet_owner",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="the token's user (none through Redis, which has no token)",
+    )
+    service = models.CharField(max_length=100)
+    instance_id = models.CharField(max_length=64)
+    transport = models.CharField(max_length=10, default="http")
+    recorded_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.checkpoint_id} by {self.service} ({self.instance_id})"

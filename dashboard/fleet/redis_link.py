@@ -11,16 +11,19 @@ while its ack is on the way) is applied once.
 Concurrency model: one daemon thread per server process (``fleet-redis``) runs
 :meth:`RedisLink.run`: a blocking ``XREADGROUP`` (``block`` seconds), then, for the
 batch, the ORM writes of :func:`services.ingest_report` in this thread (Django gives it
-its own database connection; stale ones are closed around each batch), the pushes of the
-commands waiting for those instances, one ``XACK``, and one Fleet-page notification for
-the batch. :meth:`RedisLink.push` is called from request threads (an operator's click)
-too: it only sends one pipeline on the thread-safe client. The notification (the names
-of the breakers concerned) uses an event loop owned by this thread (channels-redis keeps
-its connections per loop, so they are reused). A report that cannot be parsed is logged
-and acknowledged (it would fail again); one whose storage fails is acknowledged too: the
-next report of that instance is complete again, and its command acks are repeated by the
-worker when the command is pushed again. Redis down: the thread logs once, retries every
-``retry`` seconds, and re-creates the group after a restart (``NOGROUP``).
+its own database connection; stale ones are closed around each batch) — reports with
+transitions or acks first, and their Fleet-page push (:func:`live.push`) before the
+batch's other reports —, the pushes of the commands waiting for those instances, and one
+``XACK``. Checkpoint metadata (a ``checkpoints`` field instead of ``report``) is
+recorded in the same pass. :meth:`RedisLink.push` is called from request threads (an
+operator's click) too: it only sends one pipeline on the thread-safe client. In cluster
+mode the notification of the other servers' pages uses an event loop owned by this
+thread (channels-redis keeps its connections per loop, so they are reused). A report
+that cannot be parsed is logged and acknowledged (it would fail again); one whose
+storage fails is acknowledged too: the next report of that instance is complete again,
+and its command acks are repeated by the worker when the command is pushed again. Redis
+down: the thread logs once, retries every ``retry`` seconds, and re-creates the group
+after a restart (``NOGROUP``).
 """
 
 from __future__ import annotations
@@ -40,16 +43,18 @@ from channels.layers import get_channel_layer
 from django.db import close_old_connections
 from redis.exceptions import RedisError, ResponseError
 
+from dashboard import runtime
 from resilience.fleet.protocol import (
     REDIS_ANSWER_FIELD,
+    REDIS_CHECKPOINTS_FIELD,
     REDIS_GROUP,
     REDIS_REPORT_FIELD,
     REDIS_REPORTS_KEY,
     redis_commands_key,
 )
 
-from . import conf, live, services
-from .report import parse_report
+from . import checkpoints, conf, live, services
+from .report import ReportIn, parse_report
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +97,7 @@ class RedisLink:
         self.failed = 0
         self.pushed = 0
         self.errors = 0
+        self.checkpoints = 0
 
     @property
     def running(self) -> bool:
@@ -164,19 +170,26 @@ class RedisLink:
         return [entry for _key, entries in reply or [] for entry in entries]
 
     def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-        """Store each report, push its instance's waiting commands, XACK, notify once.
+        """Store each report, push its instance's waiting commands, XACK, notify.
 
+        Reports carrying transitions or acks are stored first and pushed to the Fleet
+        pages at once, ahead of the batch's other (snapshot-only) reports. Entries
+        with a ``checkpoints`` field are checkpoint metadata (:mod:`.checkpoints`).
         Returns how many reports were stored.
         """
         if not entries:
             return 0
-        changed: set[str] = set()
-        stored = 0
+        urgent: list[ReportIn] = []
+        routine: list[ReportIn] = []
         for _entry_id, fields in entries:
-            body = fields.get(REDIS_REPORT_FIELD.encode(), b"")
+            key = REDIS_CHECKPOINTS_FIELD if REDIS_CHECKPOINTS_FIELD.encode() in fields else None
+            body = fields.get((key or REDIS_REPORT_FIELD).encode(), b"")
             if len(body) > conf.max_report_bytes():
                 self.rejected += 1
-                logger.warning("fleet: dropped a Redis report of %d bytes", len(body))
+                logger.warning("fleet: dropped a Redis message of %d bytes", len(body))
+                continue
+            if key is not None:
+                self.record_checkpoints(body)
                 continue
             try:
                 report = parse_report(body)
@@ -184,29 +197,54 @@ class RedisLink:
                 self.rejected += 1
                 logger.warning("fleet: dropped a malformed Redis report: %s", exc)
                 continue
-            try:
-                answer = services.ingest_report(report=report, transport="redis")
-            except Exception:
-                self.failed += 1
-                logger.exception("fleet: storing a Redis report failed")
-                continue
-            stored += 1
-            if report.events or report.acks:
-                changed |= services.changed_breakers(report)
-            if answer["commands"]:
-                self.push(report.instance.id, answer)
+            (urgent if report.events or report.acks else routine).append(report)
+        stored = 0
+        for batch in (urgent, routine):
+            changed: set[str] = set()
+            for report in batch:
+                try:
+                    answer = services.ingest_report(report=report, transport="redis")
+                except Exception:
+                    self.failed += 1
+                    logger.exception("fleet: storing a Redis report failed")
+                    continue
+                stored += 1
+                if report.events or report.acks:
+                    changed |= services.changed_breakers(report)
+                if answer["commands"]:
+                    self.push(report.instance.id, answer)
+            if changed:
+                self.notify(changed)
         self.client.xack(REDIS_REPORTS_KEY, REDIS_GROUP, *(entry_id for entry_id, _ in entries))
         self.reports += stored
-        if changed:
-            self.notify(changed)
         return stored
 
+    def record_checkpoints(self, body: bytes) -> bool:
+        """Record a ``checkpoints`` message from the stream (owned by its service alone:
+        Redis has no token). A refused or malformed one is logged and dropped."""
+        try:
+            message = checkpoints.parse_message(body)
+            checkpoints.record_checkpoints(message=message, transport="redis")
+        except (ValueError, checkpoints.CheckpointsRefused) as exc:
+            self.rejected += 1
+            logger.warning("fleet: dropped checkpoint metadata from Redis: %s", exc)
+            return False
+        except Exception:
+            self.failed += 1
+            logger.exception("fleet: storing checkpoint metadata from Redis failed")
+            return False
+        self.checkpoints += 1
+        return True
+
     def notify(self, names: set[str]) -> None:
+        """Push the changed cards to this process's Fleet pages, and (cluster mode)
+        tell the other processes' pages through the channel layer."""
         if self._notify is not None:
             self._notify(names)
             return
+        live.push(names)
         layer = get_channel_layer()
-        if layer is None:
+        if layer is None or not runtime.identity().cluster:
             return
         if self._loop is None:
             self._loop = asyncio.new_event_loop()

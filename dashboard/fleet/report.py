@@ -8,8 +8,7 @@ finite times), so a malformed report is a 400 and never a 500.
 from __future__ import annotations
 
 import json
-import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -110,34 +109,41 @@ class ReportIn(_In):
         return items
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("numbers must be finite")
-    return value
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"numbers must be finite, got {name}")
 
 
-def parse_report(body: bytes) -> ReportIn:
-    """The validated report in ``body``.
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_message(body: bytes, model: type[Model], what: str = "message") -> Model:
+    """The validated ``model`` in ``body`` (a fleet message: a report, checkpoints...).
 
     Raises:
         ValueError: the body is not JSON, holds a NUL character or a non-finite
-            number, or breaks a rule of the protocol (the message names the field).
+            number, is nested too deeply, or breaks a rule of the protocol (the
+            message names the field).
     """
     if b"\x00" in body or b"\\u0000" in body:
-        raise ValueError("the report must not contain NUL characters")
+        raise ValueError(f"the {what} must not contain NUL characters")
     try:
-        data = json.loads(body, parse_constant=lambda name: _finite(float(name)))
+        data = json.loads(body, parse_constant=_refuse_constant)
     except RecursionError:
-        raise ValueError("the report is nested too deeply") from None
+        raise ValueError(f"the {what} is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the report is not valid JSON: {exc}") from None
+        raise ValueError(f"the {what} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError("the report must be a JSON object")
+        raise ValueError(f"the {what} must be a JSON object")
     try:
-        return ReportIn.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "report"
+        where = ".".join(str(part) for part in first["loc"]) or what
         raise ValueError(f"{where}: {first['msg']} ({exc.error_count()} error(s))") from None
     except RecursionError:
-        raise ValueError("the report is nested too deeply") from None
+        raise ValueError(f"the {what} is nested too deeply") from None
+
+
+def parse_report(body: bytes) -> ReportIn:
+    """The validated report in ``body`` (:func:`parse_message`'s rules)."""
+    return parse_message(body, ReportIn, "report")

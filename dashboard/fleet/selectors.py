@@ -128,6 +128,7 @@ def instances(
     service: str | None = None,
 ) -> list[InstanceRow]:
     """Every known instance with its status, live ones first, then by service."""
+    _flush_seen()
     now = now or timezone.now()
     stale = stale_after if stale_after is not None else conf.stale_after()
     gone = gone_after if gone_after is not None else conf.gone_after()
@@ -139,7 +140,15 @@ def instances(
     return sorted(rows, key=lambda r: (order[r["status"]], r["service"], r["host"], r["pid"]))
 
 
+def _flush_seen() -> None:
+    # Quiet reports' last_seen waits in memory (services._Memory): these pages show it.
+    from .memory import flush_seen
+
+    flush_seen()
+
+
 def instance(*, instance_id: str, now: datetime | None = None) -> InstanceRow | None:
+    _flush_seen()
     found = FleetInstance.objects.filter(instance_id=instance_id).first()
     if found is None:
         return None
@@ -169,9 +178,13 @@ def command_view(command: FleetCommand, *, live: bool, now: datetime) -> dict[st
     }
 
 
-def _latest_commands(instance_ids: list[int]) -> dict[tuple[int, str], FleetCommand]:
+def _latest_commands(
+    instance_ids: list[int], names: Collection[str] | None = None
+) -> dict[tuple[int, str], FleetCommand]:
     latest: dict[tuple[int, str], FleetCommand] = {}
     recent = FleetCommand.objects.filter(instance_id__in=instance_ids).order_by("-created_at")
+    if names is not None:
+        recent = recent.filter(target__in=list(names))
     for command in recent[:5000] if instance_ids else []:
         latest.setdefault((command.instance_id, command.target), command)
     return latest
@@ -202,11 +215,13 @@ def breaker_groups(
     gone = gone_after if gone_after is not None else conf.gone_after()
     holders = [
         item
-        for item in FleetInstance.objects.filter(last_seen__gt=now - gone)
+        # The limiters' JSON is not needed here: not decoded.
+        for item in FleetInstance.objects.filter(last_seen__gt=now - gone).defer("limiters")
         if instance_status(last_seen=item.last_seen, now=now, stale_after=stale, gone_after=gone)
         != GONE
     ]
-    commands = _latest_commands([item.pk for item in holders])
+    wanted = [name] if name is not None else names
+    commands = _latest_commands([item.pk for item in holders], wanted)
     groups: dict[str, BreakerGroup] = {}
     for holder in holders:
         status = instance_status(

@@ -1,8 +1,10 @@
 """Writes for the fleet: take in a worker's report, queue operator commands for workers.
 
-Everything runs in the request's thread inside one transaction: a report is one
-UPDATE of its instance, one INSERT per transition, one UPDATE per ack and a SELECT of
-the commands waiting for it. Commands are delivered at least once: an unacknowledged
+Everything runs in the request's thread: a report that changes something is one UPDATE
+of its instance, one INSERT for its transitions, one UPDATE per ack and a SELECT of
+the commands waiting for it, in one transaction; a report that changes nothing (the
+usual one of an idle worker) is one SELECT, its ``last_seen`` written with the others'
+once a second (:class:`.memory.Memory`). Commands are delivered at least once: an unacknowledged
 command is repeated in every answer until it is acked or ``command_ttl`` has passed
 (the worker applies each id once), so a lost answer costs nothing.
 
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
+from django.db.models import Exists, F
 from django.utils import timezone
 
 from dashboard import audit
@@ -30,6 +34,8 @@ from dashboard.breakers.services import PERMISSIONS, Action
 from resilience.fleet.protocol import PROTOCOL_VERSION, Command
 
 from . import conf, live
+from .memory import digest as report_digest
+from .memory import flush_seen, memory
 from .models import CommandStatus, FleetCommand, FleetInstance
 from .report import ReportIn
 from .selectors import LIVE, instance_status
@@ -75,36 +81,105 @@ def answer(commands: Iterable[FleetCommand]) -> dict[str, Any]:
     }
 
 
+def _open_commands(instance_id: str, now: datetime) -> Any:
+    return FleetCommand.objects.filter(
+        instance__instance_id=instance_id,
+        status__in=OPEN_STATUSES,
+        created_at__gte=now - conf.command_ttl(),
+    )
+
+
+def _deliver_waiting(instance_id: str, now: datetime) -> list[FleetCommand]:
+    waiting = list(_open_commands(instance_id, now).order_by("created_at"))
+    fresh = [command.pk for command in waiting if command.delivered_at is None]
+    if fresh:
+        FleetCommand.objects.filter(pk__in=fresh, delivered_at__isnull=True).update(
+            status=CommandStatus.DELIVERED, delivered_at=now
+        )
+    return waiting
+
+
+def _quiet(report: ReportIn, digest: bytes, now: datetime) -> dict[str, Any] | None:
+    """The answer to a report that changes nothing (its last_seen batched), or None
+    when it must be written in full."""
+    info = report.instance
+    if report.events or report.acks:
+        return None
+    with memory.lock:
+        last = memory.last.get(info.id)
+        if (
+            last is None
+            or last[0] != digest
+            or report.seq != last[1] + 1
+            or now - last[2] >= memory.FULL_WRITE_EVERY
+        ):
+            return None
+    # One query: the row still exists (not forgotten, not another database), and
+    # whether commands wait for it.
+    found = (
+        FleetInstance.objects.filter(instance_id=info.id)
+        .annotate(waiting=Exists(_open_commands(info.id, now)))
+        .values_list("waiting", flat=True)
+        .first()
+    )
+    if found is None:
+        return None
+    with memory.lock:
+        memory.last[info.id] = (digest, report.seq, last[2])
+        seen = memory.pending.get(info.id)
+        memory.pending[info.id] = (now, (seen[1] if seen else 0) + 1, report.seq)
+        memory.skipped += 1
+    flush_seen(now=now, force=False)
+    return answer(_deliver_waiting(info.id, now) if found else [])
+
+
 def ingest_report(
     *,
     report: ReportIn,
     now: datetime | None = None,
     transport: Literal["http", "redis"] = "http",
 ) -> dict[str, Any]:
-    """Store ``report`` (announcing its instance if new); returns the answer to send."""
+    """Store ``report`` (announcing its instance if new); returns the answer to send.
+
+    A report that changes nothing is not written (:class:`.memory.Memory`); otherwise one
+    UPDATE of the instance (an INSERT for a new one), one INSERT for its transitions,
+    one UPDATE per ack, and the SELECT of the commands waiting for it.
+    """
     now = now or timezone.now()
+    digest = report_digest(report, transport)
+    quiet = _quiet(report, digest, now)
+    if quiet is not None:
+        return quiet
     info = report.instance
-    with transaction.atomic():
-        instance = FleetInstance.objects.select_for_update().filter(instance_id=info.id).first()
-        if instance is None:
+    with memory.lock:
+        seen = memory.pending.pop(info.id, None)
+    fields = {
+        "service": info.service,
+        "host": info.host,
+        "pid": info.pid,
+        "version": info.version,
+        "language": info.language,
+        "started_at": _when(info.started_at),
+        "last_seen": now,
+        "last_seq": report.seq,
+        "reports_failed": report.stats.reports_failed,
+        "events_dropped": report.stats.events_dropped,
+        "breakers": [item.model_dump(mode="json") for item in report.breakers],
+        "limiters": [item.model_dump(mode="json") for item in report.limiters],
+        "transport": transport,
+    }
+    label = f"{info.service}@{info.host}:{info.pid}"
+    # One transaction for a report with transitions or acks; a snapshot alone is one
+    # UPDATE in autocommit (no BEGIN IMMEDIATE held across the SELECT on SQLite).
+    together = transaction.atomic() if report.events or report.acks else nullcontext()
+    with together:
+        stored = FleetInstance.objects.filter(instance_id=info.id).update(
+            reports=F("reports") + 1 + (seen[1] if seen else 0), **fields
+        )
+        if not stored:
             # A new instance is a process start: the moment to forget long-gone ones.
-            FleetInstance.objects.filter(last_seen__lt=now - conf.forget_after()).delete()
-            instance = FleetInstance(instance_id=info.id, first_seen=now)
-        instance.service = info.service
-        instance.host = info.host
-        instance.pid = info.pid
-        instance.version = info.version
-        instance.language = info.language
-        instance.started_at = _when(info.started_at)
-        instance.last_seen = now
-        instance.reports += 1
-        instance.last_seq = report.seq
-        instance.reports_failed = report.stats.reports_failed
-        instance.events_dropped = report.stats.events_dropped
-        instance.breakers = [item.model_dump(mode="json") for item in report.breakers]
-        instance.limiters = [item.model_dump(mode="json") for item in report.limiters]
-        instance.transport = transport
-        instance.save()
+            _forget(now)
+            FleetInstance.objects.create(instance_id=info.id, first_seen=now, reports=1, **fields)
         if report.events:
             BreakerEvent.objects.bulk_create(
                 BreakerEvent(
@@ -115,7 +190,7 @@ def ingest_report(
                     failure_count=event.failure_count,
                     failure_rate=event.failure_rate,
                     occurred_at=_when(event.time),
-                    process=instance.label[:200],
+                    process=label[:200],
                     actor=event.actor or "",
                     note=event.note or "",
                 )
@@ -126,24 +201,30 @@ def ingest_report(
             if command_id is None:
                 continue
             FleetCommand.objects.filter(
-                pk=command_id, instance=instance, status__in=OPEN_STATUSES
+                pk=command_id, instance__instance_id=info.id, status__in=OPEN_STATUSES
             ).update(
                 status=CommandStatus.APPLIED if ack.ok else CommandStatus.FAILED,
                 acked_at=now,
                 result_state=ack.state or "",
                 error=(ack.error or "")[:2000],
             )
-        waiting = list(
-            FleetCommand.objects.filter(
-                instance=instance,
-                status__in=OPEN_STATUSES,
-                created_at__gte=now - conf.command_ttl(),
-            ).order_by("created_at")
-        )
-        FleetCommand.objects.filter(
-            pk__in=[command.pk for command in waiting], delivered_at__isnull=True
-        ).update(status=CommandStatus.DELIVERED, delivered_at=now)
+        waiting = _deliver_waiting(info.id, now)
+    with memory.lock:
+        if len(memory.last) >= memory.MAX_INSTANCES:
+            memory.last.clear()
+        memory.last[info.id] = (digest, report.seq, now)
     return answer(waiting)
+
+
+def _forget(now: datetime) -> None:
+    """Delete instances gone for ``forget_after``, and fleet checkpoint owner rows whose
+    checkpoint was deleted."""
+    from dashboard.checkpoints.models import Checkpoint
+
+    from .models import FleetCheckpoint
+
+    FleetInstance.objects.filter(last_seen__lt=now - conf.forget_after()).delete()
+    FleetCheckpoint.objects.exclude(checkpoint_id__in=Checkpoint.objects.values("pk")).delete()
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -169,6 +250,15 @@ def take_new_commands(*, instance_id: str, now: datetime | None = None) -> list[
     (that would spin while its ack is on the way); the answers to reports repeat it.
     """
     now = now or timezone.now()
+    pending = FleetCommand.objects.filter(
+        instance__instance_id=instance_id,
+        status=CommandStatus.PENDING,
+        created_at__gte=now - conf.command_ttl(),
+    )
+    if not pending.exists():
+        # The usual answer, without a write transaction (on SQLite every one takes the
+        # database's write lock, which reports wait for).
+        return []
     with transaction.atomic():
         waiting = list(
             FleetCommand.objects.select_for_update()

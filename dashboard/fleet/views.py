@@ -10,44 +10,44 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.api.tokens import authenticate_token
 from dashboard.breakers.services import PERMISSIONS, Action
 from dashboard.live import fragments
 from dashboard.permissions import REPORT_FLEET, VIEW_DASHBOARD
 
-from . import checkpoints, conf, live, selectors, services
+from . import auth, checkpoints, conf, live, selectors, services
 from .report import parse_report
 
 VIEW = VIEW_DASHBOARD
 REPORT = REPORT_FLEET
 
 
-def _error(status: int, detail: str) -> JsonResponse:
-    response = JsonResponse({"detail": detail}, status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="fleet"'
-    return response
+_error = auth.error
 
 
-def _authorise(request: HttpRequest) -> JsonResponse | None:
-    """None for a bearer token whose user may report; else the 401/403 to answer."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        if request.user.is_authenticated:  # a browser session is never enough here
-            return _error(403, f"send Authorization: Bearer <API token with {REPORT!r}>")
-        return _error(401, f"send Authorization: Bearer <API token with {REPORT!r}>")
-    found = authenticate_token(token.strip())
-    if found is None:
-        return _error(401, "invalid, expired or revoked API token")
-    if not found.user.has_perm(REPORT):
-        return _error(403, f"permission {REPORT!r} required")
-    return None
+def _read_body(request: HttpRequest, what: str) -> tuple[auth.Reporter, bytes] | JsonResponse:
+    """The reporter and the request's body, or the 401/403 (token), 400/413 (body larger
+    than allowed) to answer."""
+    found = auth.authorise(request)
+    if isinstance(found, JsonResponse):
+        return found
+    limit = conf.max_report_bytes()
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return _error(400, "invalid Content-Length")
+    if length > limit:
+        return _error(413, f"a {what} must be at most {limit} bytes, got {length}")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return _error(413, f"a {what} must be at most {limit} bytes")
+    return found, body
 
 
 INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -65,9 +65,9 @@ async def commands(request: HttpRequest) -> HttpResponse:
     """
     if request.method != "GET":
         return _error(405, "GET only")
-    refused = await sync_to_async(_authorise)(request)
-    if refused is not None:
-        return refused
+    reporter = await sync_to_async(auth.authorise)(request)
+    if isinstance(reporter, JsonResponse):
+        return reporter
     instance_id = request.GET.get("instance", "")
     if not INSTANCE_ID.fullmatch(instance_id):
         return _error(400, "instance: an instance id (1-64 of A-Z a-z 0-9 _ . : -) is required")
@@ -99,59 +99,48 @@ async def commands(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # bearer-token only: no cookie is ever used, so there is nothing to forge
 @require_POST
 def report(request: HttpRequest) -> HttpResponse:
-    """``POST /api/fleet/v1/report``: a worker's report in, its waiting commands out."""
-    refused = _authorise(request)
-    if refused is not None:
-        return refused
-    limit = conf.max_report_bytes()
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return _error(400, "invalid Content-Length")
-    if length > limit:
-        return _error(413, f"a report must be at most {limit} bytes, got {length}")
-    body = request.read(limit + 1)
-    if len(body) > limit:
-        return _error(413, f"a report must be at most {limit} bytes")
+    """``POST /api/fleet/v1/report``: a worker's report in, its waiting commands out.
+
+    A transition or an ack is pushed to the Fleet pages right after the report is
+    stored, before the answer goes out.
+    """
+    read = _read_body(request, "report")
+    if isinstance(read, JsonResponse):
+        return read
+    _, body = read
     try:
         parsed = parse_report(body)
     except ValueError as exc:
         return _error(400, str(exc))
     answer = services.ingest_report(report=parsed)
     if parsed.events or parsed.acks:
-        live.notify(services.changed_breakers(parsed))
+        changed = services.changed_breakers(parsed)
+        live.push(changed)
+        live.notify(changed)
     return JsonResponse(answer)
-
-
-def _reporter_error(request: HttpRequest) -> JsonResponse | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        status = 403 if request.user.is_authenticated else 401
-        return _error(status, f"send Authorization: Bearer <API token with {REPORT!r}>")
-    found = authenticate_token(token.strip())
-    if found is None:
-        return _error(401, "invalid, expired or revoked API token")
-    if not found.user.has_perm(REPORT):
-        return _error(403, f"permission {REPORT!r} required")
-    return None
 
 
 @csrf_exempt  # bearer-token only, like the report
 @require_POST
 def report_checkpoints(request: HttpRequest) -> HttpResponse:
-    """``POST /api/fleet/v1/checkpoints``: a worker's checkpoint metadata (no blobs)."""
-    denied = _reporter_error(request)
-    if denied is not None:
-        return denied
-    limit = conf.max_report_bytes()
-    body = request.read(limit + 1)
-    if len(body) > limit:
-        return _error(413, f"a message must be at most {limit} bytes")
+    """``POST /api/fleet/v1/checkpoints``: a worker's checkpoint metadata (no blobs).
+
+    403 (audited, nothing recorded) when a checkpoint belongs to a workflow or id that
+    the token's user and the instance's service do not own (:mod:`.checkpoints`).
+    """
+    read = _read_body(request, "message")
+    if isinstance(read, JsonResponse):
+        return read
+    found, body = read
     try:
         message = checkpoints.parse_message(body)
     except ValueError as exc:
         return _error(400, str(exc))
-    return JsonResponse(checkpoints.record_checkpoints(message=message))
+    user = get_user_model().objects.filter(pk=found.user_id).first()
+    try:
+        return JsonResponse(checkpoints.record_checkpoints(message=message, user=user))
+    except checkpoints.CheckpointsRefused as exc:
+        return _error(403, exc.detail)
 
 
 @login_required

@@ -4,8 +4,11 @@ The worker keeps its blobs where the dashboard reads them (a shared filesystem p
 the dashboard's ``MEDIA_ROOT/checkpoints``), and sends each saved checkpoint's
 metadata (a ``checkpoints`` message of the fleet protocol, see
 ``protocol.schema.json#/$defs/CheckpointsMessage``) to
-``POST <dashboard>/api/fleet/v1/checkpoints``. The dashboard records a row per
-checkpoint, and its admin lists, verifies, downloads and deletes them::
+``POST <dashboard>/api/fleet/v1/checkpoints`` — or, when the worker reports through
+Redis, adds it to the reports stream under the field ``checkpoints``. The dashboard
+records a row per checkpoint (bound to the reporting service: a workflow of another
+service is refused, and such a batch is dropped and counted in ``refused``), and its
+admin lists, verifies, downloads and deletes them::
 
     manager = StateCheckpointManager(
         "/shared/media/checkpoints", signing_key=os.environ["CHECKPOINT_SIGNING_KEY"]
@@ -95,7 +98,7 @@ class CheckpointForwarder:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._bus = event_bus
-        self.sent = self.failed = self.dropped = 0
+        self.sent = self.failed = self.dropped = self.refused = 0
         event_bus.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
@@ -146,9 +149,16 @@ class CheckpointForwarder:
         try:
             self.transport.send(json.dumps(message, allow_nan=False).encode())
         except TransportError as exc:
-            self.failed += 1
-            logger.debug("checkpoint metadata not delivered: %s", exc)
-            return False
+            if not exc.refused:
+                self.failed += 1
+                logger.debug("checkpoint metadata not delivered: %s", exc)
+                return False
+            # Refused for good (403: a workflow of another service; 400): drop, count.
+            self.refused += len(batch)
+            logger.warning("checkpoint metadata refused by the dashboard: %s", exc)
+            for _ in batch:
+                self._pending.popleft()
+            return True
         for _ in batch:
             self._pending.popleft()
         self.sent += len(batch)
@@ -194,23 +204,29 @@ def forward(
     *,
     url: str | None = None,
     token: str | None = None,
+    redis_url: str | None = None,
     instance: InstanceInfo | None = None,
     reporter: Any = None,
     timeout: float = 2.0,
 ) -> CheckpointForwarder:
     """Start forwarding ``manager``'s checkpoint metadata to the dashboard.
 
+    The metadata takes the reporter's way: through Redis when ``redis_url`` is given or
+    ``reporter`` reports through Redis (an entry with the field ``checkpoints`` on the
+    reports stream), else over HTTP.
+
     Args:
         manager: the worker's checkpoint manager.
         url / token: the dashboard and an API token with ``fleet.report_fleet``
-            (default: from ``reporter``'s transport, or the fleet environment variables).
+            (default: from the fleet environment variables).
+        redis_url: the dashboard's Redis (default: ``reporter``'s, if it uses Redis).
         instance: this process (default: ``reporter.instance``, else a new one).
         reporter: a running :class:`~resilience.fleet.FleetReporter` to share the
-            instance and the dashboard address with.
-        timeout: seconds for one HTTP exchange.
+            instance and the transport with.
+        timeout: seconds for one HTTP exchange or Redis command.
 
     Raises:
-        ValueError: no dashboard URL given or found, or it is not http(s).
+        ValueError: no dashboard URL given or found, or it is not http(s) (or redis).
     """
     import os
 
@@ -218,6 +234,17 @@ def forward(
 
     if reporter is not None and instance is None:
         instance = reporter.instance
+    if redis_url is None and url is None and reporter is not None:
+        redis_url = getattr(reporter.transport, "url", None) if _is_redis(reporter) else None
+    if redis_url is not None:
+        from resilience.fleet.protocol import REDIS_CHECKPOINTS_FIELD
+        from resilience.fleet.redis_transport import RedisTransport
+
+        return CheckpointForwarder(
+            manager,
+            transport=RedisTransport(redis_url, timeout=timeout, field=REDIS_CHECKPOINTS_FIELD),
+            instance=instance or instance_info(),
+        ).start()
     url = url or os.environ.get(ENV_URL, "").strip()
     if not url:
         raise ValueError("a dashboard url is needed (argument or RESILIENCE_DASHBOARD_URL)")
@@ -227,3 +254,11 @@ def forward(
     return CheckpointForwarder(
         manager, transport=transport, instance=instance or instance_info()
     ).start()
+
+
+def _is_redis(reporter: Any) -> bool:
+    try:
+        from resilience.fleet.redis_transport import RedisTransport
+    except ImportError:  # redis-py not installed: the reporter cannot be using it
+        return False
+    return isinstance(getattr(reporter, "transport", None), RedisTransport)

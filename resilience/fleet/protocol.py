@@ -31,7 +31,10 @@ commands are pushed rather than waiting for the next report:
   blocking ``XREAD`` from ``0`` (the instance id is new at each start, so the stream
   holds only what was meant for this process). Acks ride on the worker's next report,
   sent at once. Anyone who can write to that Redis can report and command: keep it
-  private (AUTH, TLS, loopback), as for the Redis-shared breakers.
+  private (AUTH, TLS, loopback), as for the Redis-shared breakers;
+- a worker's checkpoint metadata (a CheckpointsMessage) goes to the same reports stream
+  with the field ``checkpoints`` instead of ``report``; nothing is answered (the
+  dashboard records it, or logs why not).
 
 The JSON Schema of both messages is ``protocol.schema.json`` beside this module
 (:func:`schema_path`); it is the reference for an implementation in another language.
@@ -51,6 +54,7 @@ __all__ = [
     "MAX_PRIMITIVES",
     "PROTOCOL_VERSION",
     "REDIS_ANSWER_FIELD",
+    "REDIS_CHECKPOINTS_FIELD",
     "REDIS_COMMANDS_PREFIX",
     "REDIS_GROUP",
     "REDIS_REPORTS_KEY",
@@ -81,6 +85,8 @@ MAX_NAME = 200
 REDIS_REPORTS_KEY = "resilience:fleet:v1:reports"
 """The stream every worker XADDs its reports to (field ``report``: the Report's JSON)."""
 REDIS_REPORT_FIELD = "report"
+REDIS_CHECKPOINTS_FIELD = "checkpoints"
+"""An entry of the reports stream with this field instead carries a CheckpointsMessage."""
 REDIS_REPORTS_MAXLEN = 10_000
 """Workers trim the reports stream to about this many entries (``MAXLEN ~``)."""
 REDIS_GROUP = "dashboard"

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from resilience.fleet.protocol import (
     REDIS_ANSWER_FIELD,
+    REDIS_CHECKPOINTS_FIELD,
     REDIS_REPORT_FIELD,
     REDIS_REPORTS_KEY,
     REDIS_REPORTS_MAXLEN,
@@ -51,12 +52,27 @@ class RedisTransport:
         timeout: seconds one Redis command may take (connecting included).
         client: a ``redis.Redis`` for sending (tests); the blocking reads always use a
             client of their own built from ``url``.
+        field: the stream entry's field for what :meth:`send` sends: ``report``
+            (reports), or ``checkpoints`` (checkpoint metadata, see
+            :mod:`resilience.fleet.checkpoints`).
 
     Raises:
         ValueError: ``timeout`` is not positive or the URL is unusable.
     """
 
-    def __init__(self, url: str, *, timeout: float = 2.0, client: redis.Redis | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        client: redis.Redis | None = None,
+        field: str = REDIS_REPORT_FIELD,
+    ):
+        if field not in (REDIS_REPORT_FIELD, REDIS_CHECKPOINTS_FIELD):
+            raise ValueError(
+                f"field must be {REDIS_REPORT_FIELD!r} or {REDIS_CHECKPOINTS_FIELD!r}, "
+                f"got {field!r}"
+            )
         if not (isinstance(timeout, int | float) and timeout > 0):
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
@@ -64,6 +80,7 @@ class RedisTransport:
                 f"redis url must start with redis://, rediss:// or unix://, got {url!r}"
             )
         self.url = url
+        self.field = field
         self.timeout = float(timeout)
         self._client = client if client is not None else from_url(url, socket_timeout=timeout)
         self._listener: redis.Redis | None = None
@@ -78,7 +95,7 @@ class RedisTransport:
         return f"<RedisTransport {parts.scheme}://{parts.hostname}{port}{parts.path}>"
 
     def send(self, body: bytes) -> dict[str, Any]:
-        """XADD ``body`` to the reports stream; returns an empty answer.
+        """XADD ``body`` to the reports stream (under ``field``); returns an empty answer.
 
         Raises:
             TransportError: Redis is unreachable or refused the command.
@@ -86,7 +103,7 @@ class RedisTransport:
         try:
             self._client.xadd(
                 REDIS_REPORTS_KEY,
-                {REDIS_REPORT_FIELD: body},
+                {self.field: body},
                 maxlen=REDIS_REPORTS_MAXLEN,
                 approximate=True,
             )

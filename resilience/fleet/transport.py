@@ -27,7 +27,28 @@ MAX_ANSWER_BYTES = 1 << 20
 
 
 class TransportError(Exception):
-    """A report did not reach the dashboard, or its answer was not usable."""
+    """A report did not reach the dashboard, or its answer was not usable.
+
+    ``status`` is the HTTP status the dashboard answered with, if it answered.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def refused(self) -> bool:
+        """The dashboard refused this message for good (a 4xx other than 408/429):
+        sending it again would fail again."""
+        return (
+            self.status is not None
+            and 400 <= self.status < 500
+            and self.status
+            not in (
+                408,
+                429,
+            )
+        )
 
 
 class Transport(Protocol):
@@ -138,7 +159,9 @@ class HttpTransport:
                 raw = response.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as exc:
             detail = exc.read(300).decode("utf-8", "replace")
-            raise TransportError(f"dashboard answered {exc.code}: {detail}") from exc
+            raise TransportError(
+                f"dashboard answered {exc.code}: {detail}", status=exc.code
+            ) from exc
         except (OSError, ValueError) as exc:  # URLError, timeouts, refused, reset
             raise TransportError(f"dashboard unreachable: {exc}") from exc
         if len(raw) > MAX_ANSWER_BYTES:

@@ -125,42 +125,31 @@ _ACTION_HELP = (
 )
 
 
-@router.post(
-    "/circuit-breakers/{name}/reset",
-    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
-    auth=require(PERMISSIONS["reset"]),
-    summary="Reset (close) a breaker on every live instance",
-    description=_ACTION_HELP,
-    operation_id=OPERATION_ID_PREFIX + "reset_breaker",
-)
-def reset_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
-    return _act(request, name, "reset", payload)
+_SUMMARIES: dict[Action, str] = {
+    "reset": "Reset (close) a breaker on every live instance",
+    "force_open": "Force a breaker open on every live instance",
+    "disable": "Disable a breaker on every live instance",
+}
 
 
-@router.post(
-    "/circuit-breakers/{name}/force_open",
-    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
-    auth=require(PERMISSIONS["force_open"]),
-    summary="Force a breaker open on every live instance",
-    description=_ACTION_HELP,
-    operation_id=OPERATION_ID_PREFIX + "force_open_breaker",
-)
-def force_open_breaker(
-    request: HttpRequest, name: str, payload: FleetActionIn | None = None
-) -> Any:
-    return _act(request, name, "force_open", payload)
+def _action_endpoint(action: Action) -> Any:
+    def endpoint(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
+        return _act(request, name, action, payload)
+
+    endpoint.__name__ = f"{action}_breaker"
+    return router.post(
+        f"/circuit-breakers/{{name}}/{action}",
+        response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
+        auth=require(PERMISSIONS[action]),
+        summary=_SUMMARIES[action],
+        description=_ACTION_HELP,
+        operation_id=f"{OPERATION_ID_PREFIX}{action}_breaker",
+    )(endpoint)
 
 
-@router.post(
-    "/circuit-breakers/{name}/disable",
-    response={202: FleetActionOut, **BODY_LOOKUP_ERRORS},
-    auth=require(PERMISSIONS["disable"]),
-    summary="Disable a breaker on every live instance",
-    description=_ACTION_HELP,
-    operation_id=OPERATION_ID_PREFIX + "disable_breaker",
-)
-def disable_breaker(request: HttpRequest, name: str, payload: FleetActionIn | None = None) -> Any:
-    return _act(request, name, "disable", payload)
+reset_breaker = _action_endpoint("reset")
+force_open_breaker = _action_endpoint("force_open")
+disable_breaker = _action_endpoint("disable")
 
 
 @router.get(

@@ -358,3 +358,117 @@ def test_odd_but_small_metadata_is_stored_or_refused_never_a_500(
 ) -> None:
     response = post(client, token, message(item(metadata=metadata)))
     assert response.status_code in (200, 400), response.content
+
+
+# -- ownership: a token writes only its own service's rows ------------------------------
+
+
+def owned_message(service: str, *items: dict[str, Any], instance_id: str = "i-1") -> Any:
+    return {**message(*items), "instance": {**instance_info(service=service), "id": instance_id}}
+
+
+def refusals() -> list[Any]:
+    from dashboard.audit import AuditEntry
+
+    return list(AuditEntry.objects.filter(action="fleet.checkpoints.refused"))
+
+
+def test_a_recorded_checkpoint_is_owned_by_the_token_user_and_service(
+    client: Client, token: str
+) -> None:
+    from dashboard.fleet.models import FleetCheckpoint
+
+    assert post(client, token, owned_message("planner", item())).status_code == 200
+    owner = FleetCheckpoint.objects.get()
+    assert (owner.checkpoint_id, owner.service, owner.instance_id, owner.user.username) == (
+        item()["checkpoint_id"], "planner", "i-1", "worker"
+    )  # fmt: skip
+    # The same service (another instance, a restart) may add to its workflow and resend.
+    second = item(checkpoint_id="ck_0123456789abce_0123456789ab",
+                  blob="ck_0123456789abce_0123456789ab.ckpt")  # fmt: skip
+    again = post(client, token, owned_message("planner", item(), second, instance_id="i-2"))
+    assert again.status_code == 200
+    assert again.json()["existing"] == [item()["checkpoint_id"]]
+    assert again.json()["recorded"] == [second["checkpoint_id"]]
+
+
+def test_another_services_workflow_is_refused_403_audited_and_nothing_recorded(
+    client: Client, token: str
+) -> None:
+    assert post(client, token, owned_message("planner", item())).status_code == 200
+    other = item(checkpoint_id="ck_0123456789abce_0123456789ab",
+                 blob="ck_0123456789abce_0123456789ab.ckpt")  # fmt: skip
+    fresh = item(checkpoint_id="ck_0123456789abcf_0123456789ab", workflow_id="mine",
+                 blob="ck_0123456789abcf_0123456789ab.ckpt")  # fmt: skip
+    refused = post(client, token, owned_message("tools", fresh, other))
+    assert refused.status_code == 403
+    assert "'w'" in refused.json()["detail"] and "another service" in refused.json()["detail"]
+    assert Checkpoint.objects.count() == 1  # the whole message, "mine" included
+    [entry] = refusals()
+    assert (entry.actor, entry.source, entry.details["workflows"]) == (
+        "worker",
+        "fleet-http",
+        ["w"],
+    )
+
+
+def test_another_token_user_of_the_same_service_is_refused(client: Client, token: str) -> None:
+    assert post(client, token, owned_message("planner", item())).status_code == 200
+    intruder = testing.token_for(testing.make_user("intruder", "fleet.report_fleet"))
+    other = item(checkpoint_id="ck_0123456789abce_0123456789ab",
+                 blob="ck_0123456789abce_0123456789ab.ckpt")  # fmt: skip
+    assert post(client, intruder, owned_message("planner", other)).status_code == 403
+    assert [e.actor for e in refusals()] == ["intruder"]
+
+
+def test_overwriting_another_owners_checkpoint_id_is_refused(client: Client, token: str) -> None:
+    """A crafted message reusing an id of another service's row, under a workflow name
+    of its own: refused (never "existing", which would confirm nothing either)."""
+    assert post(client, token, owned_message("planner", item())).status_code == 200
+    crafted = item(workflow_id="fresh", agent_id="evil", sha256="f" * 64)
+    refused = post(client, token, owned_message("tools", crafted))
+    assert refused.status_code == 403 and "checkpoint ids" in refused.json()["detail"]
+    row = Checkpoint.objects.get()
+    assert (row.workflow_id, row.agent_id, row.sha256) == ("w", "a", "0" * 64)
+    assert refusals()[0].details["checkpoints"] == [item()["checkpoint_id"]]
+
+
+def test_a_workflow_the_dashboard_wrote_is_nobodys_to_add_to(
+    client: Client, token: str, media: Path
+) -> None:
+    manager = store.build_manager()
+    manager.save_checkpoint({"n": 1}, "agent", "server-side")
+    refused = post(client, token, owned_message("planner", item(workflow_id="server-side")))
+    assert refused.status_code == 403
+    assert Checkpoint.objects.filter(workflow_id="server-side").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "status"),
+    [
+        ({"workflow_id": "w/../other"}, 400),
+        ({"workflow_id": "w" * 129}, 400),
+        ({"checkpoint_id": "ck_0123456789abcd_0123456789ab\n"}, 400),
+        ({"metadata": {"x": "y" * (1 << 20)}}, 413),
+    ],
+)
+def test_crafted_ids_and_huge_bodies_never_reach_the_ownership_check(
+    client: Client, token: str, changes: dict[str, Any], status: int
+) -> None:
+    assert post(client, token, owned_message("planner", item(**changes))).status_code == status
+    assert not Checkpoint.objects.exists() and not refusals()
+
+
+def test_the_forwarder_drops_a_refused_batch_and_counts_it(
+    worker: tuple[StateCheckpointManager, CheckpointForwarder], token: str, media: Path
+) -> None:
+    manager, forwarder = worker
+    forwarder.transport = RaisingTransport()
+    forwarder._pending.append("ck_0123456789abcd_0123456789ab")
+    assert forwarder.send_once() and forwarder.pending == 0
+    assert (forwarder.refused, forwarder.failed) == (1, 0)
+
+
+class RaisingTransport:
+    def send(self, body: bytes) -> dict[str, Any]:
+        raise TransportError("dashboard answered 403: not yours", status=403)

@@ -126,6 +126,7 @@ def test_several_servers_in_the_group_store_each_report_exactly_once(
         stored.append(links[round_ % 2].step())
         assert links[(round_ + 1) % 2].step() == 0  # nothing left for the other
     assert stored == [1] * 6
+    services.flush_seen()  # quiet reports' counts are written in batches
     assert FleetInstance.objects.get(instance_id=reporter.instance["id"]).reports == 6
     assert links[0].reports == links[1].reports == 3
 
@@ -291,3 +292,71 @@ def test_run_agents_with_a_redis_url_reports_through_redis_without_a_token(
     assert links[0].step() >= 1
     assert FleetInstance.objects.get(service="tools").transport == "redis"
     assert not ApiToken.objects.exists()
+
+
+# -- checkpoint metadata through Redis ---------------------------------------------------
+
+
+def test_checkpoint_metadata_goes_through_redis_and_is_owned_by_the_service(
+    links: list[Link],
+    redis_server: RedisServer,  # noqa: F811
+    tmp_path: Any,
+    settings: Any,
+) -> None:
+    from dashboard.checkpoints import store
+    from dashboard.checkpoints.models import Checkpoint
+    from dashboard.fleet.models import FleetCheckpoint
+    from resilience.checkpoint import StateCheckpointManager
+    from resilience.fleet.checkpoints import forward
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    reporter = worker(redis_server.url, service="planner")
+    manager = StateCheckpointManager(
+        tmp_path / "media" / "checkpoints", signing_key=store.signing_key()
+    )
+    forwarder = forward(manager, reporter=reporter)  # the reporter's way: Redis
+    forwarder.stop(0)  # driven step by step below
+    try:
+        first = manager.save_checkpoint({"n": 1}, "agent", "wf-1")
+        forwarder._pending.append(first)
+        assert forwarder.send_once() and forwarder.sent == 1
+        assert links[0].step() == 0  # no report, one checkpoints entry
+        assert links[0].checkpoints == 1
+        row = Checkpoint.objects.get(pk=first)
+        assert row.workflow_id == "wf-1"
+        owner = FleetCheckpoint.objects.get(pk=first)
+        assert (owner.service, owner.user, owner.transport) == ("planner", None, "redis")
+        assert store.build_manager().verify_checkpoint(first)  # the blob is readable
+
+        # Another service's worker cannot add to planner's workflow through Redis either.
+        other = worker(redis_server.url, service="tools")
+        intruder = forward(manager, reporter=other)
+        intruder.stop(0)
+        second = manager.save_checkpoint({"n": 2}, "agent", "wf-1")
+        intruder._pending.append(second)
+        assert intruder.send_once()
+        links[0].step()
+        assert links[0].rejected == 1
+        assert not Checkpoint.objects.filter(pk=second).exists()
+        assert links[0].client.xpending(REDIS_REPORTS_KEY, REDIS_GROUP)["pending"] == 0
+    finally:
+        manager.close()
+
+
+def test_reports_with_transitions_are_stored_and_pushed_before_the_others(
+    links: list[Link],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    quiet = [worker(redis_server.url, service=f"s{n}") for n in range(3)]
+    flipping = worker(redis_server.url)
+    flipping._bus.subscribe(flipping._on_event)
+    open_breaker("payments", flipping._bus)
+    for reporter in quiet[:2]:
+        assert reporter.report_once()
+    assert flipping.report_once()
+    assert quiet[2].report_once()
+    link = links[0]
+    stored_at_push: list[int] = []
+    link._notify = lambda names: stored_at_push.append(FleetInstance.objects.count())
+    assert link.step() == 4
+    assert stored_at_push == [1]  # pushed when only the transition's report was stored
