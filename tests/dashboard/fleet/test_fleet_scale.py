@@ -22,11 +22,11 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from dashboard.api import testing
+from dashboard.api import testing, token_cache
 from dashboard.api.models import ApiToken
 from dashboard.api.tokens import revoke_token
 from dashboard.asgi import application
-from dashboard.fleet import auth, live, selectors, services
+from dashboard.fleet import live, selectors, services
 from dashboard.fleet.models import FleetInstance
 from dashboard.fleet.report import parse_report
 from tests.dashboard.fleet.test_fleet import T0, report_body
@@ -36,7 +36,7 @@ REPORT = "/api/fleet/v1/report"
 
 @pytest.fixture(autouse=True)
 def _fresh_memory() -> None:
-    auth.clear()
+    token_cache.reset()
     services.memory.clear()
 
 
@@ -96,31 +96,14 @@ def test_a_change_no_signal_announces_is_honoured_within_the_ttl(
     """Another server process revoked it (this one saw no signal): the cache entry
     lasts TTL seconds at most."""
     now = [1000.0]
-    monkeypatch.setattr(auth, "clock", lambda: now[0])
+    token_cache.reset(clock=lambda: now[0])
     token = testing.token_for(testing.make_user("worker", "fleet.report_fleet"))
     assert post(client, token).status_code == 200
     ApiToken.objects.update(revoked=True)  # an UPDATE: no post_save signal
-    now[0] += auth.TTL - 0.1
+    now[0] += token_cache.ttl() - 0.1
     assert post(client, token, seq=2).status_code == 200
     now[0] += 0.2
     assert post(client, token, seq=3).status_code == 401
-
-
-@pytest.mark.django_db
-def test_a_token_about_to_expire_is_not_cached_past_its_expiry(
-    client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from django.utils import timezone
-
-    now = [1000.0]
-    monkeypatch.setattr(auth, "clock", lambda: now[0])
-    user = testing.make_user("worker", "fleet.report_fleet")
-    token = testing.token_for(user, expires_at=timezone.now() + timedelta(seconds=1))
-    assert post(client, token).status_code == 200
-    now[0] += 1.5  # past the expiry, within the TTL: checked in the database again
-    with CaptureQueriesContext(connection) as captured:
-        post(client, token, seq=2)
-    assert queries_on(captured, "api_apitoken")
 
 
 # -- quiet reports ----------------------------------------------------------------------
