@@ -13,7 +13,8 @@ one); there is no new directory entry per save (SQLite syncs the directory once,
 creates the WAL file). After a crash or power loss, SQLite's recovery replays committed
 WAL frames and drops a torn tail (every frame carries a checksum chained from the WAL
 header, and only frames up to the last valid commit frame count), so a checkpoint is
-either complete with its record, or absent with no record. Deletes and index repairs are transactions too.
+either complete with its record, or absent with no record. Deletes and index repairs
+are transactions too.
 
 Integrity is still the manager's: each blob keeps its header digest, payload SHA-256
 and optional HMAC, checked on every load before anything is decompressed or decoded,
