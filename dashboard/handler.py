@@ -37,6 +37,7 @@ Websockets do not pass through here (channels routes them).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -87,15 +88,24 @@ class RequestExecutor(ThreadPoolExecutor):
 
 
 class RequestThreads:
-    """Idle request executors, at most ``keep`` of them (more are shut down)."""
+    """Idle request executors, at most ``keep`` of them (more are shut down).
+
+    Fork-aware: a forked child (daphne's test server, a pre-forking server) inherits the
+    executors but not their threads, so work given to them would never run. The child
+    forgets them (without joining threads it does not have) and starts its own.
+    """
 
     def __init__(self, keep: int = 64) -> None:
         self.keep = keep
         self._idle: list[RequestExecutor] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def take(self) -> RequestExecutor:
         with self._lock:
+            if self._pid != os.getpid():  # forked: these executors' threads are gone
+                self._idle = []
+                self._pid = os.getpid()
             if self._idle:
                 return self._idle.pop()
         return RequestExecutor()

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -132,7 +133,9 @@ class CheckpointsRefused(PermissionError):
         self.checkpoints = checkpoints
 
 
-def _foreign(message: CheckpointsMessageIn, user_id: Any) -> tuple[list[str], list[str]]:
+def _foreign(
+    message: CheckpointsMessageIn, user_id: Any, transport: str
+) -> tuple[list[str], list[str]]:
     """The workflows and checkpoint ids of ``message`` owned by someone else.
 
     A workflow is someone else's when any of its rows was not reported through the
@@ -140,23 +143,24 @@ def _foreign(message: CheckpointsMessageIn, user_id: Any) -> tuple[list[str], li
     has no owner: it is nobody's to add to). A checkpoint id that exists is someone
     else's unless this user and service reported it (then re-sending it is a retry).
     """
-    service = message.instance.service
+    # The transport is part of the owner: a row reported over HTTP whose token user was
+    # deleted (user None) is not a Redis sender's to add to.
+    me = (user_id, message.instance.service, transport == "redis")
+    fields = ("fleet_owner__user_id", "fleet_owner__service", "fleet_owner__transport")
+
+    def foreign(user: Any, service: str | None, via: str | None) -> bool:
+        return service is None or (user, service, via == "redis") != me
+
     workflows = sorted({item.workflow_id for item in message.checkpoints})
     owners = (
         Checkpoint.objects.filter(workflow_id__in=workflows)
-        .values_list("workflow_id", "fleet_owner__user_id", "fleet_owner__service")
+        .values_list("workflow_id", *fields)
         .distinct()
     )
-    foreign_workflows = sorted(
-        {wf for wf, user, owner in owners if owner is None or (user, owner) != (user_id, service)}
-    )
+    foreign_workflows = sorted({wf for wf, *owner in owners if foreign(*owner)})
     ids = [item.checkpoint_id for item in message.checkpoints]
-    rows = Checkpoint.objects.filter(pk__in=ids).values_list(
-        "pk", "fleet_owner__user_id", "fleet_owner__service"
-    )
-    foreign_ids = sorted(
-        pk for pk, user, owner in rows if owner is None or (user, owner) != (user_id, service)
-    )
+    rows = Checkpoint.objects.filter(pk__in=ids).values_list("pk", *fields)
+    foreign_ids = sorted(pk for pk, *owner in rows if foreign(*owner))
     return foreign_workflows, foreign_ids
 
 
@@ -175,7 +179,7 @@ def record_checkpoints(
             and the attempt is audited.
     """
     user_id = user.pk if user is not None else None
-    workflows, taken = _foreign(message, user_id)
+    workflows, taken = _foreign(message, user_id, transport)
     if workflows or taken:
         detail = (
             "checkpoints are bound to the service (and token user) that reported them: "
@@ -206,18 +210,21 @@ def record_checkpoints(
         if item.checkpoint_id in existing:
             continue
         existing.add(item.checkpoint_id)
-        if not store.add_new_record(item.record()):  # recorded meanwhile by another writer
-            continue
-        FleetCheckpoint.objects.update_or_create(
-            checkpoint_id=item.checkpoint_id,
-            defaults={
-                "user_id": user_id,
-                "service": message.instance.service,
-                "instance_id": message.instance.id,
-                "transport": transport,
-                "recorded_at": now,
-            },
-        )
+        # The row and its owner together, or neither: a row left without its owner
+        # would be nobody's, and this service's retries refused.
+        with transaction.atomic():
+            if not store.add_new_record(item.record()):  # recorded meanwhile elsewhere
+                continue
+            FleetCheckpoint.objects.update_or_create(
+                checkpoint_id=item.checkpoint_id,
+                defaults={
+                    "user_id": user_id,
+                    "service": message.instance.service,
+                    "instance_id": message.instance.id,
+                    "transport": transport,
+                    "recorded_at": now,
+                },
+            )
         recorded.append(item.checkpoint_id)
     return {
         "recorded": recorded,

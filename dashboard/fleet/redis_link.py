@@ -197,7 +197,24 @@ class RedisLink:
                 self.rejected += 1
                 logger.warning("fleet: dropped a malformed Redis report: %s", exc)
                 continue
-            (urgent if report.events or report.acks else routine).append(report)
+            routine.append(report)
+        # Reports with transitions or acks are stored and pushed first, but never ahead
+        # of an older report of the same instance: its snapshot would overwrite theirs.
+        last_urgent = {
+            report.instance.id: index
+            for index, report in enumerate(routine)
+            if report.events or report.acks
+        }
+        urgent = [
+            report
+            for index, report in enumerate(routine)
+            if index <= last_urgent.get(report.instance.id, -1)
+        ]
+        routine = [
+            report
+            for index, report in enumerate(routine)
+            if index > last_urgent.get(report.instance.id, -1)
+        ]
         stored = 0
         for batch in (urgent, routine):
             changed: set[str] = set()

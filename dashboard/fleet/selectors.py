@@ -210,6 +210,7 @@ def breaker_groups(
     Each group has the per-instance breakdown (with the latest command for that
     breaker on that instance), and calls, failures and rejections summed.
     """
+    _flush_seen()  # live or stale is read from last_seen
     now = now or timezone.now()
     stale = stale_after if stale_after is not None else conf.stale_after()
     gone = gone_after if gone_after is not None else conf.gone_after()
@@ -299,6 +300,7 @@ def _count(value: Any) -> int:
 
 def limiter_groups(*, now: datetime | None = None) -> list[LimiterGroup]:
     """Rate limiters of every instance not gone, grouped by name, most rejections first."""
+    _flush_seen()
     now = now or timezone.now()
     groups: dict[str, LimiterGroup] = {}
     for holder in FleetInstance.objects.filter(last_seen__gt=now - conf.gone_after()):
@@ -356,6 +358,7 @@ class FleetPrimitive(TypedDict):
 
 
 def _primitives(kind: str, now: datetime | None) -> list[FleetPrimitive]:
+    _flush_seen()
     now = now or timezone.now()
     stale, gone = conf.stale_after(), conf.gone_after()
     rows: list[FleetPrimitive] = []

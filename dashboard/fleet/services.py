@@ -331,6 +331,7 @@ def act_on_fleet_breaker(
     if len(reason) > MAX_REASON:
         raise ValueError(f"reason must be at most {MAX_REASON} characters, got {len(reason)}")
     now = now or timezone.now()
+    flush_seen()  # quiet reports' last_seen decides who is live
     holders = FleetInstance.objects.filter(last_seen__gte=now - conf.gone_after())
     if instance_id is not None:
         holders = holders.filter(instance_id=instance_id)

@@ -136,7 +136,9 @@ def report_checkpoints(request: HttpRequest) -> HttpResponse:
         message = checkpoints.parse_message(body)
     except ValueError as exc:
         return _error(400, str(exc))
-    user = get_user_model().objects.filter(pk=found.user_id).first()
+    user = get_user_model().objects.filter(pk=found.user_id, is_active=True).first()
+    if user is None:  # deleted or deactivated since its token was checked
+        return _error(401, "the token's user no longer exists or is inactive")
     try:
         return JsonResponse(checkpoints.record_checkpoints(message=message, user=user))
     except checkpoints.CheckpointsRefused as exc:

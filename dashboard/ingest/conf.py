@@ -26,8 +26,20 @@ def max_spans() -> int:
 
 
 def max_attributes() -> int:
-    """INGEST_MAX_ATTRIBUTES: attributes kept per span, event, resource, list or map."""
-    return _positive_int("INGEST_MAX_ATTRIBUTES", 128)
+    """INGEST_MAX_ATTRIBUTES: attributes kept per span, event, resource, list or map.
+
+    At most the attribute index's ``MAX_PER_SPAN``: a span's attributes beyond what the
+    index holds would be found by a combined filter (JSON) but not by attribute alone.
+    """
+    from dashboard.traces.attribute_index import MAX_PER_SPAN
+
+    value = _positive_int("INGEST_MAX_ATTRIBUTES", 128)
+    if value > MAX_PER_SPAN:
+        raise ImproperlyConfigured(
+            f"INGEST_MAX_ATTRIBUTES must be at most {MAX_PER_SPAN} (the attribute index "
+            f"holds that many a span), got {value}"
+        )
+    return value
 
 
 def max_events() -> int:

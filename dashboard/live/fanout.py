@@ -52,7 +52,7 @@ class Outcome(enum.Enum):
     SENT = "sent"
     SKIPPED = "skipped"  # the page does not show it (nothing to send)
     DROPPED = "dropped"  # the socket is too far behind: not written
-    CLOSED = "closed"  # the socket is closed or closing: not written
+    CLOSED = "socket-closed"  # the socket is closed or closing: not written
     FALLBACK = "fallback"  # no frame path for this socket now: use ``deliver``
 
 
@@ -256,8 +256,12 @@ class LocalGroups:
         html = message.get("html")
         frame: bytes | None = None
         if isinstance(html, str) and html:
-            frame = text_frame(html)
-            self.frames += 1
+            try:
+                frame = text_frame(html)
+            except UnicodeEncodeError:  # a lone surrogate: each socket's send decides
+                frame = None
+            else:
+                self.frames += 1
         sent, dropped = Outcome.SENT, Outcome.DROPPED
         for member in members:
             try:

@@ -34,8 +34,8 @@ from typing import Any
 
 MAX_KEY = 128
 MAX_VALUE = 256
-MAX_PER_SPAN = 128
-SHIFT = 8  # 2**SHIFT > MAX_PER_SPAN: a span's rows are ids [pk << SHIFT, (pk + 1) << SHIFT)
+MAX_PER_SPAN = 1024  # INGEST_MAX_ATTRIBUTES may not exceed it (dashboard.ingest.conf)
+SHIFT = 10  # 2**SHIFT > MAX_PER_SPAN: a span's rows are ids [pk << SHIFT, (pk + 1) << SHIFT)
 
 
 def encode(value: Any) -> str | None:

@@ -279,3 +279,30 @@ def test_idle_executors_are_reused_up_to_the_bound() -> None:
     assert threads.take() is executors[1]  # the last kept one
     with pytest.raises(RuntimeError):  # the third was shut down
         executors[2].submit(int)
+
+
+def test_a_forked_child_does_not_take_the_parents_idle_executors() -> None:
+    """The child has none of the parent's threads: work given to an inherited executor
+    would never run (daphne's test server forks a process that served requests)."""
+    import os
+    import warnings
+
+    threads = RequestThreads()
+    parent = threads.take()
+    parent.submit(int).result()
+    threads.give(parent)
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: a fresh executor whose work runs
+        ok = False
+        try:
+            executor = threads.take()
+            ok = executor is not parent and executor.submit(lambda: 7).result(timeout=10) == 7
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert threads.take() is parent  # the parent keeps its own

@@ -472,3 +472,45 @@ def test_the_forwarder_drops_a_refused_batch_and_counts_it(
 class RaisingTransport:
     def send(self, body: bytes) -> dict[str, Any]:
         raise TransportError("dashboard answered 403: not yours", status=403)
+
+
+def test_a_failure_before_the_owner_is_written_leaves_no_row_and_the_retry_succeeds(
+    client: Client, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row and its owner are one transaction: a row left without an owner would be
+    nobody's, and every retry of its service refused."""
+    from django.db import OperationalError
+
+    from dashboard.fleet.models import FleetCheckpoint
+
+    real = FleetCheckpoint.objects.update_or_create
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(FleetCheckpoint.objects, "update_or_create", locked)
+    with pytest.raises(OperationalError):
+        post(client, token, owned_message("planner", item()))
+    assert (Checkpoint.objects.count(), FleetCheckpoint.objects.count()) == (0, 0)
+    monkeypatch.setattr(FleetCheckpoint.objects, "update_or_create", real)
+    retry = post(client, token, owned_message("planner", item()))
+    assert retry.status_code == 200, retry.json()
+    assert FleetCheckpoint.objects.get().service == "planner"
+
+
+def test_a_deleted_token_users_workflow_is_not_handed_to_a_redis_sender(
+    client: Client, token: str
+) -> None:
+    """Deleting the token's user leaves its rows owned by (no user, service) over HTTP:
+    a Redis sender declaring the same service is still another owner."""
+    from dashboard.fleet import checkpoints
+
+    assert post(client, token, owned_message("planner", item())).status_code == 200
+    User.objects.filter(username="worker").delete()
+    second = item(
+        checkpoint_id="ck_0123456789abce_0123456789ab", blob="ck_0123456789abce_0123456789ab.ckpt"
+    )
+    parsed = checkpoints.parse_message(json.dumps(owned_message("planner", second)).encode())
+    with pytest.raises(checkpoints.CheckpointsRefused):
+        checkpoints.record_checkpoints(message=parsed, transport="redis")
+    assert not Checkpoint.objects.filter(pk="ck_0123456789abce_0123456789ab").exists()

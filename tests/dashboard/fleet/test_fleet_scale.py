@@ -258,3 +258,20 @@ async def test_a_closed_socket_leaves_the_registry(opened: list[WebsocketCommuni
     await communicator.disconnect()
     assert live.sockets.snapshot()[1] == []  # ... and nothing is rendered for nobody
     assert not await database_sync_to_async(live.push)(["search"])
+
+
+@pytest.mark.django_db
+def test_a_quiet_report_keeps_a_slow_reporter_live_for_commands() -> None:
+    """An instance reporting every 3 s (stale after 5 s) that last reported 2.5 s ago is
+    live: the quiet report's last_seen is written before the command picks targets."""
+    from dashboard.fleet.report import ReportIn
+
+    def rep(seq: int) -> ReportIn:
+        return ReportIn.model_validate(report_body(seq=seq))
+
+    services.ingest_report(report=rep(1), now=T0)  # the full write
+    services.ingest_report(report=rep(2), now=T0 + timedelta(seconds=3))  # quiet
+    result = services.act_on_fleet_breaker(
+        name="search", action="reset", user=None, source="tests", now=T0 + timedelta(seconds=5.5)
+    )
+    assert (result["instances"], result["unreachable"]) == (["i-1"], [])

@@ -360,3 +360,38 @@ def test_reports_with_transitions_are_stored_and_pushed_before_the_others(
     link._notify = lambda names: stored_at_push.append(FleetInstance.objects.count())
     assert link.step() == 4
     assert stored_at_push == [1]  # pushed when only the transition's report was stored
+
+
+class _AckOnly:
+    """The link's client for :meth:`RedisLink.process` alone (nothing but XACK)."""
+
+    def xack(self, *args: Any) -> int:
+        return len(args) - 2
+
+
+@pytest.mark.django_db
+def test_an_urgent_report_is_never_stored_before_an_older_report_of_its_instance() -> None:
+    """Routine N then urgent N+1 in one batch: urgent reports go first, but N must not
+    be stored after N+1 (its snapshot would put the breaker back to CLOSED)."""
+    from resilience.fleet.protocol import REDIS_REPORT_FIELD
+    from tests.dashboard.fleet.test_fleet import T0, report_body
+
+    services.memory.clear()
+    link = RedisLink(_AckOnly(), consumer="x", block=0.01)  # type: ignore[arg-type]
+    link._notify = lambda names: None  # type: ignore[method-assign]
+    older = report_body(seq=5, breakers=[{"name": "search", "state": "closed", "calls": {}}])
+    opened = {"kind": "breaker_state", "name": "search", "from_state": "closed"}
+    newer = report_body(
+        seq=6,
+        sent_at=T0.timestamp() + 1,
+        breakers=[{"name": "search", "state": "open", "calls": {}}],
+        events=[opened | {"to_state": "open", "time": T0.timestamp() + 1}],
+    )
+    field = REDIS_REPORT_FIELD.encode()
+    entries = [
+        (b"1-0", {field: json.dumps(older).encode()}),
+        (b"2-0", {field: json.dumps(newer).encode()}),
+    ]
+    assert link.process(entries) == 2
+    row = FleetInstance.objects.get(instance_id="i-1")
+    assert (row.last_seq, row.breakers[0]["state"]) == (6, "open")

@@ -222,3 +222,40 @@ def test_the_migration_backfills_the_index_of_stored_spans() -> None:
     call_command("migrate", "traces", verbosity=0)
     backfilled = SpanAttribute.objects.values_list("id", "trace_id", "key", "value", "start_us")
     assert sorted(backfilled) == written and len(written) == 3
+
+
+def test_an_attribute_past_the_old_128_cap_is_found_by_attribute_alone() -> None:
+    """The index holds as many attributes a span as ingest may keep: the 150th of 200
+    is found by attribute alone, as by a combined (JSON) filter."""
+    attributes = {f"a{i}": i for i in range(200)}
+    row = SpanRow(
+        "1" * 32,
+        "2" * 16,
+        None,
+        "op",
+        "svc",
+        "INTERNAL",
+        T0_US,
+        T0_US + 10,
+        "UNSET",
+        "",
+        attributes,
+        [],
+        {},
+    )
+    write_spans([row], masker=Masker(DEFAULT_MASKED_KEYS))
+    alone = search_traces(query=TraceQuery(attribute=("a150", "150"))).page.rows
+    combined = search_traces(query=TraceQuery(attribute=("a150", "150"), service="svc")).page.rows
+    assert [r.trace_id for r in alone] == [r.trace_id for r in combined] == ["1" * 32]
+
+
+def test_ingest_may_not_keep_more_attributes_than_the_index_holds(settings: Any) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from dashboard.ingest import conf
+
+    settings.INGEST_MAX_ATTRIBUTES = MAX_PER_SPAN
+    assert conf.max_attributes() == MAX_PER_SPAN
+    settings.INGEST_MAX_ATTRIBUTES = MAX_PER_SPAN + 1
+    with pytest.raises(ImproperlyConfigured, match="at most"):
+        conf.max_attributes()
