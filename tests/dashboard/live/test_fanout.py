@@ -182,6 +182,17 @@ async def test_a_message_without_html_is_delivered_not_framed() -> None:
     assert member.delivered == [message] and groups.frames == 0
 
 
+async def test_html_that_cannot_be_encoded_is_delivered_by_send_not_lost() -> None:
+    """A lone surrogate makes the frame unencodable: every socket still gets the push
+    through its own send (which decides), rather than none of them."""
+    groups = LocalGroups()
+    member = FrameMember(Transport())
+    groups.add("g", member)
+    message = {"type": "live.fragment", "html": "bad \ud800"}
+    assert await groups.group_send("g", message) == 1
+    assert member.delivered == [message] and groups.frames == 0
+
+
 # -- finding the socket behind a server's ``send`` -------------------------------------
 
 
