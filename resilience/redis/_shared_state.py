@@ -185,12 +185,16 @@ class SharedStateBreaker(CircuitBreaker):
         """Apply a transition published on the channel (called by the pub/sub thread)."""
         view: View = json.loads(payload)
         with self._lock:
-            self._apply(view)
+            self._apply(view, fresh=False)
         if self._pending:
             self._drain()
 
-    def _apply(self, view: View) -> None:
-        """Make the local state match ``view``; the lock is held."""
+    def _apply(self, view: View, *, fresh: bool = True) -> None:
+        """Make the local state match ``view``; the lock is held.
+
+        ``fresh`` is False for a published view: its ``rem`` was measured when it was
+        published, so it restarts the OPEN countdown only for a period not seen yet.
+        """
         epoch, version = view["ep"], view["v"]
         generation = self._generation
         # A process's first look at Redis reports a differing state, but not an old
@@ -229,8 +233,9 @@ class SharedStateBreaker(CircuitBreaker):
                     self._open_message = (
                         f"circuit breaker {self._name!r} is open until {_iso(until)}"
                     )
-        if to is _OPEN:
-            # Redis's clock decides when trials start; this process counts it down.
+        if to is _OPEN and (fresh or newer):
+            # Redis's clock decides when trials start; this process counts it down. A late
+            # echo of a period already applied (from a script's reply) must not restart it.
             self._open_until = self._clock() + view["rem"] / 1000
         if newer and self._generation == generation:
             # Redis moved on (e.g. HALF_OPEN -> OPEN -> HALF_OPEN, learned only from a

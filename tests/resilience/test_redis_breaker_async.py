@@ -7,6 +7,7 @@ the loop opens it: if the round trip ran on the loop, that task could not run.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
@@ -107,3 +108,19 @@ async def test_a_rejected_trial_raises_circuit_open(breaker, redis_client):
             await breaker.acall(boom)
     with pytest.raises(CircuitOpenError):
         await breaker.acall(fine)  # still open: rejected locally, no round trip
+
+
+async def test_a_late_echo_of_the_open_transition_does_not_restart_the_countdown(
+    breaker, redis_client
+):
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            await breaker.acall(boom)
+    # The view this process already applied from the script's reply, as pub/sub delivers
+    # it again (its ``rem`` says 60 s, measured when it was published).
+    echo = json.dumps(breaker._remote("state", force=True))
+    redis_client.hset(breaker.redis_key, "ou", "0")
+    breaker._clock.advance(61)
+    breaker.observe(echo)  # arrives after the timeout ran out here
+    assert await breaker.acall(fine) == "ok"
+    assert breaker.state is CircuitState.CLOSED
