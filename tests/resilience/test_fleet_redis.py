@@ -18,7 +18,6 @@ import resilience.fleet as fleet
 from resilience.circuit_breaker import (
     CircuitBreaker,
     CircuitBreakerConfig,
-    circuit_breaker_registry,
 )
 from resilience.events import EventBus
 from resilience.fleet import FleetReporter, HttpTransport, TransportError, instance_info
@@ -28,19 +27,9 @@ from resilience.fleet.protocol import (
     redis_commands_key,
 )
 from resilience.fleet.redis_transport import RedisTransport
-from resilience.rate_limiter import rate_limiter_registry
+from tests.resilience._fleet_fixtures import command, empty_registries, make, open_breaker  # noqa: F401
 from tests.resilience._redis_fixtures import fresh_server, redis_server  # noqa: F401
 from tests.resilience.redis_server import RedisServer
-
-
-@pytest.fixture(autouse=True)
-def _empty_registries() -> Iterator[None]:
-    circuit_breaker_registry.clear()
-    rate_limiter_registry.clear()
-    yield
-    circuit_breaker_registry.clear()
-    rate_limiter_registry.clear()
-    fleet.disconnect(timeout=2)
 
 
 @pytest.fixture
@@ -61,18 +50,7 @@ def push(client: redis.Redis, instance_id: str, answer: object) -> None:
 
 
 def answer(command_id: str, target: str, action: str = "reset") -> dict[str, Any]:
-    return {"protocol": 1, "commands": [command(command_id, target, action)]}
-
-
-def command(command_id: str, target: str, action: str = "reset") -> dict[str, Any]:
-    return {
-        "id": command_id,
-        "kind": "breaker",
-        "target": target,
-        "action": action,
-        "actor": "olga",
-        "reason": "fixed",
-    }
+    return {"protocol": 1, "commands": [command(action, target, command_id)]}
 
 
 def wait_until(predicate: Any, timeout: float = 10.0) -> Any:
@@ -82,23 +60,6 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> Any:
             raise TimeoutError("condition not met in time")
         time.sleep(0.01)
     return value
-
-
-def open_breaker(name: str) -> CircuitBreaker:
-    breaker = CircuitBreaker(name, CircuitBreakerConfig(failure_threshold=1, timeout=3600))
-
-    def boom() -> None:
-        raise OSError("down")
-
-    with pytest.raises(OSError):
-        breaker.call(boom)
-    return breaker
-
-
-def make(transport: Any, **kwargs: Any) -> FleetReporter:
-    return FleetReporter(
-        transport, instance=instance_info(service="planner"), event_bus=EventBus(), **kwargs
-    )
 
 
 def test_a_report_is_one_entry_of_the_reports_stream(
@@ -120,10 +81,10 @@ def test_receive_returns_pushed_answers_once_in_order_and_skips_garbage(
 ) -> None:
     transport = RedisTransport(redis_server.url)
     assert transport.receive("i-recv", 0.01) == []
-    push(client, "i-recv", {"protocol": 1, "commands": [command("c1", "a")]})
+    push(client, "i-recv", {"protocol": 1, "commands": [command(target="a", command_id="c1")]})
     push(client, "i-recv", b"not json")
     push(client, "i-recv", b"[1, 2]")
-    push(client, "i-recv", {"protocol": 1, "commands": [command("c2", "b")]})
+    push(client, "i-recv", {"protocol": 1, "commands": [command(target="b", command_id="c2")]})
     client.xadd(redis_commands_key("i-recv"), {"other": "x"})
     answers = transport.receive("i-recv", 0.01)
     assert [a["commands"][0]["id"] for a in answers] == ["c1", "c2"]

@@ -18,21 +18,11 @@ import resilience.fleet as fleet
 from resilience.circuit_breaker import (
     CircuitBreaker,
     CircuitBreakerConfig,
-    circuit_breaker_registry,
 )
 from resilience.events import BreakerStateChanged, CallRejected, EventBus
-from resilience.fleet import FleetReporter, HttpTransport, TransportError, instance_info
-from resilience.rate_limiter import RateLimitConfig, RateLimiter, rate_limiter_registry
-from tests.clock import FakeClock
-
-
-@pytest.fixture(autouse=True)
-def _empty_registries() -> Iterator[None]:
-    circuit_breaker_registry.clear()
-    rate_limiter_registry.clear()
-    yield
-    circuit_breaker_registry.clear()
-    rate_limiter_registry.clear()
+from resilience.fleet import HttpTransport, TransportError, instance_info
+from resilience.rate_limiter import RateLimitConfig, RateLimiter
+from tests.resilience._fleet_fixtures import command, empty_registries, fail, make  # noqa: F401
 
 
 class Scripted:
@@ -50,28 +40,8 @@ class Scripted:
         return self.answers.pop(0) if self.answers else {"protocol": 1, "commands": []}
 
 
-def make(transport: Any, *, bus: EventBus | None = None, **kwargs: Any) -> FleetReporter:
-    clock = FakeClock()
-    return FleetReporter(
-        transport,
-        instance=instance_info(service="planner", started_at=clock.wall()),
-        wall_clock=clock.wall,
-        event_bus=bus or EventBus(),
-        **kwargs,
-    )
-
-
 def transition(name: str = "b", to: str = "open") -> BreakerStateChanged:
     return BreakerStateChanged(name=name, time=1.0, from_state="closed", to_state=to, reason="r")
-
-
-def fail(breaker: CircuitBreaker, times: int) -> None:
-    def boom() -> None:
-        raise OSError("down")
-
-    for _ in range(times):
-        with pytest.raises(OSError):
-            breaker.call(boom)
 
 
 def test_a_report_carries_the_instance_every_breaker_and_limiter() -> None:
@@ -150,11 +120,6 @@ def test_unsent_transitions_are_bounded_keeping_the_newest() -> None:
     assert reporter.report_once()
     assert [e["name"] for e in transport.reports[0]["events"]] == ["b2", "b3", "b4"]
     assert reporter.events_dropped == 2
-
-
-def command(action: str, target: str = "pay", command_id: str = "c1") -> dict[str, Any]:
-    return {"id": command_id, "kind": "breaker", "target": target, "action": action,
-            "actor": "olga", "reason": "drill"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

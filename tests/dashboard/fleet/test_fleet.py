@@ -22,6 +22,7 @@ from dashboard.fleet.report import parse_report
 from dashboard.models import AuditEntry
 from resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from resilience.fleet import FleetReporter, TransportError, instance_info
+from tests.resilience._fleet_fixtures import fail
 
 REPORT_URL = "/api/fleet/v1/report"
 API = "/api/observability/fleet"
@@ -85,15 +86,6 @@ def report_body(**changes: Any) -> dict[str, Any]:
     }
     body.update(changes)
     return body
-
-
-def fail(breaker: CircuitBreaker, times: int) -> None:
-    def boom() -> None:
-        raise OSError("down")
-
-    for _ in range(times):
-        with pytest.raises(OSError):
-            breaker.call(boom)
 
 
 # -- the endpoint ---------------------------------------------------------------------

@@ -21,12 +21,12 @@ from dashboard.breakers.models import BreakerEvent
 from dashboard.fleet import runtime, services
 from dashboard.fleet.models import CommandStatus, FleetCommand, FleetInstance
 from dashboard.fleet.redis_link import RedisLink
-from resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from resilience.events import EventBus
 from resilience.fleet import FleetReporter, instance_info
 from resilience.fleet.protocol import REDIS_GROUP, REDIS_REPORTS_KEY, redis_commands_key
 from resilience.fleet.redis_transport import RedisTransport
 from tests.dashboard.fleet.test_fleet import ClientTransport
+from tests.resilience._fleet_fixtures import open_breaker
 from tests.resilience._redis_fixtures import redis_server  # noqa: F401
 from tests.resilience.redis_server import RedisServer
 
@@ -80,19 +80,6 @@ def worker(url: str, service: str = "planner") -> FleetReporter:
     return FleetReporter(
         RedisTransport(url), instance=instance_info(service=service), event_bus=EventBus()
     )
-
-
-def open_breaker(name: str, bus: EventBus | None = None) -> CircuitBreaker:
-    breaker = CircuitBreaker(name, CircuitBreakerConfig(failure_threshold=1, timeout=3600))
-    if bus is not None:
-        breaker.add_listener(bus.publish)
-
-    def boom() -> None:
-        raise OSError("down")
-
-    with pytest.raises(OSError):
-        breaker.call(boom)
-    return breaker
 
 
 def test_a_redis_report_is_stored_with_its_transitions_and_the_pages_told_once(
