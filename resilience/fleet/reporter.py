@@ -14,8 +14,9 @@ Concurrency model
   (each primitive takes its own lock briefly), encoding, the HTTP round trip,
   applying commands. It owns ``_unsent`` (transitions taken from the deque, kept
   until a report carrying them is answered), ``_acks`` (kept likewise) and
-  ``_done`` (the acks of recent command ids, so a repeated command is not applied
-  twice). No lock is needed for them: one thread touches them.
+  ``_commands`` (:mod:`resilience.fleet.commands`: the acks of recent command ids, so
+  a repeated command is not applied twice). No lock is needed for them: one thread
+  touches them.
 - Pacing: after a successful report the thread waits ``interval`` seconds (or the
   ``report_interval`` the dashboard's last answer asked for, kept within
   ``MIN_INTERVAL``..``MAX_INTERVAL``), or less
@@ -39,14 +40,14 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.events import BreakerStateChanged, Event, EventBus, bus
+from resilience.fleet.commands import CommandApplier
 from resilience.fleet.protocol import (
-    ACTIONS,
     MAX_NAME,
     MAX_PRIMITIVES,
     PROTOCOL_VERSION,
@@ -68,7 +69,6 @@ LISTEN_WAIT = 20.0
 LISTEN_RETRY = 0.25
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 60.0
 MAX_EVENTS_PER_REPORT = 500
-REMEMBERED_COMMANDS = 1000
 
 
 class _Registry(Protocol):
@@ -164,7 +164,7 @@ class FleetReporter:
         self._generation = 0
         self._unsent: list[TransitionEvent] = []
         self._acks: list[Ack] = []
-        self._done: OrderedDict[str, Ack] = OrderedDict()
+        self._commands = CommandApplier(breakers, wall_clock)
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,7 +174,6 @@ class FleetReporter:
         self.reports_sent = 0
         self.reports_failed = 0
         self.events_dropped = 0
-        self.commands_applied = 0
         self.answers_pushed = 0
         """Answers with commands received from the dashboard's push (Redis, long-poll)."""
         self.last_error: str | None = None
@@ -189,6 +188,11 @@ class FleetReporter:
     def connected(self) -> bool:
         """True when the last report was answered."""
         return self.reports_sent > 0 and self.failures == 0
+
+    @property
+    def commands_applied(self) -> int:
+        """Commands from the dashboard applied successfully (a repeated one counts once)."""
+        return self._commands.applied
 
     @property
     def running(self) -> bool:
@@ -357,6 +361,13 @@ class FleetReporter:
             self._acks.append(self.apply(command))
         return True
 
+    def apply(self, command: object) -> Ack:
+        """Apply one command from the dashboard; returns its ack (never raises).
+
+        A command id seen before is not applied again: its first ack is returned.
+        """
+        return self._commands.apply(command)
+
     def _failed(self, error: str) -> bool:
         if self.failures == 0:
             logger.warning("fleet: report to %s failed (%s); retrying", self.transport, error)
@@ -364,55 +375,3 @@ class FleetReporter:
         self.reports_failed += 1
         self.last_error = error
         return False
-
-    # -- commands ---------------------------------------------------------------------------
-
-    def apply(self, command: object) -> Ack:
-        """Apply one command from the dashboard; returns its ack (never raises).
-
-        A command id seen before is not applied again: its first ack is returned.
-        """
-        if not isinstance(command, dict) or not isinstance(command.get("id"), str):
-            return self._ack("", ok=False, error=f"malformed command: {command!r:.200}")
-        command_id: str = command["id"]
-        done = self._done.get(command_id)
-        if done is not None:
-            return done
-        ack = self._execute(command_id, command)
-        self._done[command_id] = ack
-        while len(self._done) > REMEMBERED_COMMANDS:
-            self._done.popitem(last=False)
-        return ack
-
-    def _execute(self, command_id: str, command: dict[str, Any]) -> Ack:
-        action, target = command.get("action"), command.get("target")
-        if command.get("kind") != "breaker" or action not in ACTIONS:
-            return self._ack(command_id, ok=False, error=f"unsupported command {command!r:.200}")
-        if not isinstance(target, str):
-            return self._ack(command_id, ok=False, error=f"target must be a str, got {target!r}")
-        breaker = self._breakers.get(target)
-        if breaker is None:
-            return self._ack(command_id, ok=False, error=f"no breaker named {target!r} here")
-        actor, reason = command.get("actor"), command.get("reason")
-        try:
-            getattr(breaker, str(action))(
-                actor=actor if isinstance(actor, str) else None,
-                reason=reason if isinstance(reason, str) and reason else None,
-            )
-            state = breaker.state.value
-        except Exception as exc:
-            logger.exception("fleet: command %s failed", command_id)
-            return self._ack(command_id, ok=False, error=repr(exc))
-        self.commands_applied += 1
-        return self._ack(command_id, ok=True, state=str(state))
-
-    def _ack(
-        self, command_id: str, *, ok: bool, error: str | None = None, state: str | None = None
-    ) -> Ack:
-        return {
-            "command_id": command_id,
-            "ok": ok,
-            "error": error,
-            "state": state,
-            "applied_at": self._wall_clock(),
-        }
