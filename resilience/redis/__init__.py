@@ -12,7 +12,8 @@ from __future__ import annotations
 from resilience.redis._client import default_client, from_url
 from resilience.redis._install import install, installed, uninstall
 from resilience.redis.breaker import RedisCircuitBreaker
-from resilience.redis.limiter import RedisKeyedRateLimiter, RedisRateLimiter
+from resilience.redis.keyed_limiter import RedisKeyedRateLimiter
+from resilience.redis.limiter import RedisRateLimiter
 
 __all__ = [
     "RedisCircuitBreaker",

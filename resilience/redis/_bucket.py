@@ -1,6 +1,7 @@
 """The Redis side of both Redis limiters: key encoding, scripts, packed commands, fallback.
 
-Private: the public classes are in :mod:`resilience.redis.limiter`.
+Private: the public classes are in :mod:`resilience.redis.limiter` and
+:mod:`resilience.redis.keyed_limiter`.
 """
 
 from __future__ import annotations
