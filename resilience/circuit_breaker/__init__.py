@@ -7,7 +7,7 @@ it lets a few trial calls through and closes again when they succeed. Operators 
 force it open or disable it. No lock is ever held while the protected call runs.
 
 The package's private modules import in one direction only:
-``_window`` and ``_config`` <- ``_core`` <- ``_breaker`` <- ``_decorator``.
+``_window`` and ``_config`` <- ``_fields`` <- ``_core`` <- ``_breaker`` <- ``_decorator``.
 """
 
 from __future__ import annotations
