@@ -28,10 +28,10 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from bench._harness import Row, Table, quick
+from bench._process import cpu_seconds
 from resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from resilience.events import BreakerStateChanged, Event, EventBus
 from resilience.fleet import FleetReporter, HttpTransport, instance_info
@@ -64,13 +64,6 @@ class _Empty:
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)] if ordered else 0.0
-
-
-def _cpu_seconds(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Simulation:
@@ -239,10 +232,10 @@ def measure(transport: str, rounds: int, window: float) -> dict[str, Any]:
             time.sleep(3)  # every reporter past its first report
             assert fleet.server.process is not None
             pid = fleet.server.process.pid
-            stored, cpu = _stored(fleet), _cpu_seconds(pid)
+            stored, cpu = _stored(fleet), cpu_seconds(pid)
             time.sleep(window)
             reports = _stored(fleet) - stored
-            cpu_per_report = (_cpu_seconds(pid) - cpu) / max(reports, 1)
+            cpu_per_report = (cpu_seconds(pid) - cpu) / max(reports, 1)
 
             browser = Browser(fleet.server.url, "operator", PASSWORD)
             to_browser: list[float] = []

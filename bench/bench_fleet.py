@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 from bench._harness import Row, Table, per_call_ns, quick
+from bench._process import free_port
 from resilience.circuit_breaker import (
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -44,12 +44,6 @@ class H(BaseHTTPRequestHandler):
         pass
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(url: str) -> None:
@@ -104,7 +98,7 @@ def fleet_table() -> Table:
     for index in range(5):
         RateLimiter(RateLimitConfig(max_requests=100, time_window=1), name=f"bench.l{index}")
 
-    port = _free_port()
+    port = free_port()
     stub = subprocess.Popen([sys.executable, "-c", STUB, str(port)])
     best: dict[str, Row] = {}
     sent = failed = 0
@@ -128,7 +122,7 @@ def fleet_table() -> Table:
             finally:
                 reporter.stop()
             down = FleetReporter(
-                HttpTransport(f"http://127.0.0.1:{_free_port()}", timeout=0.5),
+                HttpTransport(f"http://127.0.0.1:{free_port()}", timeout=0.5),
                 instance=instance_info(service="bench"),
             )
             down.start()
