@@ -109,6 +109,10 @@ class DjangoStorageBlobStore:
             )
         self.alias = alias
         self.prefix = prefix
+        # (storage, its location, the FileBlobStore for that folder): one FileBlobStore
+        # kept while the storage and its root stay the same, so its folder is made
+        # (and checked) once, not on every save.
+        self._files_for: tuple[Storage, str, FileBlobStore] | None = None
 
     def __repr__(self) -> str:
         return f"DjangoStorageBlobStore(alias={self.alias!r}, prefix={self.prefix!r})"
@@ -122,9 +126,15 @@ class DjangoStorageBlobStore:
         return f"{self.prefix}/{checkpoint_id}{BLOB_SUFFIX}"
 
     def _files(self, storage: Storage) -> FileBlobStore | None:
-        if isinstance(storage, FileSystemStorage):
-            return FileBlobStore(Path(storage.path(self.prefix)))
-        return None
+        if not isinstance(storage, FileSystemStorage):
+            return None
+        cached = self._files_for
+        location = storage.location
+        if cached is not None and cached[0] is storage and cached[1] == location:
+            return cached[2]
+        files = FileBlobStore(Path(storage.path(self.prefix)))
+        self._files_for = (storage, location, files)
+        return files
 
     def write_blob(self, checkpoint_id: str, data: bytes) -> None:
         storage = self.storage
@@ -239,6 +249,48 @@ def _upsert_sql(connection: Any) -> str:
     return sql
 
 
+_QUERY_COLUMNS = (
+    "checkpoint_id",
+    "agent_id",
+    "workflow_id",
+    "created_ts",
+    "raw_size",
+    "stored_size",
+    "sha256",
+    "codec",
+    "metadata",
+)
+_QUERY_SQL: dict[tuple[str, bool, bool, bool], str] = {}
+
+
+def _query_sql(connection: Any, by_agent: bool, by_workflow: bool, limit: int | None) -> str:
+    """``SELECT`` the record columns, newest first by ``seq`` (rows without one last)."""
+    key = (connection.vendor, by_agent, by_workflow, limit is not None)
+    cached = _QUERY_SQL.get(key)
+    if cached is not None:
+        return cached
+    quote = connection.ops.quote_name
+    meta = Checkpoint._meta
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    where = [
+        f"{column(name)} = %s"
+        for name, on in (("agent_id", by_agent), ("workflow_id", by_workflow))
+        if on
+    ]
+    sql = (
+        f"SELECT {', '.join(column(name) for name in _QUERY_COLUMNS)} "
+        f"FROM {quote(meta.db_table)}"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + f" ORDER BY {column('seq')} DESC NULLS LAST, {column('checkpoint_id')} DESC"
+        + (" LIMIT %s" if limit is not None else "")
+    )
+    _QUERY_SQL[key] = sql
+    return sql
+
+
 class ModelMetadataIndex:
     """Checkpoint records as ``Checkpoint`` rows (one upsert per save).
 
@@ -313,14 +365,42 @@ class ModelMetadataIndex:
         workflow_id: str | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        rows = Checkpoint.objects.order_by(F("seq").desc(nulls_last=True), "-checkpoint_id")
-        if agent_id is not None:
-            rows = rows.filter(agent_id=agent_id)
-        if workflow_id is not None:
-            rows = rows.filter(workflow_id=workflow_id)
+        # One raw statement (cached per backend and filter shape): the ORM's queryset
+        # building and compiling cost about ten times the indexed query itself, and
+        # every execution asks for its workflow's latest checkpoint.
+        connection = connections[router.db_for_read(Checkpoint)]
+        params: list[Any] = [v for v in (agent_id, workflow_id) if v is not None]
         if limit is not None:
-            rows = rows[:limit]
-        return [row.to_record() for row in rows]
+            params.append(limit)
+        sql = _query_sql(connection, agent_id is not None, workflow_id is not None, limit)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        metadata = Checkpoint._meta.get_field("metadata")
+        return [
+            CheckpointRecord(
+                checkpoint_id=checkpoint_id,
+                agent_id=agent,
+                workflow_id=workflow,
+                created_at=created_ts,
+                raw_size=raw_size,
+                stored_size=stored_size,
+                sha256=sha256,
+                codec=codec,
+                metadata=dict(metadata.from_db_value(meta, None, connection) or {}),
+            )
+            for (
+                checkpoint_id,
+                agent,
+                workflow,
+                created_ts,
+                raw_size,
+                stored_size,
+                sha256,
+                codec,
+                meta,
+            ) in rows
+        ]
 
     def remove_records(self, checkpoint_ids: Sequence[str]) -> None:
         # The manager deletes the blobs itself right after this.
