@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -44,7 +45,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Max
+from django.db.models import Max
 from django.db.models.signals import post_delete
 from django.utils.crypto import salted_hmac
 
@@ -112,7 +113,7 @@ class DjangoStorageBlobStore:
         # (storage, its location, the FileBlobStore for that folder): one FileBlobStore
         # kept while the storage and its root stay the same, so its folder is made
         # (and checked) once, not on every save.
-        self._files_for: tuple[Storage, str, FileBlobStore] | None = None
+        self._files_for: tuple[FileSystemStorage, str, FileBlobStore] | None = None
 
     def __repr__(self) -> str:
         return f"DjangoStorageBlobStore(alias={self.alias!r}, prefix={self.prefix!r})"
@@ -129,7 +130,7 @@ class DjangoStorageBlobStore:
         if not isinstance(storage, FileSystemStorage):
             return None
         cached = self._files_for
-        location = storage.location
+        location = str(storage.location)
         if cached is not None and cached[0] is storage and cached[1] == location:
             return cached[2]
         files = FileBlobStore(Path(storage.path(self.prefix)))
@@ -273,7 +274,7 @@ def _query_sql(connection: Any, by_agent: bool, by_workflow: bool, limit: int | 
     meta = Checkpoint._meta
 
     def column(name: str) -> str:
-        return quote(meta.get_field(name).column)
+        return str(quote(cast(Any, meta.get_field(name)).column))
 
     where = [
         f"{column(name)} = %s"
@@ -289,6 +290,14 @@ def _query_sql(connection: Any, by_agent: bool, by_workflow: bool, limit: int | 
     )
     _QUERY_SQL[key] = sql
     return sql
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSON column as read by a raw cursor: text (SQLite; PostgreSQL under Django's
+    loaders) or already decoded."""
+    if isinstance(value, str | bytes | bytearray):
+        value = json.loads(value)  # as JSONField reads it
+    return dict(value) if value else {}
 
 
 class ModelMetadataIndex:
@@ -376,7 +385,6 @@ class ModelMetadataIndex:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-        metadata = Checkpoint._meta.get_field("metadata")
         return [
             CheckpointRecord(
                 checkpoint_id=checkpoint_id,
@@ -387,7 +395,7 @@ class ModelMetadataIndex:
                 stored_size=stored_size,
                 sha256=sha256,
                 codec=codec,
-                metadata=dict(metadata.from_db_value(meta, None, connection) or {}),
+                metadata=_json_object(meta),
             )
             for (
                 checkpoint_id,

@@ -29,7 +29,9 @@ def test_a_remembered_string_is_masked_as_the_first_time_and_per_masker() -> Non
     assert Masker(()).mask({"url": attributes["url"]}) == {"url": attributes["url"]}
 
 
-def test_the_string_cache_stays_bounded_and_skips_long_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_string_cache_stays_bounded_and_skips_long_strings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(masking, "_TEXT_CACHE_LIMIT", 3)
     masker = Masker(DEFAULT_MASKED_KEYS)
     for n in range(10):
