@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import re
 import threading
@@ -44,7 +45,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Max
 from django.db.models.signals import post_delete
 from django.utils.crypto import salted_hmac
@@ -219,9 +220,15 @@ def _no_transaction(using: str) -> Iterator[None]:
     yield
 
 
-def _upsert_fields() -> list[Any]:
+@functools.cache
+def _upsert_fields() -> tuple[Any, ...]:
     """The ``Checkpoint`` columns an index upsert writes, ``seq`` excepted."""
-    return [f for f in Checkpoint._meta.concrete_fields if f.name != "seq"]
+    return tuple(f for f in Checkpoint._meta.concrete_fields if f.name != "seq")
+
+
+# The columns whose values the backend adapts (a datetime, JSON); the others are the
+# record's own str, int and float values, which every backend takes as they are.
+_ADAPTED = (models.DateTimeField, models.JSONField)
 
 
 _UPSERT_SQL: dict[str, str] = {}
@@ -324,10 +331,11 @@ class ModelMetadataIndex:
         # per save, more than the compressed, hashed, fsynced blob write.
         connection = connections[router.db_for_write(Checkpoint)]
         params = [
-            field.get_db_prep_save(
-                record.checkpoint_id if field.name == "checkpoint_id" else fields[field.name],
-                connection,
-            )
+            record.checkpoint_id
+            if field.primary_key
+            else field.get_db_prep_save(fields[field.name], connection)
+            if isinstance(field, _ADAPTED)
+            else fields[field.name]
             for field in _upsert_fields()
         ]
         for attempt in range(_SEQ_ATTEMPTS):
