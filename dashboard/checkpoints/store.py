@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import json
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -61,6 +60,7 @@ from resilience.checkpoint import (
 from resilience.checkpoint.compression import DEFAULT_CODEC
 from resilience.errors import CheckpointError, CheckpointNotFoundError, ResilienceError
 
+from . import latest
 from .models import Checkpoint
 
 BLOB_SUFFIX = ".ckpt"
@@ -257,56 +257,6 @@ def _upsert_sql(connection: Any) -> str:
     return sql
 
 
-_QUERY_COLUMNS = (
-    "checkpoint_id",
-    "agent_id",
-    "workflow_id",
-    "created_ts",
-    "raw_size",
-    "stored_size",
-    "sha256",
-    "codec",
-    "metadata",
-)
-_QUERY_SQL: dict[tuple[str, bool, bool, bool], str] = {}
-
-
-def _query_sql(connection: Any, by_agent: bool, by_workflow: bool, limit: int | None) -> str:
-    """``SELECT`` the record columns, newest first by ``seq`` (rows without one last)."""
-    key = (connection.vendor, by_agent, by_workflow, limit is not None)
-    cached = _QUERY_SQL.get(key)
-    if cached is not None:
-        return cached
-    quote = connection.ops.quote_name
-    meta = Checkpoint._meta
-
-    def column(name: str) -> str:
-        return str(quote(cast(Any, meta.get_field(name)).column))
-
-    where = [
-        f"{column(name)} = %s"
-        for name, on in (("agent_id", by_agent), ("workflow_id", by_workflow))
-        if on
-    ]
-    sql = (
-        f"SELECT {', '.join(column(name) for name in _QUERY_COLUMNS)} "
-        f"FROM {quote(meta.db_table)}"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + f" ORDER BY {column('seq')} DESC NULLS LAST, {column('checkpoint_id')} DESC"
-        + (" LIMIT %s" if limit is not None else "")
-    )
-    _QUERY_SQL[key] = sql
-    return sql
-
-
-def _json_object(value: Any) -> dict[str, Any]:
-    """A JSON column as read by a raw cursor: text (SQLite; PostgreSQL under Django's
-    loaders) or already decoded."""
-    if isinstance(value, str | bytes | bytearray):
-        value = json.loads(value)  # as JSONField reads it
-    return dict(value) if value else {}
-
-
 class ModelMetadataIndex:
     """Checkpoint records as ``Checkpoint`` rows (one upsert per save).
 
@@ -316,6 +266,7 @@ class ModelMetadataIndex:
 
     def __init__(self, blobs: DjangoStorageBlobStore) -> None:
         self.blobs = blobs
+        self.hints = latest.LatestHints()
 
     def __repr__(self) -> str:
         return "ModelMetadataIndex()"
@@ -382,41 +333,13 @@ class ModelMetadataIndex:
         workflow_id: str | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        # One raw statement (cached per backend and filter shape): the ORM's queryset
-        # building and compiling cost about ten times the indexed query itself, and
-        # every execution asks for its workflow's latest checkpoint.
+        # Raw SQL, and a workflow's latest from a hint: see dashboard.checkpoints.latest.
         connection = connections[router.db_for_read(Checkpoint)]
-        params: list[Any] = [v for v in (agent_id, workflow_id) if v is not None]
-        if limit is not None:
-            params.append(limit)
-        sql = _query_sql(connection, agent_id is not None, workflow_id is not None, limit)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        return [
-            CheckpointRecord(
-                checkpoint_id=checkpoint_id,
-                agent_id=agent,
-                workflow_id=workflow,
-                created_at=created_ts,
-                raw_size=raw_size,
-                stored_size=stored_size,
-                sha256=sha256,
-                codec=codec,
-                metadata=_json_object(meta),
-            )
-            for (
-                checkpoint_id,
-                agent,
-                workflow,
-                created_ts,
-                raw_size,
-                stored_size,
-                sha256,
-                codec,
-                meta,
-            ) in rows
-        ]
+        if agent_id is not None and workflow_id is not None and limit == 1:
+            rows = self.hints.latest(connection, agent_id, workflow_id)
+        else:
+            rows = latest.query(connection, agent_id=agent_id, workflow_id=workflow_id, limit=limit)
+        return latest.records(rows)
 
     def remove_records(self, checkpoint_ids: Sequence[str]) -> None:
         # The manager deletes the blobs itself right after this.
