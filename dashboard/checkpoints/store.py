@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,8 +44,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
-from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Max
+from django.db import IntegrityError, connections, models, router, transaction
+from django.db.models import Max
 from django.db.models.signals import post_delete
 from django.utils.crypto import salted_hmac
 
@@ -59,6 +60,7 @@ from resilience.checkpoint import (
 from resilience.checkpoint.compression import DEFAULT_CODEC
 from resilience.errors import CheckpointError, CheckpointNotFoundError, ResilienceError
 
+from . import latest
 from .models import Checkpoint
 
 BLOB_SUFFIX = ".ckpt"
@@ -109,6 +111,10 @@ class DjangoStorageBlobStore:
             )
         self.alias = alias
         self.prefix = prefix
+        # (storage, its location, the FileBlobStore for that folder): one FileBlobStore
+        # kept while the storage and its root stay the same, so its folder is made
+        # (and checked) once, not on every save.
+        self._files_for: tuple[FileSystemStorage, str, FileBlobStore] | None = None
 
     def __repr__(self) -> str:
         return f"DjangoStorageBlobStore(alias={self.alias!r}, prefix={self.prefix!r})"
@@ -122,9 +128,15 @@ class DjangoStorageBlobStore:
         return f"{self.prefix}/{checkpoint_id}{BLOB_SUFFIX}"
 
     def _files(self, storage: Storage) -> FileBlobStore | None:
-        if isinstance(storage, FileSystemStorage):
-            return FileBlobStore(Path(storage.path(self.prefix)))
-        return None
+        if not isinstance(storage, FileSystemStorage):
+            return None
+        cached = self._files_for
+        location = str(storage.location)
+        if cached is not None and cached[0] is storage and cached[1] == location:
+            return cached[2]
+        files = FileBlobStore(Path(storage.path(self.prefix)))
+        self._files_for = (storage, location, files)
+        return files
 
     def write_blob(self, checkpoint_id: str, data: bytes) -> None:
         storage = self.storage
@@ -208,9 +220,15 @@ def _no_transaction(using: str) -> Iterator[None]:
     yield
 
 
-def _upsert_fields() -> list[Any]:
+@functools.cache
+def _upsert_fields() -> tuple[Any, ...]:
     """The ``Checkpoint`` columns an index upsert writes, ``seq`` excepted."""
-    return [f for f in Checkpoint._meta.concrete_fields if f.name != "seq"]
+    return tuple(f for f in Checkpoint._meta.concrete_fields if f.name != "seq")
+
+
+# The columns whose values the backend adapts (a datetime, JSON); the others are the
+# record's own str, int and float values, which every backend takes as they are.
+_ADAPTED = (models.DateTimeField, models.JSONField)
 
 
 _UPSERT_SQL: dict[str, str] = {}
@@ -248,6 +266,7 @@ class ModelMetadataIndex:
 
     def __init__(self, blobs: DjangoStorageBlobStore) -> None:
         self.blobs = blobs
+        self.hints = latest.LatestHints()
 
     def __repr__(self) -> str:
         return "ModelMetadataIndex()"
@@ -263,10 +282,11 @@ class ModelMetadataIndex:
         # per save, more than the compressed, hashed, fsynced blob write.
         connection = connections[router.db_for_write(Checkpoint)]
         params = [
-            field.get_db_prep_save(
-                record.checkpoint_id if field.name == "checkpoint_id" else fields[field.name],
-                connection,
-            )
+            record.checkpoint_id
+            if field.primary_key
+            else field.get_db_prep_save(fields[field.name], connection)
+            if isinstance(field, _ADAPTED)
+            else fields[field.name]
             for field in _upsert_fields()
         ]
         for attempt in range(_SEQ_ATTEMPTS):
@@ -313,14 +333,13 @@ class ModelMetadataIndex:
         workflow_id: str | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        rows = Checkpoint.objects.order_by(F("seq").desc(nulls_last=True), "-checkpoint_id")
-        if agent_id is not None:
-            rows = rows.filter(agent_id=agent_id)
-        if workflow_id is not None:
-            rows = rows.filter(workflow_id=workflow_id)
-        if limit is not None:
-            rows = rows[:limit]
-        return [row.to_record() for row in rows]
+        # Raw SQL, and a workflow's latest from a hint: see dashboard.checkpoints.latest.
+        connection = connections[router.db_for_read(Checkpoint)]
+        if agent_id is not None and workflow_id is not None and limit == 1:
+            rows = self.hints.latest(connection, agent_id, workflow_id)
+        else:
+            rows = latest.query(connection, agent_id=agent_id, workflow_id=workflow_id, limit=limit)
+        return latest.records(rows)
 
     def remove_records(self, checkpoint_ids: Sequence[str]) -> None:
         # The manager deletes the blobs itself right after this.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Link, StatusCode
 
 from .masking import Masker
 
@@ -80,14 +80,14 @@ class SpanRow(NamedTuple):
     root_class: int = 2
 
 
-def _links(span: ReadableSpan, mask: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+def _links(links: Sequence[Link], mask: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "trace_id": f"{link.context.trace_id:032x}",
             "span_id": f"{link.context.span_id:016x}",
             "attributes": mask(link.attributes),
         }
-        for link in list(span.links)[:MAX_LINKS]
+        for link in links[:MAX_LINKS]
     ]
 
 
@@ -123,7 +123,8 @@ def span_rows(
         code = status.status_code
         name = span.name[:255]
         service = cached[2]
-        events = span.events
+        events = span.events  # each read copies the SDK's list: once
+        links = span.links
         rows.append(
             SpanRow(
                 trace_id,
@@ -148,7 +149,7 @@ def span_rows(
                 if events
                 else [],
                 cached[1],
-                _links(span, mask) if span.links else [],
+                _links(links, mask) if links else [],
                 0 if parent is None else 1 if parent.is_remote else 2,
             )
         )

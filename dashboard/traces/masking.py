@@ -53,6 +53,13 @@ _URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
 _PAIR_VALUE = r"(\\\"(?:[^\"\\]|\\[^\"])*\\\"|\"[^\"]*\"|'[^']*'|[^\s&#,;\"'<>)\]}]+)"
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 _CACHE_LIMIT = 10_000
+# Masked strings are remembered while short and few: span attribute values repeat
+# (service names, workflow ids, agents), and the regexes cost far more than a lookup.
+_TEXT_CACHE_LIMIT = 4_096
+_TEXT_CACHE_MAX_LENGTH = 256
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def _normalise(key: str) -> str:
@@ -65,10 +72,13 @@ class Masker:
 
     Matching ignores case and punctuation, so ``api_key`` also catches
     ``X-API-Key`` and ``http.request.header.x_api_key``. Decisions are cached per
-    key (attribute keys are few and repeat).
+    key (attribute keys are few and repeat), and so are the masked forms of short
+    strings (values repeat too); ``mask_text`` is a pure function of its text, so a
+    remembered result is the one it would compute. Both caches are plain dicts read
+    and filled from any thread: a race only computes a result twice.
     """
 
-    __slots__ = ("_cache", "_needles", "_pairs", "_shapes")
+    __slots__ = ("_cache", "_needles", "_pairs", "_shapes", "_texts")
 
     def __init__(
         self, keys: Iterable[str], value_patterns: Sequence[str] = DEFAULT_VALUE_PATTERNS
@@ -76,6 +86,7 @@ class Masker:
         keys = list(keys)
         self._needles = tuple(n for n in (_normalise(k) for k in keys) if n)
         self._cache: dict[str, bool] = {}
+        self._texts: dict[str, str] = {}
         self._pairs = _pair_pattern(keys)
         self._shapes = (
             re.compile("|".join(f"(?:{p})" for p in value_patterns)) if value_patterns else None
@@ -102,9 +113,19 @@ class Masker:
                     return masked
         return text
 
+    def _text(self, text: str) -> str:
+        masked = self._texts.get(text)
+        if masked is None:
+            masked = self.mask_text(text)
+            if len(text) <= _TEXT_CACHE_MAX_LENGTH:
+                if len(self._texts) >= _TEXT_CACHE_LIMIT:
+                    self._texts.clear()
+                self._texts[text] = masked
+        return masked
+
     def _value(self, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):
-            return self.mask_text(value)
+            return self._text(value)
         if isinstance(value, tuple | list | Mapping):
             if depth >= MAX_DEPTH:
                 return NESTED_TOO_DEEPLY
@@ -115,8 +136,20 @@ class Masker:
 
     def _mapping(self, attributes: Mapping[str, Any], depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        keys, texts = self._cache, self._texts
         for key, value in attributes.items():
-            out[key] = MASK if self.is_sensitive(key) else self._value(value, depth)
+            sensitive = keys.get(key)
+            if sensitive is None:
+                sensitive = self.is_sensitive(key)
+            if sensitive:
+                out[key] = MASK
+            elif type(value) is str:
+                masked = texts.get(value)
+                out[key] = self._text(value) if masked is None else masked
+            elif type(value) in _SCALARS:
+                out[key] = value
+            else:
+                out[key] = self._value(value, depth)
         return out
 
     def is_sensitive(self, key: str) -> bool:

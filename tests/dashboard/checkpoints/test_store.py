@@ -417,3 +417,43 @@ def test_a_sequence_number_taken_meanwhile_is_retried(
     assert Checkpoint.objects.get(pk=record.checkpoint_id).seq == (
         Checkpoint.objects.get(pk=taken).seq + 1
     )
+
+
+def test_latest_follows_the_save_order_of_every_writer_and_deletions() -> None:
+    # Another process's store (its own instance) and a clock that stepped back: the
+    # latest is the last saved, at once, and after its deletion the one before it.
+    now = time.time()
+    first = save_at(now, "a", "w", {"n": 1})
+    assert checkpoint_manager.get_latest_checkpoint("a", "w") == first
+    second = save_at(now - 60, "a", "w", {"n": 2})
+    save_at(now + 5, "a", "other", {"n": 3})
+    assert checkpoint_manager.get_latest_checkpoint("a", "w") == second
+    assert checkpoint_manager.get_checkpoint_info(second)["created_at"] == now - 60
+    [record] = store.get_store().query_records(agent_id="a", workflow_id="w", limit=1)
+    assert (record.checkpoint_id, record.metadata, record.created_at) == (second, {}, now - 60)
+    Checkpoint.objects.filter(pk=second).delete()
+    assert checkpoint_manager.get_latest_checkpoint("a", "w") == first
+    Checkpoint.objects.filter(pk=first).update(seq=None)  # a row from before seq existed
+    third = save_at(now - 120, "a", "w", {"n": 4})
+    assert [c["checkpoint_id"] for c in checkpoint_manager.list_checkpoints("a", "w")] == [
+        third,
+        first,
+    ]
+    assert checkpoint_manager.load_checkpoint(third) == {"n": 4}
+
+
+def test_blobs_follow_a_new_media_root_and_a_removed_folder_is_made_again(
+    settings: Any, media: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    first = checkpoint_manager.save_checkpoint({"n": 1}, "a", "w")
+    assert blob_path(media, first).is_file()
+    shutil.rmtree(media / "checkpoints")  # by hand, between two saves
+    second = checkpoint_manager.save_checkpoint({"n": 2}, "a", "w")
+    assert blob_path(media, second).is_file()
+    settings.MEDIA_ROOT = tmp_path / "elsewhere"
+    third = checkpoint_manager.save_checkpoint({"n": 3}, "a", "w")
+    assert blob_path(tmp_path / "elsewhere", third).is_file()
+    assert not blob_path(media, third).exists()
+    assert checkpoint_manager.load_checkpoint(third) == {"n": 3}
