@@ -9,7 +9,9 @@ PostgreSQL), and the summaries are walked in the sort's index order, each checke
 against that set, stopping after a page; beyond that, summaries are walked in index
 order with a correlated EXISTS on the spans' trace_id index, which finds a page of
 matches after a few probes. An attribute alone is answered from the attribute index
-(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON.
+(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON. A "called by"
+filter is planned by its candidate spans (``caller_trace_ids``): a few are collected,
+each probing its parent; more, and the summaries are walked with the parent probe.
 
 One query reads the newest ``max(COUNT_CAP, chart_limit)`` matches: they are the
 chart, the (capped) count, and for the default sort the page itself, so a search
