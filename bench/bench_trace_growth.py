@@ -117,6 +117,8 @@ CASES: dict[str, dict[str, Any]] = {
     "errors only": {"errors_only": True},
     "min duration 1s": {"min_duration_us": 1_000_000},
     "service=payments (any span)": {"service": "payments"},
+    "service=payments called by gateway (map edge)": {"service": "payments", "caller": "gateway"},
+    "called by gateway alone": {"caller": "gateway"},
     "span name=auth.call": {"name": "auth.call"},
     "service + name + errors": {"service": "orders", "name": "orders.query", "errors_only": True},
     "attr user.id=u-77 + name": {"attribute": ("user.id", "u-77"), "name": "search.list"},

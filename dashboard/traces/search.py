@@ -9,7 +9,9 @@ PostgreSQL), and the summaries are walked in the sort's index order, each checke
 against that set, stopping after a page; beyond that, summaries are walked in index
 order with a correlated EXISTS on the spans' trace_id index, which finds a page of
 matches after a few probes. An attribute alone is answered from the attribute index
-(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON.
+(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON. A "called by"
+filter is planned by its candidate spans (``caller_trace_ids``): a few are collected,
+each probing its parent; more, and the summaries are walked with the parent probe.
 
 One query reads the newest ``max(COUNT_CAP, chart_limit)`` matches: they are the
 chart, the (capped) count, and for the default sort the page itself, so a search
@@ -31,8 +33,8 @@ from django.db.models.expressions import RawSQL
 from dashboard.durations import format_us
 
 from .convert import to_datetime, to_us
-from .models import TraceSummary
-from .span_filters import indexed_attribute, matching_spans, spans_where
+from .models import SpanRecord, TraceSummary
+from .span_filters import caller_trace_ids, indexed_attribute, matching_spans, spans_where
 
 _Row = tuple[str, str, str, int, int, int, int]  # the _ROW_FIELDS of a TraceSummary
 
@@ -206,6 +208,8 @@ def _search_in_database(
     offset = (query.page - 1) * query.per_page
     end = offset + query.per_page + 1
     window = max(COUNT_CAP, limit)
+    if query.sort == "recent":
+        window = max(window, end)  # a deep page: its rows and the count in one walk
     recent = traces.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)
     newest: list[_Row] = list(recent[: window + 1])
     complete = len(newest) <= window  # every match is in hand
@@ -249,6 +253,26 @@ def _among(trace_ids: list[str], *, drive: bool = False) -> RawSQL:
     )
 
 
+def _called_by(
+    traces: QuerySet[TraceSummary],
+    spans: QuerySet[SpanRecord],
+    query: TraceQuery,
+    since: int | None,
+    until: int | None,
+) -> QuerySet[TraceSummary]:
+    """A ``caller`` search: the few candidates' trace ids, or else the summaries walked
+    in sort order with the EXISTS probe (see ``caller_trace_ids``)."""
+    ids = caller_trace_ids(query, since, until)
+    if ids is None:
+        # A trace without a span of the caller is rejected from the index alone, before
+        # the probe reads span rows for their parent ids (about half the traces here).
+        callers = SpanRecord.objects.filter(trace_id=OuterRef("trace_id"), service=query.caller)
+        traces = traces.filter(Exists(callers.order_by()))
+        return traces.filter(Exists(spans.filter(trace_id=OuterRef("trace_id"))))
+    unique = list(dict.fromkeys(ids))
+    return traces.filter(Q(trace_id__in=unique) if len(unique) <= FEW_TRACES else _among(unique))
+
+
 def search_traces(*, query: TraceQuery, chart_limit: int = 500) -> TraceSearch:
     """One page of traces matching ``query`` in its sort order, and the ``chart_limit``
     most recent matches for the duration-over-time chart."""
@@ -267,6 +291,10 @@ def search_traces(*, query: TraceQuery, chart_limit: int = 500) -> TraceSearch:
             traces = traces.filter(Q(trace_id__in=unique) if few else _among(unique, drive=True))
         return _search_in_database(traces, query, chart_limit)
     spans = matching_spans(query, since, until)
+    if spans is not None and query.caller:
+        return _search_in_database(
+            _called_by(traces, spans, query, since, until), query, chart_limit
+        )
     if spans is not None:
         matching = Exists(spans.filter(trace_id=OuterRef("trace_id")))
         # Service and name together have no index of their own: collect the ids by the

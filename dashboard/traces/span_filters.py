@@ -19,6 +19,10 @@ from .models import SpanAttribute, SpanRecord
 if TYPE_CHECKING:
     from .search import TraceQuery
 
+# A caller search visits at most this many candidate spans one by one (each a row read
+# and a parent probe, a few µs); more, and it walks the summaries instead.
+CALLER_CANDIDATES = 25_000
+
 
 def _raw_token(value: str, candidates: Sequence[Any]) -> str | None:
     """Text every stored JSON encoding of a match contains, for a cheap pre-filter."""
@@ -73,6 +77,53 @@ def indexed_attribute(
     return rows
 
 
+def called_by(spans: QuerySet[SpanRecord], caller: str) -> QuerySet[SpanRecord]:
+    """``spans`` not of service ``caller`` whose parent span, in the same trace, is.
+
+    A correlated EXISTS: each span's parent is probed by ``(trace_id, service)`` on the
+    trace_id index (a trace's few spans of that service), so the cost follows the spans
+    visited, not how many spans the caller has.
+    """
+    parents = SpanRecord.objects.order_by().filter(
+        trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_span_id"), service=caller
+    )
+    return spans.exclude(service=caller).filter(Exists(parents))
+
+
+def caller_trace_ids(query: TraceQuery, since: int | None, until: int | None) -> list[str] | None:
+    """The trace ids of every span matching ``query`` (a ``caller`` search) when its
+    candidate spans are few, None when there are too many to visit one by one.
+
+    Candidates are counted from an index alone (capped): the spans of the requested
+    name or service, each then probed for its parent; with neither, the caller's own
+    spans, each probed for a child of another service. Beyond ``CALLER_CANDIDATES`` the
+    search walks the summaries in sort order with the EXISTS probe instead, which stops
+    after a page (and the count's window) of matches.
+    """
+    if query.service or query.name:
+        candidates = SpanRecord.objects.order_by()
+        if query.name:  # usually the fewer
+            candidates = candidates.filter(name=query.name)
+        else:
+            candidates = candidates.filter(service=query.service)
+        if since is not None:
+            candidates = candidates.filter(start__gte=to_datetime(since))
+        if until is not None:
+            candidates = candidates.filter(start__lte=to_datetime(until))
+        if candidates[: CALLER_CANDIDATES + 1].count() > CALLER_CANDIDATES:
+            return None
+        spans = spans_where(query, since, until, service=query.service)
+        return list(spans.values_list("trace_id", flat=True))
+    parents = SpanRecord.objects.order_by().filter(service=query.caller)
+    if parents[: CALLER_CANDIDATES + 1].count() > CALLER_CANDIDATES:
+        return None
+    children = _span_filters(SpanRecord.objects.order_by(), query, since, until).filter(
+        trace_id=OuterRef("trace_id"), parent_span_id=OuterRef("span_id")
+    )
+    children = children.exclude(service=query.caller)
+    return list(parents.filter(Exists(children)).values_list("trace_id", flat=True))
+
+
 def matching_spans(
     query: TraceQuery, since: int | None, until: int | None
 ) -> QuerySet[SpanRecord] | None:
@@ -88,16 +139,14 @@ def spans_where(
     if service:
         spans = spans.filter(service=service)
     if query.caller:
-        # The caller's span ids, gathered once (SQLite builds them an automatic index,
-        # PostgreSQL a hash), drop almost every candidate; span ids are random 64-bit
-        # values, so the exact same-trace check after it runs for the real calls only.
-        callers = SpanRecord.objects.order_by().filter(service=query.caller)
-        parents = callers.filter(trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_span_id"))
-        spans = (
-            spans.exclude(service=query.caller)
-            .filter(parent_span_id__in=callers.values("span_id"))
-            .filter(Exists(parents))
-        )
+        spans = called_by(spans, query.caller)
+    return _span_filters(spans, query, since, until)
+
+
+def _span_filters(
+    spans: QuerySet[SpanRecord], query: TraceQuery, since: int | None, until: int | None
+) -> QuerySet[SpanRecord]:
+    """The name, time and attribute filters of a matching span."""
     if query.name:
         spans = spans.filter(name=query.name)
     if since is not None:
