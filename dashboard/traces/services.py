@@ -184,23 +184,38 @@ def _write_attributes(
     if not params:
         return
     if connection.vendor == "postgresql":
-        for i in range(0, len(params), _UPSERT_CHUNK):
-            chunk = params[i : i + _UPSERT_CHUNK]
-            cursor.execute(
-                _attribute_upsert_sql(connection, rows=len(chunk)),
-                [value for row in chunk for value in row],
-            )
+        # COPY into a session's temporary table (emptied at commit), then one
+        # INSERT ... SELECT: a multi-row VALUES upsert cost the client ~4x the CPU.
+        table = SpanAttribute._meta.db_table
+        cursor.execute(
+            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{_STAGE}" (LIKE "{table}")'
+            " ON COMMIT DELETE ROWS"
+        )
+        columns = ", ".join(attribute_index.COLUMNS)
+        with cursor.cursor.copy(f'COPY "{_STAGE}" ({columns}) FROM STDIN') as copy:
+            write = copy.write_row
+            for param in params:
+                write(param)
+        # Moved out of the stage, which an enclosing transaction would otherwise keep.
+        cursor.execute(
+            f'WITH moved AS (DELETE FROM "{_STAGE}" RETURNING *) '
+            + _attribute_upsert_sql(connection, source=f"SELECT {columns} FROM moved")
+        )
     else:
         cursor.executemany(_attribute_upsert_sql(connection), params)
 
 
-def _attribute_upsert_sql(connection: BaseDatabaseWrapper, *, rows: int = 1) -> str:
+_STAGE = "span_attribute_stage"
+
+
+def _attribute_upsert_sql(connection: BaseDatabaseWrapper, *, source: str = "") -> str:
+    """Upsert rows of the attribute index from ``source`` (a SELECT), or one row of
+    parameters."""
     table = SpanAttribute._meta.db_table
     least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
-    one_row = f"({', '.join(['%s'] * len(attribute_index.COLUMNS))})"
+    values = source or f"VALUES ({', '.join(['%s'] * len(attribute_index.COLUMNS))})"
     return (
-        f'INSERT INTO "{table}" ({", ".join(attribute_index.COLUMNS)}) '
-        f"VALUES {', '.join([one_row] * rows)} "
+        f'INSERT INTO "{table}" ({", ".join(attribute_index.COLUMNS)}) {values} '
         "ON CONFLICT (key, value, trace_id) DO UPDATE SET "
         f'first_us = {least}("{table}".first_us, excluded.first_us), '
         f'last_us = {greatest}("{table}".last_us, excluded.last_us)'
