@@ -328,6 +328,19 @@ def refresh_span_attributes(
     touched = {row[:3] for row in attribute_index.attribute_rows(deleted)}
     if not touched:
         return
+    table = SpanAttribute._meta.db_table
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        # Lock the rows first: a writer upserting one now waits for this commit, and one
+        # that already did has committed its span, which the read below then sees.
+        keys, values, trace_ids = (list(column) for column in zip(*sorted(touched), strict=True))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'SELECT 1 FROM "{table}" WHERE (key, value, trace_id) IN'
+                " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+                " ORDER BY key, value, trace_id FOR UPDATE",
+                [keys, values, trace_ids],
+            )
     traces = sorted({trace for _, _, trace in touched})
     kept: dict[tuple[str, str, str], tuple[int, int]] = {}
     remaining = SpanRecord.objects.using(using).order_by()
@@ -339,9 +352,8 @@ def refresh_span_attributes(
             (trace, to_us(start), attributes) for trace, start, attributes in spans
         )
         kept.update((row[:3], row[3:]) for row in rows if row[:3] in touched)
-    table = SpanAttribute._meta.db_table
     gone = sorted(touched - kept.keys())
-    with connections[using].cursor() as cursor:
+    with connection.cursor() as cursor:
         if gone:
             cursor.executemany(
                 f'DELETE FROM "{table}" WHERE key = %s AND value = %s AND trace_id = %s', gone
