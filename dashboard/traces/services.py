@@ -196,10 +196,12 @@ def _write_attributes(
             write = copy.write_row
             for param in params:
                 write(param)
-        # Moved out of the stage, which an enclosing transaction would otherwise keep.
+        # Moved out of the stage, which an enclosing transaction would otherwise keep;
+        # in key order, so concurrent writers lock rows in one order.
+        moved = f"SELECT {columns} FROM moved ORDER BY {columns}"
         cursor.execute(
             f'WITH moved AS (DELETE FROM "{_STAGE}" RETURNING *) '
-            + _attribute_upsert_sql(connection, source=f"SELECT {columns} FROM moved")
+            + _attribute_upsert_sql(connection, source=moved)
         )
     else:
         cursor.executemany(_attribute_upsert_sql(connection), params)
