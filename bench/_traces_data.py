@@ -69,9 +69,9 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
     """Insert ``total`` spans (~10 per trace) started within the last 50 minutes."""
     from django.db import connection, transaction
 
-    from dashboard.traces.attribute_index import COLUMNS, attribute_rows
+    from dashboard.traces.attribute_index import attribute_rows
     from dashboard.traces.convert import EPOCH, to_us
-    from dashboard.traces.services import _insert_sql, _upsert_sql
+    from dashboard.traces.services import _attribute_upsert_sql, _insert_sql, _upsert_sql
 
     rng = random.Random(42)
     naive_epoch = EPOCH.replace(tzinfo=None)
@@ -87,10 +87,7 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
     spans: list[tuple[Any, ...]] = []
     summaries: list[tuple[Any, ...]] = []
     indexed: list[tuple[str, int, dict[str, Any]]] = []  # what the attribute index needs
-    insert_attributes = (
-        f"INSERT INTO traces_spanattribute ({', '.join(COLUMNS)}) "
-        f"VALUES ({', '.join(['%s'] * len(COLUMNS))})"
-    )
+    insert_attributes = _attribute_upsert_sql(connection)
 
     def when(us: int) -> str:
         return str(naive_epoch + timedelta(microseconds=us))
@@ -98,11 +95,7 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
     def flush() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(insert, spans)
-            cursor.execute("SELECT last_insert_rowid()")
-            (last,) = cursor.fetchone()
-            first = last - len(spans) + 1
-            rows = attribute_rows((first + i, *span) for i, span in enumerate(indexed))
-            cursor.executemany(insert_attributes, rows)
+            cursor.executemany(insert_attributes, attribute_rows(indexed))
             cursor.executemany(upsert, summaries)
         spans.clear()
         summaries.clear()

@@ -98,15 +98,22 @@ JOIN (SELECT trace_id, count(*) FILTER (WHERE status = 'ERROR') AS errors
 """
 
 # The attribute index rows the span writer would add (dashboard.traces.attribute_index):
-# the generated values are strings and ints, spelled "s..." and "n...".
+# one per trace, key and value, with the first and last start of its spans; the
+# generated values are strings and ints, spelled "s..." and "n...".
 _ATTRIBUTES = """
-INSERT INTO traces_spanattribute (id, trace_id, key, value, start_us)
-SELECT (s.id << 8) + a.n - 1, s.trace_id, a.key,
+INSERT INTO traces_spanattribute (key, value, trace_id, first_us, last_us)
+SELECT a.key,
        CASE jsonb_typeof(a.value) WHEN 'string' THEN 's' ELSE 'n' END || (a.value #>> '{}'),
-       (extract(epoch FROM s.start) * 1000000)::bigint
+       s.trace_id,
+       min((extract(epoch FROM s.start) * 1000000)::bigint),
+       max((extract(epoch FROM s.start) * 1000000)::bigint)
 FROM traces_spanrecord AS s
-CROSS JOIN LATERAL jsonb_each(s.attributes) WITH ORDINALITY AS a(key, value, n)
+CROSS JOIN LATERAL jsonb_each(s.attributes) AS a(key, value)
 WHERE s.id > %(after)s
+GROUP BY 1, 2, 3
+ON CONFLICT (key, value, trace_id) DO UPDATE SET
+    first_us = LEAST(traces_spanattribute.first_us, excluded.first_us),
+    last_us = GREATEST(traces_spanattribute.last_us, excluded.last_us)
 """
 
 CASES: dict[str, dict[str, Any]] = {

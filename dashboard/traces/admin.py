@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from .models import SpanRecord
-from .services import delete_span_attributes
+from .services import delete_spans
 
 
 @admin.register(SpanRecord)
@@ -34,13 +33,9 @@ class SpanRecordAdmin(admin.ModelAdmin[SpanRecord]):
     def has_change_permission(self, request: HttpRequest, obj: SpanRecord | None = None) -> bool:
         return False
 
-    # A span deleted here takes its attribute-index rows with it, as retention does.
+    # A span deleted here updates the attribute index of its trace, as retention does.
     def delete_model(self, request: HttpRequest, obj: SpanRecord) -> None:
-        with transaction.atomic():
-            delete_span_attributes([obj.pk], using="default")
-            super().delete_model(request, obj)
+        delete_spans([obj.pk], using="default")
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SpanRecord]) -> None:
-        with transaction.atomic():
-            delete_span_attributes(list(queryset.values_list("pk", flat=True)), using="default")
-            super().delete_queryset(request, queryset)
+        delete_spans(list(queryset.values_list("pk", flat=True)), using="default")

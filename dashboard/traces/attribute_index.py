@@ -1,13 +1,21 @@
-"""The span-attribute index: one ``SpanAttribute`` row per searchable attribute.
+"""The span-attribute index: one ``SpanAttribute`` row per trace and searchable attribute.
 
 Attribute search (``key=value``) used to read every span's attributes (a JSON scan of
 a million rows on SQLite). The span writer (``services.write_spans``, which both the
-local span pipeline and OTLP ingest use) now also writes, in the same transaction as
-the spans, one row per scalar attribute: ``(id, trace_id, key, value, start_us)``,
-indexed on ``(key, value, trace_id, start_us)``. The row's primary key is the span's
-shifted left by ``SHIFT`` bits plus the attribute's position, so the rows of a span
-are one primary-key range: no second index to write, and retention deletes them
-with their spans by ranges (``services.cleanup_spans``).
+local span pipeline and OTLP ingest use) also writes, in the same transaction as the
+spans, one row per trace, key and value: ``(key, value, trace_id, first_us, last_us)``,
+the earliest and latest start of the trace's spans that carry it. The search asks
+"which traces have key=value", so a row per span was redundant: rows are merged in the
+batch and upserted (``ON CONFLICT (key, value, trace_id)``), and the table is its
+primary key alone (SQLite ``WITHOUT ROWID``; PostgreSQL's primary key includes the two
+starts), one b-tree to write.
+
+Exactness: ``first_us`` and ``last_us`` are starts of stored spans, kept so by retention
+(``services.cleanup_spans`` recomputes the rows of the traces whose spans it deletes
+from their remaining spans, and deletes a row when none carries it). A time-bounded
+search keeps a trace when a span at either end lies within the bounds and checks the
+trace's spans only when its attribute spans straddle the whole window
+(``span_filters.indexed_attribute``).
 
 What is indexed, so that the index answers exactly what the JSON search answered:
 
@@ -35,7 +43,6 @@ from typing import Any
 MAX_KEY = 128
 MAX_VALUE = 256
 MAX_PER_SPAN = 1024  # INGEST_MAX_ATTRIBUTES may not exceed it (dashboard.ingest.conf)
-SHIFT = 10  # 2**SHIFT > MAX_PER_SPAN: a span's rows are ids [pk << SHIFT, (pk + 1) << SHIFT)
 
 
 def encode(value: Any) -> str | None:
@@ -87,16 +94,14 @@ def searchable(key: str, value: str) -> list[str] | None:
 
 
 def attribute_rows(
-    spans: Iterable[tuple[int, str, int, dict[str, Any]]],
-) -> list[tuple[int, str, str, str, int]]:
-    """``(id, trace_id, key, value text, start_us)`` for each indexed attribute of
-    ``(span pk, trace_id, start_us, attributes)``, in the model's column order."""
-    rows: list[tuple[int, str, str, str, int]] = []
-    append = rows.append
-    for pk, trace_id, start_us, attributes in spans:
-        first = pk << SHIFT
-        position = first
-        last = first + MAX_PER_SPAN
+    spans: Iterable[tuple[str, int, dict[str, Any]]],
+) -> list[tuple[str, str, str, int, int]]:
+    """``(key, value text, trace_id, first_us, last_us)``, one per trace and indexed
+    attribute of ``(trace_id, start_us, attributes)``, sorted (the primary key's order)."""
+    merged: dict[tuple[str, str, str], list[int]] = {}
+    get = merged.get
+    for trace_id, start_us, attributes in spans:
+        count = 0
         for key, value in attributes.items():
             kind = type(value)
             if kind is str:
@@ -109,24 +114,18 @@ def attribute_rows(
                     continue
             if len(key) > MAX_KEY:
                 continue
-            append((position, trace_id, key, text, start_us))
-            position += 1
-            if position == last:
+            row = (key, text, trace_id)
+            span = get(row)
+            if span is None:
+                merged[row] = [start_us, start_us]
+            elif start_us < span[0]:
+                span[0] = start_us
+            elif start_us > span[1]:
+                span[1] = start_us
+            count += 1
+            if count == MAX_PER_SPAN:
                 break
-    return rows
+    return sorted((*row, first, last) for row, (first, last) in merged.items())
 
 
-def span_ranges(pks: Iterable[int]) -> list[tuple[int, int]]:
-    """The id ranges ``[low, high)`` holding the rows of the spans ``pks``, one per run
-    of consecutive pks."""
-    ranges: list[tuple[int, int]] = []
-    for pk in sorted(pks):
-        low, high = pk << SHIFT, (pk + 1) << SHIFT
-        if ranges and ranges[-1][1] == low:
-            ranges[-1] = (ranges[-1][0], high)
-        else:
-            ranges.append((low, high))
-    return ranges
-
-
-COLUMNS: Sequence[str] = ("id", "trace_id", "key", "value", "start_us")
+COLUMNS: Sequence[str] = ("key", "value", "trace_id", "first_us", "last_us")

@@ -112,28 +112,24 @@ class TraceSummary(models.Model):
 
 
 class SpanAttribute(models.Model):
-    """One searchable attribute of a stored span: the index behind ``key=value`` search.
+    """A searchable attribute of a stored trace: the index behind ``key=value`` search.
 
-    Written by the span writer in the span's transaction, deleted with the span by
-    retention; what is indexed and how values are spelled: ``attribute_index``.
-    ``id`` is the span's id << 8 plus the attribute's position (not a sequence), so a
-    span's rows are one id range and need no index of their own.
+    One row per trace, key and value, with the earliest and latest start of the
+    trace's spans that carry it. Written by the span writer in the spans' transaction,
+    kept exact by retention; what is indexed and how values are spelled:
+    ``attribute_index``. The table is its primary key alone (created by migration
+    0007: SQLite ``WITHOUT ROWID``, PostgreSQL with the starts included).
     """
 
-    # An auto field for its column type (SQLite: the rowid itself), always given a value.
-    id = models.BigAutoField(primary_key=True)
-    trace_id = models.CharField(max_length=32)
+    pk = models.CompositePrimaryKey("key", "value", "trace_id")
     key = models.CharField(max_length=128)
     value = models.CharField(max_length=257, help_text="s<string>, b<true|false> or n<number>")
-    start_us = models.BigIntegerField(help_text="the span's start, µs since the epoch")
+    trace_id = models.CharField(max_length=32)
+    first_us = models.BigIntegerField(help_text="earliest start of its spans, µs since the epoch")
+    last_us = models.BigIntegerField(help_text="latest start of its spans, µs since the epoch")
 
     class Meta:
         verbose_name = "span attribute"
-        indexes = [
-            # "Traces with k=v": trace ids read from the index alone (time bounds too),
-            # and "does this trace have k=v" answered by one seek.
-            models.Index(fields=["key", "value", "trace_id", "start_us"], name="span_attr_search"),
-        ]
 
     def __str__(self) -> str:
         return f"{self.key}={self.value[1:]}"

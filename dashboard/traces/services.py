@@ -12,7 +12,7 @@ import orjson
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import attribute_index
@@ -21,7 +21,6 @@ from .masking import Masker
 from .models import SpanAttribute, SpanRecord, TraceSummary
 
 DELETE_CHUNK = 5_000
-_RANGES_PER_DELETE = 200  # OR-ed ranges per DELETE (SQLite caps expression depth at 1,000)
 _UPSERT_CHUNK = 2_000  # rows per multi-row upsert: 9 parameters each, PostgreSQL allows 65,535
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _SPAN_COLUMNS = (
@@ -107,21 +106,20 @@ def _insert_sql(connection: BaseDatabaseWrapper) -> str:
     )
 
 
-def _copy_spans(cursor: Any, rows: Sequence[SpanRow], ids: Sequence[int]) -> None:
+def _copy_spans(cursor: Any, rows: Sequence[SpanRow]) -> None:
     """PostgreSQL: rows through ``COPY ... FROM STDIN`` (psycopg 3), in text format,
     where the server parses timestamps and JSON itself (2-3x an executemany)."""
     table = SpanRecord._meta.db_table
-    columns = ", ".join(f'"{c}"' for c in ("id", *_SPAN_COLUMNS))
+    columns = ", ".join(f'"{c}"' for c in _SPAN_COLUMNS)
     resources: dict[int, str] = {}
     with cursor.cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
         write = copy.write_row
-        for pk, row in zip(ids, rows, strict=True):
+        for row in rows:
             resource = resources.get(id(row.resource))
             if resource is None:
                 resource = resources[id(row.resource)] = _json_text(row.resource)
             write(
                 (
-                    pk,
                     row.trace_id,
                     row.span_id,
                     row.parent_span_id,
@@ -159,12 +157,10 @@ def write_spans(
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            ids: Sequence[int] = _next_span_ids(cursor, len(rows))
-            _copy_spans(cursor, rows, ids)
+            _copy_spans(cursor, rows)
         else:
             cursor.executemany(_insert_sql(connection), _span_params(rows, connection))
-            ids = _inserted_ids(cursor, len(rows))
-        _write_attributes(cursor, connection, rows, ids)
+        _write_attributes(cursor, connection, rows)
         if connection.vendor == "postgresql":
             # One statement for the batch (a trace appears once among the deltas):
             # a round trip and a plan per trace cost PostgreSQL ~4x the CPU.
@@ -177,48 +173,55 @@ def write_spans(
     return len(rows)
 
 
-def _next_span_ids(cursor: Any, count: int) -> list[int]:
-    """PostgreSQL: ``count`` span ids from the table's sequence, so that COPY (which
-    returns nothing) writes ids the attribute rows can refer to."""
-    table = SpanRecord._meta.db_table
-    cursor.execute(
-        f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)",
-        [count],
-    )
-    return [pk for (pk,) in cursor.fetchall()]
-
-
-def _inserted_ids(cursor: Any, count: int) -> range:
-    """SQLite: the ids of the ``count`` rows just inserted by one executemany.
-
-    The transaction holds SQLite's write lock from the first insert to the commit and
-    the primary key is AUTOINCREMENT, so the rows got consecutive ids ending at
-    ``last_insert_rowid()``.
-    """
-    cursor.execute("SELECT last_insert_rowid()")
-    (last,) = cursor.fetchone()
-    return range(last - count + 1, last + 1)
-
-
 def _write_attributes(
-    cursor: Any, connection: BaseDatabaseWrapper, rows: Sequence[SpanRow], ids: Sequence[int]
+    cursor: Any, connection: BaseDatabaseWrapper, rows: Sequence[SpanRow]
 ) -> None:
-    """The rows of the attribute index for ``rows`` (ids: their primary keys)."""
+    """Merge ``rows``' attributes into the index: one upsert per trace, key and value
+    (sorted, so concurrent writers lock rows in one order)."""
     params = attribute_index.attribute_rows(
-        (pk, row.trace_id, row.start_us, row.attributes) for pk, row in zip(ids, rows, strict=True)
+        (row.trace_id, row.start_us, row.attributes) for row in rows
     )
     if not params:
         return
-    table = SpanAttribute._meta.db_table
-    columns = ", ".join(f'"{c}"' for c in attribute_index.COLUMNS)
     if connection.vendor == "postgresql":
-        with cursor.cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
+        # COPY into a session's temporary table (emptied at commit), then one
+        # INSERT ... SELECT: a multi-row VALUES upsert cost the client ~4x the CPU.
+        table = SpanAttribute._meta.db_table
+        cursor.execute(
+            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{_STAGE}" (LIKE "{table}")'
+            " ON COMMIT DELETE ROWS"
+        )
+        columns = ", ".join(attribute_index.COLUMNS)
+        with cursor.cursor.copy(f'COPY "{_STAGE}" ({columns}) FROM STDIN') as copy:
             write = copy.write_row
             for param in params:
                 write(param)
+        # Moved out of the stage, which an enclosing transaction would otherwise keep;
+        # in key order, so concurrent writers lock rows in one order.
+        moved = f"SELECT {columns} FROM moved ORDER BY {columns}"
+        cursor.execute(
+            f'WITH moved AS (DELETE FROM "{_STAGE}" RETURNING *) '
+            + _attribute_upsert_sql(connection, source=moved)
+        )
     else:
-        holders = ", ".join(["%s"] * len(attribute_index.COLUMNS))
-        cursor.executemany(f'INSERT INTO "{table}" ({columns}) VALUES ({holders})', params)
+        cursor.executemany(_attribute_upsert_sql(connection), params)
+
+
+_STAGE = "span_attribute_stage"
+
+
+def _attribute_upsert_sql(connection: BaseDatabaseWrapper, *, source: str = "") -> str:
+    """Upsert rows of the attribute index from ``source`` (a SELECT), or one row of
+    parameters."""
+    table = SpanAttribute._meta.db_table
+    least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
+    values = source or f"VALUES ({', '.join(['%s'] * len(attribute_index.COLUMNS))})"
+    return (
+        f'INSERT INTO "{table}" ({", ".join(attribute_index.COLUMNS)}) {values} '
+        "ON CONFLICT (key, value, trace_id) DO UPDATE SET "
+        f'first_us = {least}("{table}".first_us, excluded.first_us), '
+        f'last_us = {greatest}("{table}".last_us, excluded.last_us)'
+    )
 
 
 def _upsert_sql(connection: BaseDatabaseWrapper, *, rows: int = 1) -> str:
@@ -285,29 +288,84 @@ def _delete_chunked(queryset: QuerySet[Any], chunk_size: int, limit: int | None 
     deleted = 0
     while limit is None or deleted < limit:
         size = chunk_size if limit is None else min(chunk_size, limit - deleted)
-        pks = list(queryset.values_list("pk", flat=True)[:size])
+        if model is SpanRecord:
+            spans = list(queryset.values_list("pk", "trace_id", "attributes")[:size])
+            pks = [pk for pk, _, _ in spans]
+        else:
+            pks = list(queryset.values_list("pk", flat=True)[:size])
         if not pks:
             break
         # Each chunk commits on its own, so writers wait for one chunk at most.
         with transaction.atomic(using=queryset.db):
-            if model is SpanRecord:  # their index rows first, in the same transaction
-                delete_span_attributes(pks, using=queryset.db)
             count, _ = model._default_manager.using(queryset.db).filter(pk__in=pks).delete()
+            if model is SpanRecord:  # their index rows, in the same transaction
+                refresh_span_attributes(
+                    [(trace, 0, attributes) for _, trace, attributes in spans],
+                    using=queryset.db,
+                )
         deleted += count
         if len(pks) < size:
             break
     return deleted
 
 
-def delete_span_attributes(pks: Sequence[int], *, using: str) -> None:
-    """Delete the attribute-index rows of the spans ``pks``: a primary-key range per
-    run of consecutive ids (spans expire in about the order they were written)."""
-    ranges = attribute_index.span_ranges(pks)
-    for i in range(0, len(ranges), _RANGES_PER_DELETE):
-        either = Q()
-        for low, high in ranges[i : i + _RANGES_PER_DELETE]:
-            either |= Q(pk__gte=low, pk__lt=high)
-        SpanAttribute.objects.using(using).filter(either).delete()
+def delete_spans(pks: Sequence[int], *, using: str) -> int:
+    """Delete the spans ``pks`` and bring their traces' attribute-index rows up to date,
+    in one transaction (the admin's delete; retention deletes in chunks)."""
+    with transaction.atomic(using=using):
+        spans = SpanRecord.objects.using(using).filter(pk__in=pks)
+        deleted = list(spans.values_list("trace_id", "attributes"))
+        count, _ = spans.delete()
+        refresh_span_attributes([(trace, 0, attrs) for trace, attrs in deleted], using=using)
+    return count
+
+
+def refresh_span_attributes(
+    deleted: Sequence[tuple[str, int, dict[str, Any]]], *, using: str
+) -> None:
+    """After spans were deleted (``(trace_id, start_us, attributes)``, start unused):
+    each index row they contributed to is recomputed from its trace's remaining spans,
+    or deleted when none carries the attribute any more, so that ``first_us`` and
+    ``last_us`` stay starts of stored spans."""
+    touched = {row[:3] for row in attribute_index.attribute_rows(deleted)}
+    if not touched:
+        return
+    table = SpanAttribute._meta.db_table
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        # Lock the rows first: a writer upserting one now waits for this commit, and one
+        # that already did has committed its span, which the read below then sees.
+        keys, values, trace_ids = (list(column) for column in zip(*sorted(touched), strict=True))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'SELECT 1 FROM "{table}" WHERE (key, value, trace_id) IN'
+                " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+                " ORDER BY key, value, trace_id FOR UPDATE",
+                [keys, values, trace_ids],
+            )
+    traces = sorted({trace for _, _, trace in touched})
+    kept: dict[tuple[str, str, str], tuple[int, int]] = {}
+    remaining = SpanRecord.objects.using(using).order_by()
+    for i in range(0, len(traces), _UPSERT_CHUNK):
+        spans = remaining.filter(trace_id__in=traces[i : i + _UPSERT_CHUNK]).values_list(
+            "trace_id", "start", "attributes"
+        )
+        rows = attribute_index.attribute_rows(
+            (trace, to_us(start), attributes) for trace, start, attributes in spans
+        )
+        kept.update((row[:3], row[3:]) for row in rows if row[:3] in touched)
+    gone = sorted(touched - kept.keys())
+    with connection.cursor() as cursor:
+        if gone:
+            cursor.executemany(
+                f'DELETE FROM "{table}" WHERE key = %s AND value = %s AND trace_id = %s', gone
+            )
+        if kept:
+            cursor.executemany(
+                f'UPDATE "{table}" SET first_us = %s, last_us = %s'
+                " WHERE key = %s AND value = %s AND trace_id = %s",
+                [(*starts, *row) for row, starts in sorted(kept.items())],
+            )
 
 
 def cleanup_spans(

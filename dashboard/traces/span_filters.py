@@ -70,10 +70,24 @@ def indexed_attribute(
     if texts is None:
         return None
     rows = SpanAttribute.objects.order_by().filter(key=key, value__in=texts)
+    # A row's first_us and last_us are starts of stored spans carrying the attribute:
+    # either one within the bounds is a match; only a trace whose attribute spans
+    # straddle the whole window needs its spans read.
     if since is not None:
-        rows = rows.filter(start_us__gte=since)
+        rows = rows.filter(last_us__gte=since)
     if until is not None:
-        rows = rows.filter(start_us__lte=until)
+        rows = rows.filter(first_us__lte=until)
+    if since is not None and until is not None:
+        inside = SpanRecord.objects.filter(
+            trace_id=OuterRef("trace_id"),
+            start__gte=to_datetime(since),
+            start__lte=to_datetime(until),
+        )
+        rows = rows.filter(
+            Q(first_us__gte=since)
+            | Q(last_us__lte=until)
+            | Exists(with_attribute(inside, key, value))
+        )
     return rows
 
 

@@ -9,14 +9,36 @@ keeps its GIN index, which serves an attribute combined with other span filters.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import migrations, models
 
-from dashboard.traces.attribute_index import attribute_rows
+from dashboard.traces.attribute_index import MAX_KEY, MAX_PER_SPAN, MAX_VALUE, encode
 from dashboard.traces.convert import to_us
 
 BATCH = 5_000
+SHIFT = 10
+
+
+def attribute_rows(
+    spans: Iterable[tuple[int, str, int, dict[str, Any]]],
+) -> list[tuple[int, str, str, str, int]]:
+    """This table's rows (one per span and attribute, ids ``span pk << SHIFT`` plus
+    the position), as the span writer of the time built them (0007 merges them)."""
+    rows: list[tuple[int, str, str, str, int]] = []
+    for pk, trace_id, start_us, attributes in spans:
+        position = pk << SHIFT
+        last = position + MAX_PER_SPAN
+        for key, value in attributes.items():
+            text = encode(value)
+            if text is None or len(key) > MAX_KEY or len(text) > MAX_VALUE + 1:
+                continue
+            rows.append((position, trace_id, key, text, start_us))
+            position += 1
+            if position == last:
+                break
+    return rows
 
 
 def drop_covering_index(apps: Any, schema_editor: Any) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
@@ -20,14 +21,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from dashboard.traces import attribute_index
-from dashboard.traces.attribute_index import MAX_KEY, MAX_PER_SPAN, MAX_VALUE, SHIFT, encode
+from dashboard.traces.attribute_index import MAX_KEY, MAX_PER_SPAN, MAX_VALUE, encode
 from dashboard.traces.conf import DEFAULT_MASKED_KEYS
-from dashboard.traces.convert import SpanRow
+from dashboard.traces.convert import SpanRow, to_datetime, to_us
 from dashboard.traces.masking import Masker
 from dashboard.traces.models import SpanAttribute, SpanRecord, TraceSummary
 from dashboard.traces.search import TraceQuery, search_traces
-from dashboard.traces.services import cleanup_spans, write_spans
-from dashboard.traces.span_filters import with_attribute
+from dashboard.traces.services import cleanup_spans, delete_spans, write_spans
+from dashboard.traces.span_filters import indexed_attribute, with_attribute
 
 pytestmark = pytest.mark.django_db
 
@@ -110,6 +111,18 @@ def _queries() -> set[tuple[str, str]]:
     return queries
 
 
+def _stored_index() -> list[tuple[Any, ...]]:
+    return sorted(SpanAttribute.objects.values_list(*attribute_index.COLUMNS))
+
+
+def _expected_index() -> list[tuple[Any, ...]]:
+    """The index rows the stored spans call for, computed from scratch."""
+    spans = SpanRecord.objects.values_list("trace_id", "start", "attributes")
+    return attribute_index.attribute_rows(
+        (trace, to_us(start), attrs) for trace, start, attrs in spans
+    )
+
+
 def _clear() -> None:
     SpanAttribute.objects.all().delete()
     SpanRecord.objects.all().delete()
@@ -130,8 +143,7 @@ def test_the_index_finds_what_the_json_search_found_before_and_after_retention(
 
     now = datetime.fromtimestamp(T0_US / 1e6, UTC) + timedelta(hours=1, seconds=keep_from)
     cleanup_spans(now=now, max_age=timedelta(hours=1), max_rows=None)
-    kept = set(SpanRecord.objects.values_list("pk", flat=True))
-    assert {pk >> SHIFT for pk in SpanAttribute.objects.values_list("pk", flat=True)} <= kept
+    assert _stored_index() == _expected_index()
     for key, value in _queries() | {("k", "1"), ("password", "***")}:
         assert _indexed(key, value) == _reference(key, value), (key, value)
 
@@ -150,13 +162,13 @@ def test_retention_by_row_count_deletes_the_index_rows_of_the_spans_it_deletes()
     _clear()
     specs = [(i % 3, i, False, {}, {"k": i, "s": "x"}) for i in range(10)]
     write_spans(_spans(specs), masker=Masker(()))
-    assert SpanAttribute.objects.count() == 20
+    assert SpanAttribute.objects.count() == 10 + 3  # k=i per span, s=x once per trace
     now = datetime.fromtimestamp(T0_US / 1e6, UTC)
     cleanup_spans(now=now, max_age=None, max_rows=4, chunk_size=3)
     kept = set(SpanRecord.objects.values_list("pk", flat=True))
     assert len(kept) == 4
-    spans = sorted(pk >> SHIFT for pk in SpanAttribute.objects.values_list("pk", flat=True))
-    assert spans == sorted([*kept, *kept])
+    assert _stored_index() == _expected_index()
+    assert SpanAttribute.objects.count() == 4 + 3  # k of each span kept, s of its 3 traces
     assert _indexed("k", "9") == {f"{1:032x}"} and _indexed("k", "0") == set()
 
 
@@ -194,18 +206,10 @@ def test_a_key_or_value_the_index_does_not_hold_is_searched_in_the_json() -> Non
 
 def test_at_most_max_per_span_attributes_of_a_span_are_indexed() -> None:
     attributes = {f"a{i}": i for i in range(MAX_PER_SPAN + 5)} | {"l": [1]}
-    rows = attribute_index.attribute_rows([(7, "t", 5, attributes)])
+    rows = attribute_index.attribute_rows([("t", 5, attributes), ("t", 9, {"a0": 0})])
     assert len(rows) == MAX_PER_SPAN
-    assert rows[0] == (7 << SHIFT, "t", "a0", "n0", 5)
-    assert rows[-1][0] == (7 << SHIFT) + MAX_PER_SPAN - 1 < 8 << SHIFT
-
-
-def test_span_ranges_merge_consecutive_spans() -> None:
-    assert attribute_index.span_ranges([5, 3, 4, 9]) == [
-        (3 << SHIFT, 6 << SHIFT),
-        (9 << SHIFT, 10 << SHIFT),
-    ]
-    assert attribute_index.span_ranges([]) == []
+    assert ("a0", "n0", "t", 5, 9) in rows and ("a1", "n1", "t", 5, 5) in rows
+    assert all(key != f"a{MAX_PER_SPAN}" for key, *_ in rows)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -215,13 +219,10 @@ def test_the_migration_backfills_the_index_of_stored_spans() -> None:
     _clear()
     specs = [(0, 1, False, {}, {"k": 1, "s": "x", "l": [1]}), (1, 2, True, {"k": True}, {})]
     write_spans(_spans(specs), masker=Masker(()))
-    written = sorted(
-        SpanAttribute.objects.values_list("id", "trace_id", "key", "value", "start_us")
-    )
+    written = _stored_index()
     call_command("migrate", "traces", "0005", verbosity=0)
     call_command("migrate", "traces", verbosity=0)
-    backfilled = SpanAttribute.objects.values_list("id", "trace_id", "key", "value", "start_us")
-    assert sorted(backfilled) == written and len(written) == 3
+    assert _stored_index() == written and len(written) == 3
 
 
 def test_an_attribute_past_the_old_128_cap_is_found_by_attribute_alone() -> None:
@@ -259,3 +260,133 @@ def test_ingest_may_not_keep_more_attributes_than_the_index_holds(settings: Any)
     settings.INGEST_MAX_ATTRIBUTES = MAX_PER_SPAN + 1
     with pytest.raises(ImproperlyConfigured, match="at most"):
         conf.max_attributes()
+
+
+def _indexed_between(key: str, value: str, since: int | None, until: int | None) -> set[str]:
+    rows = indexed_attribute(TraceQuery(attribute=(key, value)), since, until)
+    if rows is None:  # a key or value the index does not hold: the JSON search answers
+        return _reference_between(key, value, since, until)
+    return set(rows.values_list("trace_id", flat=True))
+
+
+def _reference_between(key: str, value: str, since: int | None, until: int | None) -> set[str]:
+    spans = SpanRecord.objects.order_by()
+    if since is not None:
+        spans = spans.filter(start__gte=to_datetime(since))
+    if until is not None:
+        spans = spans.filter(start__lte=to_datetime(until))
+    return set(with_attribute(spans, key, value).values_list("trace_id", flat=True))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(st.lists(span_specs, min_size=1, max_size=6), min_size=1, max_size=3),
+    window=st.tuples(st.none() | st.integers(0, 60), st.none() | st.integers(0, 60)),
+    keep_from=st.integers(0, 60),
+)
+def test_a_time_bounded_attribute_search_finds_exactly_the_traces_with_a_matching_span_inside(
+    batches: list[list[tuple[Any, ...]]], window: tuple[int | None, int | None], keep_from: int
+) -> None:
+    """Spans of one trace arrive in several batches (rows merged by upsert), and the
+    window may fall between a trace's attribute spans: the index never finds a trace
+    whose matching spans all lie outside the bounds, before and after retention."""
+    _clear()
+    for specs in batches:
+        write_spans(_spans(specs), masker=Masker(DEFAULT_MASKED_KEYS))
+    since, until = (None if s is None else T0_US + s * 1_000_000 for s in window)
+    for key, value in _queries():
+        assert _indexed_between(key, value, since, until) == _reference_between(
+            key, value, since, until
+        ), (key, value)
+    assert _stored_index() == _expected_index()
+
+    now = datetime.fromtimestamp(T0_US / 1e6, UTC) + timedelta(hours=1, seconds=keep_from)
+    cleanup_spans(now=now, max_age=timedelta(hours=1), max_rows=None, chunk_size=2)
+    assert _stored_index() == _expected_index()
+    for key, value in _queries():
+        assert _indexed_between(key, value, since, until) == _reference_between(
+            key, value, since, until
+        ), (key, value)
+
+
+def test_a_trace_straddling_the_window_is_checked_against_its_spans() -> None:
+    _clear()
+    specs = [(0, 0, False, {}, {"k": "a"}), (0, 30, False, {}, {"k": "b"}),
+             (0, 60, False, {}, {"k": "a"}), (1, 20, False, {}, {"k": "a"}),
+             (1, 59, False, {}, {"k": "a"})]  # fmt: skip
+    write_spans(_spans(specs), masker=Masker(()))
+    # one row per trace and value, with the starts of its first and last span
+    assert _stored_index() == [
+        ("k", "sa", f"{1:032x}", T0_US, T0_US + 60_000_000),
+        ("k", "sa", f"{2:032x}", T0_US + 20_000_000, T0_US + 59_000_000),
+        ("k", "sb", f"{1:032x}", T0_US + 30_000_000, T0_US + 30_000_000),
+    ]
+    second = 1_000_000
+    inside = _indexed_between("k", "a", T0_US + 10 * second, T0_US + 50 * second)
+    assert inside == {f"{2:032x}"}  # trace 1 has k=a at 0s and 60s only
+    assert _indexed_between("k", "b", T0_US + 10 * second, T0_US + 50 * second) == {f"{1:032x}"}
+    assert _indexed_between("k", "a", T0_US + 60 * second, None) == {f"{1:032x}"}
+    assert _indexed_between("k", "a", None, T0_US + 19 * second) == {f"{1:032x}"}
+
+
+def test_retention_keeps_the_row_of_a_trace_that_still_has_spans_with_the_attribute() -> None:
+    """A trace whose spans span the cut-off keeps its row, with the first start moved
+    to its earliest remaining span; a value only its deleted spans had goes."""
+    _clear()
+    specs = [(0, 0, False, {}, {"k": "a", "old": 1}), (0, 40, False, {}, {"k": "a"}),
+             (0, 50, False, {}, {"k": "a"}), (1, 5, False, {}, {"k": "a"})]  # fmt: skip
+    write_spans(_spans(specs), masker=Masker(()))
+    now = datetime.fromtimestamp(T0_US / 1e6, UTC) + timedelta(hours=1, seconds=30)
+    cleanup_spans(now=now, max_age=timedelta(hours=1), max_rows=None)
+    assert _stored_index() == [("k", "sa", f"{1:032x}", T0_US + 40_000_000, T0_US + 50_000_000)]
+    assert _reference("old", "1") == _indexed_between("old", "1", None, None) == set()
+
+
+def test_the_admin_delete_of_a_span_updates_its_traces_index_rows() -> None:
+    _clear()
+    specs = [(0, 0, False, {}, {"k": "a"}), (0, 9, False, {}, {"k": "a", "x": True})]
+    write_spans(_spans(specs), masker=Masker(()))
+    last = SpanRecord.objects.get(start=to_datetime(T0_US + 9_000_000))
+    delete_spans([last.pk], using="default")
+    assert _stored_index() == [("k", "sa", f"{1:032x}", T0_US, T0_US)]
+
+
+def test_hostile_attributes_are_bounded_and_still_found_through_the_json() -> None:
+    """Thousands of attributes, a 10,000-character key, the same attribute on every
+    span of a trace: at most MAX_PER_SPAN rows a span, one row per trace and value."""
+    _clear()
+    many = {f"a{i}": i % 7 for i in range(5_000)} | {"K" * 10_000: "v", "s": "y" * 10_000}
+    specs = [(0, i, False, {}, many) for i in range(3)] + [(1, 0, False, {}, {"same": 1})] * 50
+    write_spans(_spans(specs), masker=Masker(()))
+    assert SpanAttribute.objects.filter(trace_id=f"{1:032x}").count() == MAX_PER_SPAN
+    assert SpanAttribute.objects.filter(trace_id=f"{2:032x}").count() == 1
+    assert _stored_index() == _expected_index()
+    assert _indexed("K" * 10_000, "v") == {f"{1:032x}"}  # not indexed: the JSON scan
+    assert _indexed("same", "1") == {f"{2:032x}"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_0007_migration_merges_per_span_rows_in_batches(monkeypatch: Any) -> None:
+    """Per-span rows of 0006 become one row per trace and value, merged across the
+    migration's batches (one span per batch here)."""
+    from importlib import import_module
+
+    from django.core.management import call_command
+
+    _clear()
+    specs = [(0, 1, False, {}, {"k": 1}), (0, 5, False, {}, {"k": 1, "s": "x"}),
+             (1, 2, True, {"k": True}, {}), (0, 3, False, {}, {"k": 1})]  # fmt: skip
+    write_spans(_spans(specs), masker=Masker(()))
+    written = _stored_index()
+    assert ("k", "n1", f"{1:032x}", T0_US + 1_000_000, T0_US + 5_000_000) in written
+    monkeypatch.setattr(
+        import_module("dashboard.traces.migrations.0007_attribute_index_per_trace"), "BATCH", 1
+    )
+    call_command("migrate", "traces", "0006", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM traces_spanattribute")
+        assert cursor.fetchone() == (5,)  # one per span and attribute
+    call_command("migrate", "traces", verbosity=0)
+    assert _stored_index() == written and len(written) == 3

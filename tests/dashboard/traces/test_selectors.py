@@ -23,10 +23,14 @@ T0_US = int(EPOCH.timestamp() * 1_000_000)
 
 def index_attributes(records: list[SpanRecord]) -> None:
     """What the span writer adds for spans it stores (these are created by the ORM)."""
-    rows = attribute_rows((r.pk, r.trace_id, to_us(r.start), r.attributes) for r in records)
-    SpanAttribute.objects.bulk_create(
-        SpanAttribute(id=pk, trace_id=t, key=k, value=v, start_us=us) for pk, t, k, v, us in rows
-    )
+    rows = attribute_rows((r.trace_id, to_us(r.start), r.attributes) for r in records)
+    for k, v, t, first, last in rows:
+        row, created = SpanAttribute.objects.get_or_create(
+            key=k, value=v, trace_id=t, defaults={"first_us": first, "last_us": last}
+        )
+        if not created:
+            row.first_us, row.last_us = min(row.first_us, first), max(row.last_us, last)
+            row.save()
 
 
 @pytest.fixture
