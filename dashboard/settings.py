@@ -331,7 +331,7 @@ SECURE_PROXY_SSL_HEADER = (_proxy_ssl[0], _proxy_ssl[1]) if _proxy_ssl else None
 # Content-Security-Policy (django-csp 4): scripts only from our own static files (no
 # inline scripts, no eval); inline styles stay allowed (htmx fragments, the admin).
 INSTALLED_APPS = [*INSTALLED_APPS, "csp"]
-MIDDLEWARE = [*MIDDLEWARE, "csp.middleware.CSPMiddleware"]
+MIDDLEWARE = [*MIDDLEWARE, "dashboard.middleware.CSPMiddleware"]
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
