@@ -153,9 +153,12 @@ TEMPLATES = [
 ]
 
 # SQLite in WAL mode is the embedded default; DATABASE_URL selects PostgreSQL.
+# DATABASE_CONN_MAX_AGE: Django's CONN_MAX_AGE (seconds a thread keeps its connection
+# across requests; 0 gives it back to the pool, dashboard/db, at each request's end).
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", "") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+        env_str("DATABASE_URL", "") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
 # Django's engines with idle connections pooled across the per-request threads of ASGI
@@ -328,7 +331,7 @@ SECURE_PROXY_SSL_HEADER = (_proxy_ssl[0], _proxy_ssl[1]) if _proxy_ssl else None
 # Content-Security-Policy (django-csp 4): scripts only from our own static files (no
 # inline scripts, no eval); inline styles stay allowed (htmx fragments, the admin).
 INSTALLED_APPS = [*INSTALLED_APPS, "csp"]
-MIDDLEWARE = [*MIDDLEWARE, "csp.middleware.CSPMiddleware"]
+MIDDLEWARE = [*MIDDLEWARE, "dashboard.middleware.CSPMiddleware"]
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
+from django.db import connections, router
 from django.utils import timezone
 
 from resilience.circuit_breaker import CircuitState
@@ -182,10 +183,12 @@ def _latest_commands(
     instance_ids: list[int], names: Collection[str] | None = None
 ) -> dict[tuple[int, str], FleetCommand]:
     latest: dict[tuple[int, str], FleetCommand] = {}
+    if not instance_ids:
+        return latest
     recent = FleetCommand.objects.filter(instance_id__in=instance_ids).order_by("-created_at")
     if names is not None:
         recent = recent.filter(target__in=list(names))
-    for command in recent[:5000] if instance_ids else []:
+    for command in recent[:5000]:
         latest.setdefault((command.instance_id, command.target), command)
     return latest
 
@@ -193,6 +196,25 @@ def _latest_commands(
 def dom_id(name: str) -> str:
     """The HTML id of a breaker group's card (any name becomes a valid, stable id)."""
     return "fleet-group-" + hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+_seen_since_sql: dict[str, str] = {}
+
+
+def _seen_since(threshold: datetime) -> list[FleetInstance]:
+    """``FleetInstance.objects.filter(last_seen__gt=threshold).defer("limiters")`` (the
+    limiters' JSON is not decoded), in the model's order, with its SQL compiled once per
+    database: the ORM's compile of it was most of a ``/circuit-breakers`` read's own CPU
+    (about 0.25 ms of 0.35)."""
+    connection = connections[router.db_for_read(FleetInstance)]
+    key = f"{connection.alias}/{connection.vendor}"
+    sql = _seen_since_sql.get(key)
+    if sql is None:
+        query = FleetInstance.objects.using(connection.alias).filter(last_seen__gt=threshold)
+        sql = _seen_since_sql[key] = query.defer("limiters").query.sql_with_params()[0]
+    last_seen = FleetInstance._meta.get_field("last_seen")
+    param = last_seen.get_db_prep_value(threshold, connection)
+    return list(FleetInstance.objects.raw(sql, [param]).using(connection.alias))
 
 
 def breaker_groups(
@@ -216,8 +238,7 @@ def breaker_groups(
     gone = gone_after if gone_after is not None else conf.gone_after()
     holders = [
         item
-        # The limiters' JSON is not needed here: not decoded.
-        for item in FleetInstance.objects.filter(last_seen__gt=now - gone).defer("limiters")
+        for item in _seen_since(now - gone)
         if instance_status(last_seen=item.last_seen, now=now, stale_after=stale, gone_after=gone)
         != GONE
     ]

@@ -78,9 +78,12 @@ def instrument_django(provider: trace.TracerProvider | None = None) -> bool:
     from opentelemetry.instrumentation.django import DjangoInstrumentor
     from opentelemetry.instrumentation.django.middleware import otel_middleware
 
-    from .request_sampling import sample_api_reads
+    from .request_sampling import MIDDLEWARE, sample_api_reads
 
     instrumentor = DjangoInstrumentor()
+    # Its middleware with the unsampled API reads skipped (request_sampling); the
+    # instrumentor inserts and removes the path it holds here.
+    instrumentor._opentelemetry_middleware = MIDDLEWARE
     done = False
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=provider, excluded_urls=conf.excluded_urls())

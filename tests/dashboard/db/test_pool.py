@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.core.asgi import get_asgi_application
+from django.core.signals import request_finished, request_started
 from django.db import DatabaseError, connection, connections
 
 from dashboard import db
@@ -239,3 +241,74 @@ def test_a_pooled_sqlite_connection_has_foreign_keys_enforced_again() -> None:
     second, enforced = in_thread(foreign_keys)
     assert second is first  # pooled, not reopened
     assert enforced == 1
+
+
+@pytest.fixture
+def conn_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DATABASE_CONN_MAX_AGE=60 for the connections made in this test (every thread's
+    wrapper reads the same settings dict)."""
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 60)
+
+
+def a_request() -> Any:
+    """What a request does with the database: the request signals around one query."""
+    request_started.send(sender=None)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    raw = connection.connection
+    request_finished.send(sender=None)
+    return raw
+
+
+def test_with_conn_max_age_a_thread_keeps_its_connection_then_pools_it_once_older(
+    conn_max_age: None,
+) -> None:
+    def requests() -> Any:
+        first = a_request()
+        assert connection.connection is first  # kept on the thread, not given back
+        assert a_request() is first
+        connection.close_at = time.monotonic() - 1  # older than CONN_MAX_AGE, no sleep
+        request_started.send(sender=None)
+        assert connection.connection is None
+        return first
+
+    raw = in_thread(requests)
+    assert pool.idle_count() == 1  # idle and healthy: pooled for the next thread
+    assert in_thread(query_and_close) is raw
+
+
+def test_with_conn_max_age_a_connection_unusable_after_an_error_is_really_closed(
+    conn_max_age: None,
+) -> None:
+    def failing_request() -> Any:
+        request_started.send(sender=None)
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table_here")
+        raw = connection.connection
+        assert connection.errors_occurred
+        wrapper = connections["default"]  # this thread's own, gone with the thread
+        wrapper.is_usable = lambda: False  # type: ignore[method-assign]  # a broken session
+        request_finished.send(sender=None)
+        assert connection.connection is None
+        return raw
+
+    raw = in_thread(failing_request)
+    assert pool.idle_count() == 0
+    assert not raw_is_open(raw)
+
+
+def test_with_conn_max_age_a_connection_still_usable_after_an_error_is_kept(
+    conn_max_age: None,
+) -> None:
+    def request_with_an_error() -> Any:
+        request_started.send(sender=None)
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table_here")
+        raw = connection.connection
+        request_finished.send(sender=None)  # Django's health check: usable, kept
+        assert connection.connection is raw and not connection.errors_occurred
+        return raw
+
+    raw = in_thread(request_with_an_error)
+    assert raw_is_open(raw)
+    raw.close()  # its thread (and wrapper) ended without giving it back

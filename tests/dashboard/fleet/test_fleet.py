@@ -527,3 +527,27 @@ def test_limiters_are_grouped_across_instances(client: Client, operator: Any) ->
     assert sorted(i["available_tokens"] or 0 for i in group["instances"]) == [0, 1.5]
     client.force_login(operator)
     assert 'data-fleet-limiter="llm"' in client.get("/fleet/").content.decode()
+
+
+@pytest.mark.django_db
+def test_instances_seen_since_match_the_orm_query_in_its_order_without_limiters() -> None:
+    def make(n: int, service: str, host: str, pid: int, seen: datetime) -> None:
+        FleetInstance.objects.create(
+            instance_id=f"i{n}", service=service, host=host, pid=pid, started_at=T0,
+            first_seen=T0, last_seen=seen, breakers=[{"name": f"b{n}"}], limiters=[{"n": n}],
+        )  # fmt: skip
+
+    make(1, "b", "h", 2, T0)
+    make(2, "a", "z", 1, T0 + timedelta(seconds=1))
+    make(3, "a", "h", 9, T0)
+    make(4, "a", "h", 3, T0 - timedelta(seconds=5))  # not after the threshold
+    threshold = T0 - timedelta(seconds=1)
+    for _ in range(2):  # compiled, then from the cache
+        found = selectors._seen_since(threshold)
+        expected = FleetInstance.objects.filter(last_seen__gt=threshold)
+        assert [(i.instance_id, i.last_seen, i.breakers) for i in found] == [
+            (i.instance_id, i.last_seen, i.breakers) for i in expected
+        ]
+        assert [i.instance_id for i in found] == ["i3", "i2", "i1"]
+        assert all("limiters" in i.get_deferred_fields() for i in found)
+    assert selectors._seen_since(T0 + timedelta(seconds=1)) == []

@@ -23,9 +23,8 @@ from dashboard.traces.models import SpanRecord, TraceSummary
 from dashboard.traces.processor import DatabaseSpanProcessor
 
 ROOT = Path(__file__).resolve().parents[3]
-OTEL_MIDDLEWARE = (
-    "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
-)
+# The instrumentation's middleware, with unsampled API reads skipped (request_sampling).
+OTEL_MIDDLEWARE = "dashboard.traces.request_sampling.ApiReadMiddleware"
 
 
 def traced_view(request: HttpRequest) -> HttpResponse:
@@ -122,7 +121,7 @@ runtime.start(runtime.Features.from_settings(serving=False))  # the server's sta
 from django.conf import settings
 from django.db import connection
 from opentelemetry import trace
-otel = [m for m in settings.MIDDLEWARE if m.startswith("opentelemetry")]
+otel = [m for m in settings.MIDDLEWARE if "otel" in m.lower() or "ApiRead" in m]
 threads = sorted(t.name for t in threading.enumerate() if t.name.startswith("traces"))
 provider = trace.get_tracer_provider()
 name = getattr(provider, "resource", None) and provider.resource.attributes["service.name"]

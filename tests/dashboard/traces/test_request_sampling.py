@@ -10,10 +10,12 @@ from django.test import Client, override_settings
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from opentelemetry import trace
+from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from dashboard.traces import tracing
+from dashboard.traces import request_sampling, tracing
 from dashboard.traces.models import SpanRecord, TraceSummary
 from dashboard.traces.request_sampling import ApiReadSampler, sample_api_reads
 
@@ -22,8 +24,14 @@ def ok(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+def spans_inside(request: HttpRequest) -> HttpResponse:
+    with trace.get_tracer("tests.request_sampling").start_as_current_span("inside"):
+        return HttpResponse("ok")
+
+
 urlpatterns = [
     path("api/read/", csrf_exempt(ok)),
+    path("api/inside/", spans_inside),
     path("page/", ok),
 ]
 
@@ -152,3 +160,73 @@ def test_at_ratio_one_every_read_is_stored(client: Client, stored_spans: None) -
         tracing.instrument_django()
     client.get("/api/read/")
     assert server_spans() == ["GET api/read/"]
+
+
+@pytest.fixture
+def otel_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the instrumentation's middleware started work for (process_request)."""
+    seen: list[str] = []
+    original = _DjangoMiddleware.process_request
+
+    def counted(self: _DjangoMiddleware, request: HttpRequest) -> None:
+        seen.append(request.path)
+        original(self, request)
+
+    monkeypatch.setattr(_DjangoMiddleware, "process_request", counted)
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.urls(__name__)
+def test_an_unsampled_read_skips_the_instrumentation_and_its_view_spans_are_dropped(
+    client: Client, stored_spans: None, otel_work: list[str]
+) -> None:
+    with override_settings(TRACES_API_READ_RATIO=0):
+        tracing.instrument_django()
+    assert client.get("/api/inside/").status_code == 200
+    assert client.head("/api/read/").status_code == 200
+    assert otel_work == []
+    assert server_spans() == []
+    assert not SpanRecord.objects.exists()  # "inside" had an unsampled parent
+    traceparent = f"00-{HIGH_ID:032x}-{7:016x}-01"
+    client.get("/api/inside/", HTTP_TRACEPARENT=traceparent)
+    client.get("/page/")
+    client.post("/api/read/")
+    assert otel_work == ["/api/inside/", "/page/", "/api/read/"]
+    assert server_spans() == ["GET api/inside/", "GET page/", "POST api/read/"]
+    assert SpanRecord.objects.get(name="inside").trace_id == f"{HIGH_ID:032x}"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.urls(__name__)
+def test_a_read_drawn_by_the_middleware_is_not_drawn_again_by_the_sampler(
+    client: Client, stored_spans: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with override_settings(TRACES_API_READ_RATIO=0.5):
+        tracing.instrument_django()
+    monkeypatch.setattr(request_sampling.random, "random", lambda: 0.0)  # always drawn
+    for _ in range(16):  # the sampler's own draw on the trace id would drop about half
+        client.get("/api/read/")
+    assert server_spans() == ["GET api/read/"] * 16
+
+
+def test_with_the_flag_set_the_sampler_does_not_draw() -> None:
+    token = request_sampling._drawn.set(True)
+    try:
+        decision = decide(ApiReadSampler(ALWAYS_ON, 0.5), OLD, trace_id=HIGH_ID)
+    finally:
+        request_sampling._drawn.reset(token)
+    assert decision == Decision.RECORD_AND_SAMPLE
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.urls(__name__)
+def test_with_an_sdk_meter_provider_every_read_goes_through_the_instrumentation(
+    client: Client, stored_spans: None, otel_work: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with override_settings(TRACES_API_READ_RATIO=0):
+        tracing.instrument_django()
+    monkeypatch.setattr(request_sampling.metrics, "get_meter_provider", MeterProvider)
+    client.get("/api/read/")
+    assert otel_work == ["/api/read/"]  # its duration/active-request metrics record
+    assert server_spans() == []  # and the sampler still drops the span
