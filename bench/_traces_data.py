@@ -70,8 +70,9 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
     from django.db import connection, transaction
 
     from dashboard.traces.attribute_index import attribute_rows
+    from dashboard.traces.attribute_store import attribute_upsert_sql
     from dashboard.traces.convert import EPOCH, to_us
-    from dashboard.traces.services import _attribute_upsert_sql, _insert_sql, _upsert_sql
+    from dashboard.traces.services import _insert_sql, _upsert_sql
 
     rng = random.Random(42)
     naive_epoch = EPOCH.replace(tzinfo=None)
@@ -87,7 +88,7 @@ def generate(total: int, now: datetime) -> tuple[float, int]:
     spans: list[tuple[Any, ...]] = []
     summaries: list[tuple[Any, ...]] = []
     indexed: list[tuple[str, int, dict[str, Any]]] = []  # what the attribute index needs
-    insert_attributes = _attribute_upsert_sql(connection)
+    insert_attributes = attribute_upsert_sql(connection)
 
     def when(us: int) -> str:
         return str(naive_epoch + timedelta(microseconds=us))

@@ -15,10 +15,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import QuerySet
 from opentelemetry.sdk.trace import ReadableSpan
 
-from . import attribute_index
+from .attribute_store import refresh_span_attributes, write_attributes
 from .convert import SpanRow, TraceDelta, span_rows, to_datetime, to_us
 from .masking import Masker
-from .models import SpanAttribute, SpanRecord, TraceSummary
+from .models import SpanRecord, TraceSummary
 
 DELETE_CHUNK = 5_000
 _UPSERT_CHUNK = 2_000  # rows per multi-row upsert: 9 parameters each, PostgreSQL allows 65,535
@@ -160,7 +160,7 @@ def write_spans(
             _copy_spans(cursor, rows)
         else:
             cursor.executemany(_insert_sql(connection), _span_params(rows, connection))
-        _write_attributes(cursor, connection, rows)
+        write_attributes(cursor, connection, rows)
         if connection.vendor == "postgresql":
             # One statement for the batch (a trace appears once among the deltas):
             # a round trip and a plan per trace cost PostgreSQL ~4x the CPU.
@@ -171,57 +171,6 @@ def write_spans(
         else:
             cursor.executemany(_upsert_sql(connection), [delta.as_params() for delta in deltas])
     return len(rows)
-
-
-def _write_attributes(
-    cursor: Any, connection: BaseDatabaseWrapper, rows: Sequence[SpanRow]
-) -> None:
-    """Merge ``rows``' attributes into the index: one upsert per trace, key and value
-    (sorted, so concurrent writers lock rows in one order)."""
-    params = attribute_index.attribute_rows(
-        (row.trace_id, row.start_us, row.attributes) for row in rows
-    )
-    if not params:
-        return
-    if connection.vendor == "postgresql":
-        # COPY into a session's temporary table (emptied at commit), then one
-        # INSERT ... SELECT: a multi-row VALUES upsert cost the client ~4x the CPU.
-        table = SpanAttribute._meta.db_table
-        cursor.execute(
-            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{_STAGE}" (LIKE "{table}")'
-            " ON COMMIT DELETE ROWS"
-        )
-        columns = ", ".join(attribute_index.COLUMNS)
-        with cursor.cursor.copy(f'COPY "{_STAGE}" ({columns}) FROM STDIN') as copy:
-            write = copy.write_row
-            for param in params:
-                write(param)
-        # Moved out of the stage, which an enclosing transaction would otherwise keep;
-        # in key order, so concurrent writers lock rows in one order.
-        moved = f"SELECT {columns} FROM moved ORDER BY {columns}"
-        cursor.execute(
-            f'WITH moved AS (DELETE FROM "{_STAGE}" RETURNING *) '
-            + _attribute_upsert_sql(connection, source=moved)
-        )
-    else:
-        cursor.executemany(_attribute_upsert_sql(connection), params)
-
-
-_STAGE = "span_attribute_stage"
-
-
-def _attribute_upsert_sql(connection: BaseDatabaseWrapper, *, source: str = "") -> str:
-    """Upsert rows of the attribute index from ``source`` (a SELECT), or one row of
-    parameters."""
-    table = SpanAttribute._meta.db_table
-    least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
-    values = source or f"VALUES ({', '.join(['%s'] * len(attribute_index.COLUMNS))})"
-    return (
-        f'INSERT INTO "{table}" ({", ".join(attribute_index.COLUMNS)}) {values} '
-        "ON CONFLICT (key, value, trace_id) DO UPDATE SET "
-        f'first_us = {least}("{table}".first_us, excluded.first_us), '
-        f'last_us = {greatest}("{table}".last_us, excluded.last_us)'
-    )
 
 
 def _upsert_sql(connection: BaseDatabaseWrapper, *, rows: int = 1) -> str:
@@ -318,54 +267,6 @@ def delete_spans(pks: Sequence[int], *, using: str) -> int:
         count, _ = spans.delete()
         refresh_span_attributes([(trace, 0, attrs) for trace, attrs in deleted], using=using)
     return count
-
-
-def refresh_span_attributes(
-    deleted: Sequence[tuple[str, int, dict[str, Any]]], *, using: str
-) -> None:
-    """After spans were deleted (``(trace_id, start_us, attributes)``, start unused):
-    each index row they contributed to is recomputed from its trace's remaining spans,
-    or deleted when none carries the attribute any more, so that ``first_us`` and
-    ``last_us`` stay starts of stored spans."""
-    touched = {row[:3] for row in attribute_index.attribute_rows(deleted)}
-    if not touched:
-        return
-    table = SpanAttribute._meta.db_table
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        # Lock the rows first: a writer upserting one now waits for this commit, and one
-        # that already did has committed its span, which the read below then sees.
-        keys, values, trace_ids = (list(column) for column in zip(*sorted(touched), strict=True))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f'SELECT 1 FROM "{table}" WHERE (key, value, trace_id) IN'
-                " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
-                " ORDER BY key, value, trace_id FOR UPDATE",
-                [keys, values, trace_ids],
-            )
-    traces = sorted({trace for _, _, trace in touched})
-    kept: dict[tuple[str, str, str], tuple[int, int]] = {}
-    remaining = SpanRecord.objects.using(using).order_by()
-    for i in range(0, len(traces), _UPSERT_CHUNK):
-        spans = remaining.filter(trace_id__in=traces[i : i + _UPSERT_CHUNK]).values_list(
-            "trace_id", "start", "attributes"
-        )
-        rows = attribute_index.attribute_rows(
-            (trace, to_us(start), attributes) for trace, start, attributes in spans
-        )
-        kept.update((row[:3], row[3:]) for row in rows if row[:3] in touched)
-    gone = sorted(touched - kept.keys())
-    with connection.cursor() as cursor:
-        if gone:
-            cursor.executemany(
-                f'DELETE FROM "{table}" WHERE key = %s AND value = %s AND trace_id = %s', gone
-            )
-        if kept:
-            cursor.executemany(
-                f'UPDATE "{table}" SET first_us = %s, last_us = %s'
-                " WHERE key = %s AND value = %s AND trace_id = %s",
-                [(*starts, *row) for row, starts in sorted(kept.items())],
-            )
 
 
 def cleanup_spans(
