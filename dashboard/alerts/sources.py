@@ -162,7 +162,7 @@ def _fleet_breakers(
     (history rows newer than the last one seen), so an open-and-closed-again still fires.
     """
     from dashboard.breakers.models import BreakerEvent
-    from dashboard.fleet.selectors import fleet_breakers
+    from dashboard.fleet.primitives import fleet_breakers
 
     seen_id = memory.mark((key, "fleet-event-id"), None)
     latest = BreakerEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0

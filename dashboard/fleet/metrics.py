@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 
 from resilience.circuit_breaker import CircuitState
 
-from . import selectors
+from . import primitives, selectors
 
 BREAKER_STATES = tuple(state.value for state in CircuitState)
 _CALL_KINDS = (
@@ -78,7 +78,7 @@ class FleetCollector(Collector):
             "Calls through a fleet instance's circuit breaker by outcome",
             labels=[*labels, "kind"],
         )
-        for row in selectors.fleet_breakers(now=now):
+        for row in primitives.fleet_breakers(now=now):
             key = [row["name"], row["instance"], row["service"]]
             current = str(row["snapshot"].get("state", ""))
             for candidate in BREAKER_STATES:
@@ -94,7 +94,7 @@ class FleetCollector(Collector):
             "Permission requests to a fleet instance's rate limiter by outcome",
             labels=[*labels, "kind"],
         )
-        for row in selectors.fleet_limiters(now=now):
+        for row in primitives.fleet_limiters(now=now):
             key = [row["name"], row["instance"], row["service"]]
             for kind, field in (("successful", "allowed"), ("failed", "rejected")):
                 value = _count(row["snapshot"].get(field))

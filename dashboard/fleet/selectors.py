@@ -129,7 +129,7 @@ def instances(
     service: str | None = None,
 ) -> list[InstanceRow]:
     """Every known instance with its status, live ones first, then by service."""
-    _flush_seen()
+    flush_seen()
     now = now or timezone.now()
     stale = stale_after if stale_after is not None else conf.stale_after()
     gone = gone_after if gone_after is not None else conf.gone_after()
@@ -141,7 +141,7 @@ def instances(
     return sorted(rows, key=lambda r: (order[r["status"]], r["service"], r["host"], r["pid"]))
 
 
-def _flush_seen() -> None:
+def flush_seen() -> None:
     # Quiet reports' last_seen waits in memory (services._Memory): these pages show it.
     from .memory import flush_seen
 
@@ -149,7 +149,7 @@ def _flush_seen() -> None:
 
 
 def instance(*, instance_id: str, now: datetime | None = None) -> InstanceRow | None:
-    _flush_seen()
+    flush_seen()
     found = FleetInstance.objects.filter(instance_id=instance_id).first()
     if found is None:
         return None
@@ -232,7 +232,7 @@ def breaker_groups(
     Each group has the per-instance breakdown (with the latest command for that
     breaker on that instance), and calls, failures and rejections summed.
     """
-    _flush_seen()  # live or stale is read from last_seen
+    flush_seen()  # live or stale is read from last_seen
     now = now or timezone.now()
     stale = stale_after if stale_after is not None else conf.stale_after()
     gone = gone_after if gone_after is not None else conf.gone_after()
@@ -315,13 +315,14 @@ class LimiterGroup(TypedDict):
     rejected: int
 
 
-def _count(value: Any) -> int:
+def as_count(value: Any) -> int:
+    """An int counter from a snapshot; anything else (bool, missing, text) counts 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def limiter_groups(*, now: datetime | None = None) -> list[LimiterGroup]:
     """Rate limiters of every instance not gone, grouped by name, most rejections first."""
-    _flush_seen()
+    flush_seen()
     now = now or timezone.now()
     groups: dict[str, LimiterGroup] = {}
     for holder in FleetInstance.objects.filter(last_seen__gt=now - conf.gone_after()):
@@ -335,8 +336,8 @@ def limiter_groups(*, now: datetime | None = None) -> list[LimiterGroup]:
                 "label": holder.label,
                 "service": holder.service,
                 "status": status,
-                "allowed": _count(snap.get("allowed")),
-                "rejected": _count(snap.get("rejected")),
+                "allowed": as_count(snap.get("allowed")),
+                "rejected": as_count(snap.get("rejected")),
                 "available_tokens": float(tokens)
                 if isinstance(tokens, int | float) and not isinstance(tokens, bool)
                 else None,
@@ -365,84 +366,3 @@ def batch_commands(*, batch: str, now: datetime | None = None) -> list[dict[str,
             }
         )
     return rows
-
-
-class FleetPrimitive(TypedDict):
-    """One breaker or limiter snapshot on one instance not gone (for alerts, /metrics, charts)."""
-
-    name: str
-    instance: str
-    label: str
-    service: str
-    status: str
-    snapshot: dict[str, Any]
-
-
-def _primitives(kind: str, now: datetime | None) -> list[FleetPrimitive]:
-    _flush_seen()
-    now = now or timezone.now()
-    stale, gone = conf.stale_after(), conf.gone_after()
-    rows: list[FleetPrimitive] = []
-    for holder in FleetInstance.objects.filter(last_seen__gt=now - gone).order_by("instance_id"):
-        status = instance_status(
-            last_seen=holder.last_seen, now=now, stale_after=stale, gone_after=gone
-        )
-        if status == GONE:
-            continue
-        for snap in getattr(holder, kind):
-            name = snap.get("name") if isinstance(snap, dict) else None
-            if isinstance(name, str) and name:
-                rows.append(
-                    {
-                        "name": name,
-                        "instance": holder.instance_id,
-                        "label": holder.label,
-                        "service": holder.service,
-                        "status": status,
-                        "snapshot": snap,
-                    }
-                )
-    return rows
-
-
-def fleet_breakers(*, now: datetime | None = None) -> list[FleetPrimitive]:
-    """Every breaker snapshot of every instance not gone, one row per (instance, name)."""
-    return _primitives("breakers", now)
-
-
-def fleet_limiters(*, now: datetime | None = None) -> list[FleetPrimitive]:
-    """Every limiter snapshot of every instance not gone, one row per (instance, name)."""
-    return _primitives("limiters", now)
-
-
-class FleetTotals(TypedDict):
-    instances: int
-    breakers: int
-    calls: int
-    failures: int
-    breaker_rejected: int
-    limiter_allowed: int
-    limiter_rejected: int
-
-
-def totals(*, now: datetime | None = None) -> FleetTotals:
-    """Counters summed over the instances not gone, for the charts' fleet series."""
-    breakers, limiters = fleet_breakers(now=now), fleet_limiters(now=now)
-    result: FleetTotals = {
-        "instances": len({row["instance"] for row in breakers + limiters}),
-        "breakers": len(breakers),
-        "calls": 0,
-        "failures": 0,
-        "breaker_rejected": 0,
-        "limiter_allowed": 0,
-        "limiter_rejected": 0,
-    }
-    for row in breakers:
-        calls = row["snapshot"].get("calls") or {}
-        result["calls"] += _count(calls.get("successful")) + _count(calls.get("failed"))
-        result["failures"] += _count(calls.get("failed"))
-        result["breaker_rejected"] += _count(calls.get("rejected"))
-    for row in limiters:
-        result["limiter_allowed"] += _count(row["snapshot"].get("allowed"))
-        result["limiter_rejected"] += _count(row["snapshot"].get("rejected"))
-    return result

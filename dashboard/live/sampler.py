@@ -26,7 +26,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from dashboard import runtime, selectors
-from dashboard.fleet import selectors as fleet_selectors
+from dashboard.fleet import primitives as fleet_primitives
 from resilience import telemetry
 from resilience.circuit_breaker import circuit_breaker_registry
 from resilience.rate_limiter import rate_limiter_registry
@@ -187,7 +187,7 @@ class Sampler:
     async def tick(self) -> None:
         if self.watchers["metrics"] or self.watchers["overview"]:
             try:
-                self.fleet = dict(await database_sync_to_async(fleet_selectors.totals)())
+                self.fleet = dict(await database_sync_to_async(fleet_primitives.totals)())
             except Exception:
                 self.fleet = None
                 logger.exception("live sampler: reading the fleet totals failed")

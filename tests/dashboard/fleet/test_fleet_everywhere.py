@@ -14,7 +14,7 @@ from django.utils import timezone
 from dashboard.alerts.engine import Engine
 from dashboard.alerts.models import Alert, AlertRule, RuleKind
 from dashboard.api import testing, throttle
-from dashboard.fleet import selectors, services
+from dashboard.fleet import primitives, services
 from dashboard.fleet.report import parse_report
 from dashboard.live.broadcast import Broadcaster
 from dashboard.live.sampler import Sampler, add_fleet
@@ -243,7 +243,7 @@ def test_overview_without_a_fleet_has_no_fleet_section(client: Client) -> None:
 
 
 def test_fleet_totals_sum_instances_and_feed_the_chart_sample(fleet: None) -> None:
-    totals = selectors.totals()
+    totals = primitives.totals()
     assert totals == {
         "instances": 2,
         "breakers": 2,
