@@ -1,0 +1,66 @@
+"""Review findings on trace search planning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db.models.query import ValuesListIterable
+
+from dashboard.traces import search
+from dashboard.traces.models import TraceSummary
+from dashboard.traces.search import TraceQuery, search_traces
+
+pytestmark = pytest.mark.django_db
+
+T0_US = 1_800_000_000 * 1_000_000
+COUNT = 300
+
+
+@pytest.fixture
+def traces() -> None:
+    TraceSummary.objects.bulk_create(
+        TraceSummary(
+            trace_id=f"{i + 1:032x}",
+            root_name="op",
+            root_service="svc",
+            root_rank=0,
+            start_us=T0_US + i,
+            end_us=T0_US + i + 10,
+            duration_us=10,
+            span_count=1,
+            error_count=0,
+        )  # fmt: skip
+        for i in range(COUNT)
+    )
+
+
+@pytest.fixture
+def fetched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many summary rows each values_list query brought into Python."""
+    sizes: list[int] = []
+    original = ValuesListIterable.__iter__
+
+    def counting(self: Any) -> Iterator[Any]:
+        rows = list(original(self))
+        if self.queryset.model is TraceSummary:
+            sizes.append(len(rows))
+        return iter(rows)
+
+    monkeypatch.setattr(ValuesListIterable, "__iter__", counting)
+    return sizes
+
+
+def test_a_deep_recent_page_does_not_read_every_match_before_it(
+    traces: None, fetched: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``?page=100000&page_size=500`` (the API's and the form's limits) must not bring up
+    to 50 million summaries into the server's memory, as the OFFSET query and the
+    database-side capped count before it did not: only ``max(COUNT_CAP, chart_limit)``
+    newest rows (+1) and the page (+1) are read into Python."""
+    monkeypatch.setattr(search, "COUNT_CAP", 10)
+    found = search_traces(query=TraceQuery(page=50, per_page=5), chart_limit=0)
+    newest_first = [f"{i + 1:032x}" for i in reversed(range(COUNT))]
+    assert [r.trace_id for r in found.page.rows] == newest_first[245:250]
+    assert max(fetched) <= 5 + 1 + 10 + 1, fetched
