@@ -61,3 +61,16 @@ def test_a_span_with_a_huge_float_attribute_is_stored() -> None:
     # whole batch's transaction fails and its spans are lost.
     write_spans([_row(1, T0_US, {"huge": 1e300}), _row(2, T0_US, {"k": "v"})], masker=Masker(()))
     assert SpanRecord.objects.count() == 2
+
+
+def test_deleting_a_span_with_more_than_max_per_span_attributes_removes_its_rows() -> None:
+    # The writer indexes the first MAX_PER_SPAN attributes in the span's own order; the
+    # delete recomputes them from the stored JSON, which PostgreSQL's jsonb gives back
+    # in its own key order (shorter keys first): the rows of the other keys stay.
+    names = [f"a{i}" for i in reversed(range(attribute_index.MAX_PER_SPAN + 76))]
+    write_spans(
+        [_row(1, T0_US, dict.fromkeys(names, 1)), _row(2, T0_US + 5, {"other": 1})],
+        masker=Masker(()),
+    )
+    delete_spans([SpanRecord.objects.get(span_id=f"{1:016x}").pk], using="default")
+    assert _stored_index() == _expected_index()
