@@ -153,12 +153,9 @@ TEMPLATES = [
 ]
 
 # SQLite in WAL mode is the embedded default; DATABASE_URL selects PostgreSQL.
-# DATABASE_CONN_MAX_AGE: Django's CONN_MAX_AGE (seconds a thread keeps its connection
-# across requests; 0 gives it back to the pool, dashboard/db, at each request's end).
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", "") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
 # Django's engines with idle connections pooled across the per-request threads of ASGI

@@ -42,7 +42,6 @@ EXAMPLES: dict[str, Example] = {
     "DATABASE_URL": Example(
         ("DATABASES", "default", "NAME"), "postgres://u:p@db.example:5432/orders", "orders"
     ),
-    "DATABASE_CONN_MAX_AGE": Example(("DATABASES", "default", "CONN_MAX_AGE"), "60", 60),
     "TEST_DB_NAME": Example(
         ("DATABASES", "default", "TEST", "NAME"), "/tmp/t.sqlite3", "/tmp/t.sqlite3"
     ),

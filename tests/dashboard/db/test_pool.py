@@ -245,8 +245,8 @@ def test_a_pooled_sqlite_connection_has_foreign_keys_enforced_again() -> None:
 
 @pytest.fixture
 def conn_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DATABASE_CONN_MAX_AGE=60 for the connections made in this test (every thread's
-    wrapper reads the same settings dict)."""
+    """CONN_MAX_AGE=60 (a settings module's choice) for the connections made in this
+    test (every thread's wrapper reads the same settings dict)."""
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 60)
 
 
