@@ -25,8 +25,10 @@ What is indexed, so that the index answers exactly what the JSON search answered
 - a key of at most ``MAX_KEY`` characters and a string of at most ``MAX_VALUE``;
   a longer key or value is not indexed, and a search for one falls back to the JSON
   scan (still exact, only slower);
-- at most ``MAX_PER_SPAN`` attributes per span (ingest keeps at most
-  ``INGEST_MAX_ATTRIBUTES``, 128 by default, and the OpenTelemetry SDK 128 too).
+- at most ``MAX_PER_SPAN`` attributes per span, in key order when a span has more (ingest
+  keeps at most ``INGEST_MAX_ATTRIBUTES``, 128 by default, and the OpenTelemetry SDK 128
+  too);
+- a number spelled in at most ``MAX_VALUE`` characters.
 
 A value is stored as one typed text: ``s`` + the string, ``b`` + ``true``/``false``,
 ``n`` + the number in one canonical spelling (an integral float as its integer, so
@@ -37,12 +39,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
+from decimal import Decimal
 from math import isfinite
 from typing import Any
 
 MAX_KEY = 128
 MAX_VALUE = 256
 MAX_PER_SPAN = 1024  # INGEST_MAX_ATTRIBUTES may not exceed it (dashboard.ingest.conf)
+_EXACT = 2.0**53  # integral floats below it spell the same as their int
 
 
 def encode(value: Any) -> str | None:
@@ -53,12 +57,22 @@ def encode(value: Any) -> str | None:
     if kind is bool:
         return "btrue" if value else "bfalse"
     if kind is int:
-        return "n" + str(value)
-    if kind is float:
+        text = "n" + str(value)
+    elif kind is float:
         if not isfinite(value):
             return None  # stored as JSON null
-        return "n" + (str(int(value)) if value.is_integer() else repr(value))
-    return None
+        if not value.is_integer():
+            text = "n" + repr(value)
+        elif -_EXACT < value < _EXACT:
+            text = "n" + str(int(value))
+        else:
+            # Spelled from its shortest repr, as JSON stores it: PostgreSQL's jsonb gives
+            # 2.0**60 back as the integer 1152921504606847000, not ...846976, and the rows
+            # rebuilt from stored spans (retention) must meet the rows written.
+            text = "n" + str(int(Decimal(repr(value))))
+    else:
+        return None
+    return text if len(text) <= MAX_VALUE + 1 else None  # 1e300: not indexed (JSON scan)
 
 
 def typed_candidates(value: str) -> list[Any]:
@@ -102,7 +116,12 @@ def attribute_rows(
     get = merged.get
     for trace_id, start_us, attributes in spans:
         count = 0
-        for key, value in attributes.items():
+        # Beyond MAX_PER_SPAN, which attributes are indexed must not depend on the order
+        # the database gives keys back in (jsonb sorts them): take them in key order.
+        items = (
+            attributes.items() if len(attributes) <= MAX_PER_SPAN else sorted(attributes.items())
+        )
+        for key, value in items:
             kind = type(value)
             if kind is str:
                 if len(value) > MAX_VALUE:

@@ -208,8 +208,10 @@ def _search_in_database(
     offset = (query.page - 1) * query.per_page
     end = offset + query.per_page + 1
     window = max(COUNT_CAP, limit)
-    if query.sort == "recent":
-        window = max(window, end)  # a deep page: its rows and the count in one walk
+    if query.sort == "recent" and end <= 2 * window:
+        # A page just past the count's window: its rows and the count in one walk. A
+        # deeper one (up to page 100,000 of 500) is read with OFFSET, never into memory.
+        window = max(window, end)
     recent = traces.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)
     newest: list[_Row] = list(recent[: window + 1])
     complete = len(newest) <= window  # every match is in hand

@@ -64,3 +64,20 @@ def test_a_deep_recent_page_does_not_read_every_match_before_it(
     newest_first = [f"{i + 1:032x}" for i in reversed(range(COUNT))]
     assert [r.trace_id for r in found.page.rows] == newest_first[245:250]
     assert max(fetched) <= 5 + 1 + 10 + 1, fetched
+
+
+def test_a_first_page_still_counts_every_match_and_charts_the_newest(traces: None) -> None:
+    found = search_traces(query=TraceQuery(page=1, per_page=5), chart_limit=500)
+    assert (found.page.total, found.page.total_capped) == (COUNT, False)
+    assert len(found.points) == COUNT
+    assert found.page.has_next
+
+
+def test_a_page_just_past_the_window_is_found_in_the_same_walk(
+    traces: None, fetched: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search, "COUNT_CAP", 10)
+    found = search_traces(query=TraceQuery(page=3, per_page=5), chart_limit=0)
+    newest_first = [f"{i + 1:032x}" for i in reversed(range(COUNT))]
+    assert [r.trace_id for r in found.page.rows] == newest_first[10:15]
+    assert len(fetched) == 1  # one query: rows and count from the same walk
