@@ -92,7 +92,7 @@ def _hinted_sql(connection: Any) -> str:
             f"SELECT {_select(connection)} FROM (SELECT {_select(connection)} FROM {table} "
             f"WHERE {seq} >= %s ORDER BY {seq} DESC LIMIT {WINDOW}) AS newest "
             f"WHERE {_column(connection, 'agent_id')} = %s "
-            f"AND {_column(connection, 'workflow_id')} = %s LIMIT 1"
+            f"AND {_column(connection, 'workflow_id')} = %s ORDER BY {seq} DESC LIMIT 1"
         )
     return sql
 
