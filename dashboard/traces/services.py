@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -152,6 +153,9 @@ def write_spans(
         The number of span rows written.
     """
     rows, deltas = span_rows(spans, masker)
+    # Summaries upserted in trace order, as the attribute rows are: two writers whose
+    # batches share traces lock them in one order, so they cannot deadlock (PostgreSQL).
+    deltas = sorted(deltas, key=attrgetter("trace_id"))
     if not rows:
         return 0
     connection = connections[using]

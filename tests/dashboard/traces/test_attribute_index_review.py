@@ -74,3 +74,27 @@ def test_deleting_a_span_with_more_than_max_per_span_attributes_removes_its_rows
     )
     delete_spans([SpanRecord.objects.get(span_id=f"{1:016x}").pk], using="default")
     assert _stored_index() == _expected_index()
+
+
+def test_trace_summaries_are_upserted_in_trace_order() -> None:
+    """Two writers whose batches share traces must lock their summaries in one order
+    (PostgreSQL deadlocks otherwise): the upsert's rows are sorted by trace id."""
+    from django.db import connection
+
+    summaries: list[str] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if "traces_tracesummary" in sql and sql.lstrip().upper().startswith("INSERT"):
+            for chunk in params if many else [params]:
+                summaries.extend(p for p in chunk if isinstance(p, str) and len(p) == 32)
+        return execute(sql, params, many, context)
+
+    def span(trace: int) -> SpanRow:
+        return SpanRow(
+            f"{trace:032x}", f"{trace:016x}", None, "op", "svc", "INTERNAL",
+            T0_US, T0_US + 10, "UNSET", "", {}, [], {},
+        )  # fmt: skip
+
+    with connection.execute_wrapper(capture):
+        write_spans([span(trace) for trace in (9, 3, 7, 1)], masker=Masker(()))
+    assert summaries == [f"{trace:032x}" for trace in (1, 3, 7, 9)]
