@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -79,16 +80,19 @@ def refresh_span_attributes(
         return
     table = SpanAttribute._meta.db_table
     connection = connections[using]
-    if connection.vendor == "postgresql":
-        # Lock the rows first: a writer upserting one now waits for this commit, and one
-        # that already did has committed its span, which the read below then sees.
-        keys, values, trace_ids = (list(column) for column in zip(*sorted(touched), strict=True))
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        # Delete them first, locking them in key order (as writers do): a writer upserting
+        # one now waits for this commit, and one that already did has committed its span,
+        # which the read below then sees; the rows still carried are put back below. The
+        # keys go as one JSON text (psycopg quotes array elements one by one in Python).
         with connection.cursor() as cursor:
             cursor.execute(
-                f'SELECT 1 FROM "{table}" WHERE (key, value, trace_id) IN'
-                " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
-                " ORDER BY key, value, trace_id FOR UPDATE",
-                [keys, values, trace_ids],
+                f'DELETE FROM "{table}" WHERE (key, value, trace_id) IN'
+                f' (SELECT key, value, trace_id FROM "{table}" WHERE (key, value, trace_id) IN'
+                " (SELECT x->>0, x->>1, x->>2 FROM jsonb_array_elements(%s::jsonb) AS x)"
+                " ORDER BY key, value, trace_id FOR UPDATE)",
+                [orjson.dumps(sorted(touched)).decode()],
             )
     traces = sorted({trace for _, _, trace in touched})
     kept: dict[tuple[str, str, str], tuple[int, int]] = {}
@@ -101,6 +105,18 @@ def refresh_span_attributes(
             (trace, to_us(start), attributes) for trace, start, attributes in spans
         )
         kept.update((row[:3], row[3:]) for row in rows if row[:3] in touched)
+    if postgresql:
+        if kept:
+            source = (
+                "SELECT x->>0, x->>1, x->>2, (x->>3)::bigint, (x->>4)::bigint"
+                " FROM jsonb_array_elements(%s::jsonb) AS x ORDER BY 1, 2, 3"
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    attribute_upsert_sql(connection, source=source),
+                    [orjson.dumps([(*row, *starts) for row, starts in kept.items()]).decode()],
+                )
+        return
     gone = sorted(touched - kept.keys())
     with connection.cursor() as cursor:
         if gone:
