@@ -81,3 +81,27 @@ def test_a_page_just_past_the_window_is_found_in_the_same_walk(
     newest_first = [f"{i + 1:032x}" for i in reversed(range(COUNT))]
     assert [r.trace_id for r in found.page.rows] == newest_first[10:15]
     assert len(fetched) == 1  # one query: rows and count from the same walk
+
+
+def test_on_postgresql_the_search_runs_without_parallel_workers(
+    traces: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 10M spans the planner's parallel plans cost 45–90 ms of worker start-up on
+    queries that stop after a page: the search's transaction turns them off."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL planner setting")
+    seen: list[str] = []
+    real = search._search_traces
+
+    def spy(query: TraceQuery, chart_limit: int) -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW max_parallel_workers_per_gather")
+            seen.append(cursor.fetchone()[0])
+        return real(query, chart_limit)
+
+    monkeypatch.setattr(search, "_search_traces", spy)
+    found = search_traces(query=TraceQuery(service="svc"), chart_limit=10)
+    assert seen == ["0"]
+    assert found.page.total == 0  # no spans: the search itself still ran
