@@ -65,8 +65,9 @@ def _clear() -> None:
 
 def _bulk_create_writer() -> Callable[[Sequence[ReadableSpan]], int]:
     """The ORM alternative: one model instance per span, bulk_create in batches."""
-    from django.db import transaction
+    from django.db import connection, transaction
 
+    from dashboard.traces.attribute_store import write_attributes
     from dashboard.traces.conf import DEFAULT_MASKED_KEYS
     from dashboard.traces.convert import span_rows, to_datetime
     from dashboard.traces.masking import Masker
@@ -81,12 +82,14 @@ def _bulk_create_writer() -> Callable[[Sequence[ReadableSpan]], int]:
         for row in rows:
             fields = row._asdict()
             start_us, end_us = fields.pop("start_us"), fields.pop("end_us")
+            del fields["root_class"]  # the summary's, not a column
             start, end = to_datetime(start_us), to_datetime(end_us)
             records.append(
                 SpanRecord(start=start, end=end, duration_us=end_us - start_us, **fields)
             )
-        with transaction.atomic():
+        with transaction.atomic(), connection.cursor() as cursor:
             SpanRecord.objects.bulk_create(records, batch_size=500)
+            write_attributes(cursor, connection, rows)  # the same index as write_spans
             upsert_summaries(deltas)
         return len(records)
 
