@@ -22,6 +22,7 @@ from resilience.checkpoint.compression import (
     resolve_codec,
 )
 from resilience.checkpoint.local import LocalCheckpointStore
+from resilience.checkpoint.maintenance import rebuild, select_for_cleanup
 from resilience.checkpoint.results import CleanupResult, RebuildResult
 from resilience.checkpoint.store import CheckpointRecord, CheckpointStore
 from resilience.errors import (
@@ -379,17 +380,9 @@ class StateCheckpointManager:
             raise ConfigValueError("cleanup needs keep_last and/or older_than, got neither")
         keep = None if keep_last is None else positive_int("keep_last", keep_last)
         max_age = None if older_than is None else duration("older_than", older_than)
-        now = float(self.clock())
-        seen: dict[tuple[str, str], int] = {}
-        doomed: list[CheckpointRecord] = []
-        for record in self.store.query_records():  # newest first
-            group = (record.agent_id, record.workflow_id)
-            rank = seen[group] = seen.get(group, 0) + 1
-            if rank == 1 or (keep is not None and rank <= keep):
-                continue
-            if max_age is not None and now - record.created_at <= max_age:
-                continue
-            doomed.append(record)
+        doomed = select_for_cleanup(
+            self.store.query_records(), keep=keep, max_age=max_age, now=float(self.clock())
+        )
         ids = tuple(record.checkpoint_id for record in doomed)
         if not dry_run and ids:
             self.store.remove_records(ids)
@@ -417,28 +410,4 @@ class StateCheckpointManager:
         Returns:
             A :class:`RebuildResult`.
         """
-        before = {record.checkpoint_id for record in self.store.query_records()}
-        valid: set[str] = set()
-        corrupted: list[str] = []
-        for checkpoint_id in sorted(self.store.iter_blob_ids()):
-            try:
-                data = self.store.read_blob(checkpoint_id)
-                record, _payload = blob.unpack(data, checkpoint_id=checkpoint_id, key=self._key)
-            except CheckpointNotFoundError:
-                continue  # deleted meanwhile
-            except CheckpointCorruptedError:
-                corrupted.append(checkpoint_id)
-                continue
-            self.store.add_record(record)
-            valid.add(checkpoint_id)
-        # A blob deleted while we scanned must not come back as an unloadable record.
-        remaining = set(self.store.iter_blob_ids())
-        gone = valid - remaining
-        removed = sorted((before - valid) | gone, reverse=True)
-        self.store.remove_records(removed)
-        sweep = getattr(self.store, "sweep_temp_files", None)
-        if callable(sweep):
-            sweep()
-        return RebuildResult(
-            indexed=len(valid - gone), corrupted=tuple(corrupted), removed=tuple(removed)
-        )
+        return rebuild(self.store, self._key)

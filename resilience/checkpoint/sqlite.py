@@ -25,7 +25,7 @@ Space: deleted blobs leave free pages that new saves reuse; the file does not sh
 by itself (run ``VACUUM`` offline to return space to the file system).
 
 Concurrency: one connection per process, used under the index's lock (see
-:class:`~resilience.checkpoint.local.SqliteMetadataIndex`), so saves from several
+:class:`~resilience.checkpoint.sqlite_index.SqliteMetadataIndex`), so saves from several
 threads are serialised (SQLite admits one writer at a time anyway); other processes
 wait for the write lock up to ``timeout`` seconds (SQLite's busy timeout).
 """
@@ -37,7 +37,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from resilience.checkpoint.local import _UPSERT, SqliteMetadataIndex, _row
+from resilience.checkpoint.sqlite_index import _UPSERT, SqliteMetadataIndex, _row
 from resilience.checkpoint.store import CheckpointRecord
 from resilience.errors import CheckpointNotFoundError, ConfigValueError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from resilience.checkpoint import StateCheckpointManager, _ids
-from resilience.checkpoint.local import _COLUMNS, _SCHEMA, SqliteMetadataIndex
+from resilience.checkpoint.sqlite_index import _COLUMNS, _SCHEMA, SqliteMetadataIndex
 from resilience.checkpoint.store import CheckpointRecord
 from tests.clock import FakeClock
 
