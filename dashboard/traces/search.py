@@ -9,7 +9,8 @@ PostgreSQL), and the summaries are walked in the sort's index order, each checke
 against that set, stopping after a page; beyond that, summaries are walked in index
 order with a correlated EXISTS on the spans' trace_id index, which finds a page of
 matches after a few probes. An attribute alone is answered from the attribute index
-(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON. A "called by"
+(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON, its newest
+matches fetched in the order of the index's first start (``_newest_by_bound``). A "called by"
 filter is planned by its candidate spans (``caller_trace_ids``): a few are collected,
 each probing its parent; more, and the summaries are walked with the parent probe.
 
@@ -66,6 +67,7 @@ SORTS: dict[str, tuple[str, tuple[str, ...], Callable[[_Row], tuple[Any, ...]]]]
 SELECTIVE_SPANS = 20_000
 FEW_TRACES = 1_000
 COUNT_CAP = 1_000
+_BOUND_SLACK = 16  # traces taken beyond a quarter more than the window (_newest_by_bound)
 _ROW_FIELDS = (
     "trace_id",
     "root_name",
@@ -204,8 +206,14 @@ def _points(rows: Sequence[_Row]) -> list[ScatterPoint]:
 
 
 def _search_in_database(
-    traces: QuerySet[TraceSummary], query: TraceQuery, limit: int
+    traces: QuerySet[TraceSummary],
+    query: TraceQuery,
+    limit: int,
+    *,
+    newest_of: Callable[[int], list[_Row]] | None = None,
 ) -> TraceSearch:
+    """``newest_of(n)``: the ``n`` newest of ``traces`` in the recent order, when there
+    is a cheaper way to them than the query's (``_newest_by_bound``)."""
     offset = (query.page - 1) * query.per_page
     end = offset + query.per_page + 1
     window = max(COUNT_CAP, limit)
@@ -213,8 +221,11 @@ def _search_in_database(
         # A page just past the count's window: its rows and the count in one walk. A
         # deeper one (up to page 100,000 of 500) is read with OFFSET, never into memory.
         window = max(window, end)
-    recent = traces.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)
-    newest: list[_Row] = list(recent[: window + 1])
+    if newest_of is None:
+        recent = traces.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)
+        newest: list[_Row] = list(recent[: window + 1])
+    else:
+        newest = newest_of(window + 1)
     complete = len(newest) <= window  # every match is in hand
     if query.sort == "recent" and (complete or end <= len(newest)):
         found = newest[offset:end]
@@ -235,6 +246,29 @@ def _search_in_database(
         capped = total >= cap
     page = TracePage(rows, query.page, query.per_page, has_next, total, capped)
     return TraceSearch(page, _points(newest[:limit]))
+
+
+def _newest_by_bound(
+    summaries: QuerySet[TraceSummary], bounds: dict[str, int], n: int
+) -> list[_Row]:
+    """The ``n`` newest summaries (recent order) of the traces in ``bounds``, whose
+    value is at least the trace's ``start_us``, reading about ``n`` of them.
+
+    The traces are taken by bound, highest first, a few more than ``n`` at a time; the
+    walk stops once ``n`` are found and the next trace's bound is below the start of
+    the ``n``-th: no trace left can start later. Else more traces are taken (the database
+    sorts every round, so ties come out in its order).
+    """
+    order = sorted(bounds, key=bounds.__getitem__, reverse=True)
+    taken = n + n // 4 + _BOUND_SLACK
+    while True:
+        ids = order[:taken]
+        few = len(ids) <= FEW_TRACES
+        chunk = summaries.filter(Q(trace_id__in=ids) if few else _among(ids, drive=True))
+        found = list(chunk.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)[:n])
+        if taken >= len(order) or (len(found) == n and bounds[order[taken]] < found[-1][3]):
+            return found
+        taken *= 4
 
 
 def _among(trace_ids: list[str], *, drive: bool = False) -> RawSQL:
@@ -305,16 +339,27 @@ def _search_traces(query: TraceQuery, chart_limit: int) -> TraceSearch:
     traces = _summaries(query, since, until)
     indexed = indexed_attribute(query, since, until)
     if indexed is not None:
-        # The attribute index alone: trace ids read from its (key, value, trace_id,
-        # start) index, each matching trace then fetched by primary key.
-        ids = list(indexed.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
-        if len(ids) > SELECTIVE_SPANS:
+        # The attribute index alone: trace ids and the first start of their matching
+        # spans read from its primary key (PostgreSQL: index only); the newest matching
+        # traces then fetched by primary key, in the order of that bound, which is at
+        # least the trace's start (the summary's start is its earliest span's).
+        rows = list(indexed.values_list("trace_id", "first_us")[: SELECTIVE_SPANS + 1])
+        bounds: dict[str, int] = {}
+        for trace_id, first_us in rows:
+            bounds[trace_id] = min(first_us, bounds.get(trace_id, first_us))
+        if len(rows) > SELECTIVE_SPANS:
             traces = traces.filter(Exists(indexed.filter(trace_id=OuterRef("trace_id"))))
-        else:
-            unique = list(dict.fromkeys(ids))
-            few = len(unique) <= FEW_TRACES
-            traces = traces.filter(Q(trace_id__in=unique) if few else _among(unique, drive=True))
-        return _search_in_database(traces, query, chart_limit)
+            return _search_in_database(traces, query, chart_limit)
+        unique = list(bounds)
+        few = len(unique) <= FEW_TRACES
+        summaries = traces
+        traces = traces.filter(Q(trace_id__in=unique) if few else _among(unique, drive=True))
+        return _search_in_database(
+            traces,
+            query,
+            chart_limit,
+            newest_of=lambda n: _newest_by_bound(summaries, bounds, n),
+        )
     spans = matching_spans(query, since, until)
     if spans is not None and query.caller:
         return _search_in_database(
