@@ -67,7 +67,7 @@ SORTS: dict[str, tuple[str, tuple[str, ...], Callable[[_Row], tuple[Any, ...]]]]
 SELECTIVE_SPANS = 20_000
 FEW_TRACES = 1_000
 COUNT_CAP = 1_000
-_BOUND_SLACK = 16  # traces taken beyond a quarter more than the window (_newest_by_bound)
+_BOUND_SLACK = 16  # traces taken beyond an eighth more than the window (_newest_by_bound)
 _ROW_FIELDS = (
     "trace_id",
     "root_name",
@@ -212,8 +212,7 @@ def _search_in_database(
     *,
     newest_of: Callable[[int], list[_Row]] | None = None,
 ) -> TraceSearch:
-    """``newest_of(n)``: the ``n`` newest of ``traces`` in the recent order, when there
-    is a cheaper way to them than the query's (``_newest_by_bound``)."""
+    """``newest_of(n)``: the ``n`` newest ``traces`` (recent order), read another way."""
     offset = (query.page - 1) * query.per_page
     end = offset + query.per_page + 1
     window = max(COUNT_CAP, limit)
@@ -248,24 +247,31 @@ def _search_in_database(
     return TraceSearch(page, _points(newest[:limit]))
 
 
-def _newest_by_bound(
-    summaries: QuerySet[TraceSummary], bounds: dict[str, int], n: int
-) -> list[_Row]:
-    """The ``n`` newest summaries (recent order) of the traces in ``bounds``, whose
-    value is at least the trace's ``start_us``, reading about ``n`` of them.
+def _by_ids(summaries: QuerySet[TraceSummary], ids: list[str]) -> QuerySet[TraceSummary]:
+    """The summaries of ``ids`` (from the attribute index), each read by primary key."""
+    few = len(ids) <= FEW_TRACES
+    return summaries.filter(Q(trace_id__in=ids) if few else _among(ids, drive=True))
 
-    The traces are taken by bound, highest first, a few more than ``n`` at a time; the
-    walk stops once ``n`` are found and the next trace's bound is below the start of
-    the ``n``-th: no trace left can start later. Else more traces are taken (the database
-    sorts every round, so ties come out in its order).
-    """
+
+def _newest_by_bound(
+    summaries: QuerySet[TraceSummary],
+    matching: QuerySet[TraceSummary],
+    bounds: dict[str, int],
+    n: int,
+) -> list[_Row]:
+    """The ``n`` newest (recent order) of ``matching``, the ``summaries`` of ``bounds``'
+    traces (each bound at least its trace's ``start_us``), reading about ``n``: traces
+    taken by bound, highest first, a few more than ``n`` at a time, until ``n`` are found
+    and the next bound is below the ``n``-th's start (no trace left can start later).
+    The database sorts every round, so ties come out in its order."""
+    recent = SORTS["recent"][1]
+    taken = n + n // 8 + _BOUND_SLACK
+    if len(bounds) <= taken:
+        return list(matching.order_by(*recent).values_list(*_ROW_FIELDS)[:n])
     order = sorted(bounds, key=bounds.__getitem__, reverse=True)
-    taken = n + n // 4 + _BOUND_SLACK
     while True:
-        ids = order[:taken]
-        few = len(ids) <= FEW_TRACES
-        chunk = summaries.filter(Q(trace_id__in=ids) if few else _among(ids, drive=True))
-        found = list(chunk.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)[:n])
+        chunk = _by_ids(summaries, order[:taken]) if taken < len(order) else matching
+        found = list(chunk.order_by(*recent).values_list(*_ROW_FIELDS)[:n])
         if taken >= len(order) or (len(found) == n and bounds[order[taken]] < found[-1][3]):
             return found
         taken *= 4
@@ -280,6 +286,12 @@ def _among(trace_ids: list[str], *, drive: bool = False) -> RawSQL:
     ``drive``: the other way round (ids from the attribute index, where every match
     costs a lookup but the summaries they miss cost nothing).
     """
+    if connection.vendor == "postgresql" and drive:
+        # One JSON text: psycopg quotes an array's elements one by one in Python
+        # (2 ms for 1,300 ids, as much as the database's work for them).
+        ids = "ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))"
+        json = orjson.dumps(trace_ids).decode()
+        return RawSQL(f'"traces_tracesummary"."trace_id" = ANY({ids})', (json,), BooleanField())
     if connection.vendor == "postgresql":
         return RawSQL('"traces_tracesummary"."trace_id" = ANY(%s)', (trace_ids,), BooleanField())
     plus = "" if drive else "+"
@@ -340,9 +352,10 @@ def _search_traces(query: TraceQuery, chart_limit: int) -> TraceSearch:
     indexed = indexed_attribute(query, since, until)
     if indexed is not None:
         # The attribute index alone: trace ids and the first start of their matching
-        # spans read from its primary key (PostgreSQL: index only); the newest matching
-        # traces then fetched by primary key, in the order of that bound, which is at
-        # least the trace's start (the summary's start is its earliest span's).
+        # spans read from its primary key (PostgreSQL: index only). That start is one of
+        # a stored span of the trace, so at least the summary's start_us (the earliest
+        # start of the spans written into it, in the index row's transaction; retention
+        # never raises it): the newest traces are fetched in that bound's order.
         rows = list(indexed.values_list("trace_id", "first_us")[: SELECTIVE_SPANS + 1])
         bounds: dict[str, int] = {}
         for trace_id, first_us in rows:
@@ -350,15 +363,16 @@ def _search_traces(query: TraceQuery, chart_limit: int) -> TraceSearch:
         if len(rows) > SELECTIVE_SPANS:
             traces = traces.filter(Exists(indexed.filter(trace_id=OuterRef("trace_id"))))
             return _search_in_database(traces, query, chart_limit)
-        unique = list(bounds)
-        few = len(unique) <= FEW_TRACES
-        summaries = traces
-        traces = traces.filter(Q(trace_id__in=unique) if few else _among(unique, drive=True))
+        attributed = _by_ids(traces, list(bounds))
+        summary_filter = query.min_duration_us is not None or query.max_duration_us is not None
+        if query.errors_only or summary_filter:
+            # Most of the traces taken would be filtered out: every match read at once.
+            return _search_in_database(attributed, query, chart_limit)
         return _search_in_database(
-            traces,
+            attributed,
             query,
             chart_limit,
-            newest_of=lambda n: _newest_by_bound(summaries, bounds, n),
+            newest_of=lambda n: _newest_by_bound(traces, attributed, bounds, n),
         )
     spans = matching_spans(query, since, until)
     if spans is not None and query.caller:

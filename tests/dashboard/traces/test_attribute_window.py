@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -144,3 +146,31 @@ def test_traces_tied_on_start_and_bound_beyond_the_first_round_are_read(
     found, reference = _both(_query(_recent(1, 2)), monkeypatch)
     assert found == reference
     assert [p.trace_id for p in found.points] == [f"{10:032x}", f"{9:032x}"]
+
+
+def test_a_first_round_short_of_the_window_is_not_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The two highest bounds are traces started before ``since``: the first round
+    finds one trace, and the next bound being below its start proves nothing."""
+    monkeypatch.setattr(search, "COUNT_CAP", 1)
+    monkeypatch.setattr(search, "_BOUND_SLACK", 0)
+    _store(
+        [(0, 200, False, 300), (0, 200, False, 300)] + [(s, 0, False, 1) for s in range(6, 1, -1)]
+    )
+    found, reference = _both(_query({**_recent(1, 5), "since": 1}), monkeypatch)
+    assert found == reference
+    assert [row.trace_id for row in found.page.rows] == [f"{i:032x}" for i in range(3, 8)]
+
+
+def test_the_walk_reads_one_round_when_bounds_follow_the_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(search, "COUNT_CAP", 3)
+    monkeypatch.setattr(search, "_BOUND_SLACK", 0)
+    _store([(start, 0, False, 1) for start in range(40)])
+    with CaptureQueriesContext(connection) as queries:
+        found = search_traces(query=_query(_recent(1, 2)), chart_limit=2)
+    summaries = [q["sql"] for q in queries.captured_queries if "traces_tracesummary" in q["sql"]]
+    assert len(summaries) == 1  # the window of 4 from the first 4 traces by bound
+    assert len(found.points) == 2 and found.page.total_capped
