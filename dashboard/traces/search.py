@@ -9,7 +9,8 @@ PostgreSQL), and the summaries are walked in the sort's index order, each checke
 against that set, stopping after a page; beyond that, summaries are walked in index
 order with a correlated EXISTS on the spans' trace_id index, which finds a page of
 matches after a few probes. An attribute alone is answered from the attribute index
-(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON. A "called by"
+(``SpanAttribute``, see ``attribute_index``) instead of the spans' JSON, its newest
+matches fetched in the order of the index's first start (``_newest_by_bound``). A "called by"
 filter is planned by its candidate spans (``caller_trace_ids``): a few are collected,
 each probing its parent; more, and the summaries are walked with the parent probe.
 
@@ -66,6 +67,7 @@ SORTS: dict[str, tuple[str, tuple[str, ...], Callable[[_Row], tuple[Any, ...]]]]
 SELECTIVE_SPANS = 20_000
 FEW_TRACES = 1_000
 COUNT_CAP = 1_000
+_BOUND_SLACK = 16  # traces taken beyond an eighth more than the window (_newest_by_bound)
 _ROW_FIELDS = (
     "trace_id",
     "root_name",
@@ -204,8 +206,13 @@ def _points(rows: Sequence[_Row]) -> list[ScatterPoint]:
 
 
 def _search_in_database(
-    traces: QuerySet[TraceSummary], query: TraceQuery, limit: int
+    traces: QuerySet[TraceSummary],
+    query: TraceQuery,
+    limit: int,
+    *,
+    newest_of: Callable[[int], list[_Row]] | None = None,
 ) -> TraceSearch:
+    """``newest_of(n)``: the ``n`` newest ``traces`` (recent order), read another way."""
     offset = (query.page - 1) * query.per_page
     end = offset + query.per_page + 1
     window = max(COUNT_CAP, limit)
@@ -213,8 +220,11 @@ def _search_in_database(
         # A page just past the count's window: its rows and the count in one walk. A
         # deeper one (up to page 100,000 of 500) is read with OFFSET, never into memory.
         window = max(window, end)
-    recent = traces.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)
-    newest: list[_Row] = list(recent[: window + 1])
+    if newest_of is None:
+        recent = traces.order_by(*SORTS["recent"][1]).values_list(*_ROW_FIELDS)
+        newest: list[_Row] = list(recent[: window + 1])
+    else:
+        newest = newest_of(window + 1)
     complete = len(newest) <= window  # every match is in hand
     if query.sort == "recent" and (complete or end <= len(newest)):
         found = newest[offset:end]
@@ -237,6 +247,36 @@ def _search_in_database(
     return TraceSearch(page, _points(newest[:limit]))
 
 
+def _by_ids(summaries: QuerySet[TraceSummary], ids: list[str]) -> QuerySet[TraceSummary]:
+    """The summaries of ``ids`` (from the attribute index), each read by primary key."""
+    few = len(ids) <= FEW_TRACES
+    return summaries.filter(Q(trace_id__in=ids) if few else _among(ids, drive=True))
+
+
+def _newest_by_bound(
+    summaries: QuerySet[TraceSummary],
+    matching: QuerySet[TraceSummary],
+    bounds: dict[str, int],
+    n: int,
+) -> list[_Row]:
+    """The ``n`` newest (recent order) of ``matching``, the ``summaries`` of ``bounds``'
+    traces (each bound at least its trace's ``start_us``), reading about ``n``: traces
+    taken by bound, highest first, a few more than ``n`` at a time, until ``n`` are found
+    and the next bound is below the ``n``-th's start (no trace left can start later).
+    The database sorts every round, so ties come out in its order."""
+    recent = SORTS["recent"][1]
+    taken = n + n // 8 + _BOUND_SLACK
+    if len(bounds) <= taken:
+        return list(matching.order_by(*recent).values_list(*_ROW_FIELDS)[:n])
+    order = sorted(bounds, key=bounds.__getitem__, reverse=True)
+    while True:
+        chunk = _by_ids(summaries, order[:taken]) if taken < len(order) else matching
+        found = list(chunk.order_by(*recent).values_list(*_ROW_FIELDS)[:n])
+        if taken >= len(order) or (len(found) == n and bounds[order[taken]] < found[-1][3]):
+            return found
+        taken *= 4
+
+
 def _among(trace_ids: list[str], *, drive: bool = False) -> RawSQL:
     """``trace_id`` is one of ``trace_ids``: one parameter, whatever the number of ids.
 
@@ -246,6 +286,12 @@ def _among(trace_ids: list[str], *, drive: bool = False) -> RawSQL:
     ``drive``: the other way round (ids from the attribute index, where every match
     costs a lookup but the summaries they miss cost nothing).
     """
+    if connection.vendor == "postgresql" and drive:
+        # One JSON text: psycopg quotes an array's elements one by one in Python
+        # (2 ms for 1,300 ids, as much as the database's work for them).
+        ids = "ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))"
+        json = orjson.dumps(trace_ids).decode()
+        return RawSQL(f'"traces_tracesummary"."trace_id" = ANY({ids})', (json,), BooleanField())
     if connection.vendor == "postgresql":
         return RawSQL('"traces_tracesummary"."trace_id" = ANY(%s)', (trace_ids,), BooleanField())
     plus = "" if drive else "+"
@@ -305,16 +351,29 @@ def _search_traces(query: TraceQuery, chart_limit: int) -> TraceSearch:
     traces = _summaries(query, since, until)
     indexed = indexed_attribute(query, since, until)
     if indexed is not None:
-        # The attribute index alone: trace ids read from its (key, value, trace_id,
-        # start) index, each matching trace then fetched by primary key.
-        ids = list(indexed.values_list("trace_id", flat=True)[: SELECTIVE_SPANS + 1])
-        if len(ids) > SELECTIVE_SPANS:
+        # The attribute index alone: trace ids and the first start of their matching
+        # spans read from its primary key (PostgreSQL: index only). That start is one of
+        # a stored span of the trace, so at least the summary's start_us (the earliest
+        # start of the spans written into it, in the index row's transaction; retention
+        # never raises it): the newest traces are fetched in that bound's order.
+        rows = list(indexed.values_list("trace_id", "first_us")[: SELECTIVE_SPANS + 1])
+        bounds: dict[str, int] = {}
+        for trace_id, first_us in rows:
+            bounds[trace_id] = min(first_us, bounds.get(trace_id, first_us))
+        if len(rows) > SELECTIVE_SPANS:
             traces = traces.filter(Exists(indexed.filter(trace_id=OuterRef("trace_id"))))
-        else:
-            unique = list(dict.fromkeys(ids))
-            few = len(unique) <= FEW_TRACES
-            traces = traces.filter(Q(trace_id__in=unique) if few else _among(unique, drive=True))
-        return _search_in_database(traces, query, chart_limit)
+            return _search_in_database(traces, query, chart_limit)
+        attributed = _by_ids(traces, list(bounds))
+        summary_filter = query.min_duration_us is not None or query.max_duration_us is not None
+        if query.errors_only or summary_filter:
+            # Most of the traces taken would be filtered out: every match read at once.
+            return _search_in_database(attributed, query, chart_limit)
+        return _search_in_database(
+            attributed,
+            query,
+            chart_limit,
+            newest_of=lambda n: _newest_by_bound(traces, attributed, bounds, n),
+        )
     spans = matching_spans(query, since, until)
     if spans is not None and query.caller:
         return _search_in_database(
