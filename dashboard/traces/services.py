@@ -248,9 +248,11 @@ def _delete_chunked(queryset: QuerySet[Any], chunk_size: int, limit: int | None 
             pks = list(queryset.values_list("pk", flat=True)[:size])
         if not pks:
             break
-        # Each chunk commits on its own, so writers wait for one chunk at most.
+        # Each chunk commits on its own, so writers wait for one chunk at most. The
+        # condition is checked again as rows are deleted: a summary a writer extended
+        # since its id was read (a span committed in between) is not expired any more.
         with transaction.atomic(using=queryset.db):
-            count, _ = model._default_manager.using(queryset.db).filter(pk__in=pks).delete()
+            count, _ = queryset.order_by().filter(pk__in=pks).delete()
             if model is SpanRecord:  # their index rows, in the same transaction
                 refresh_span_attributes(
                     [(trace, 0, attributes) for _, trace, attributes in spans],
