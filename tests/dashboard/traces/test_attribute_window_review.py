@@ -8,7 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from dashboard.traces import search, services
 from dashboard.traces.convert import SpanRow, to_datetime
@@ -85,3 +86,20 @@ def test_a_summary_deleted_by_retention_while_a_span_is_written_keeps_the_bound(
     assert found == reference
     # The summary was extended by the late span, so retention kept it (and its start).
     assert TraceSummary.objects.get(trace_id=f"{1:032x}").start_us == T0_US
+
+
+def test_the_walk_is_taken_and_stops_before_the_oldest_traces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other tests of the walk pass just as well with it bypassed (every match read
+    and sorted at once): here the summaries read must leave the oldest traces out."""
+    monkeypatch.setattr(search, "COUNT_CAP", 3)
+    monkeypatch.setattr(search, "_BOUND_SLACK", 0)
+    for i in range(1, 41):
+        _write(_span(i, 1, i, {"k": "v"}))
+    with CaptureQueriesContext(connection) as queries:
+        found = search_traces(query=TraceQuery(attribute=("k", "v"), per_page=2), chart_limit=2)
+    summaries = [q["sql"] for q in queries.captured_queries if "traces_tracesummary" in q["sql"]]
+    assert [row.trace_id for row in found.page.rows] == [f"{40:032x}", f"{39:032x}"]
+    assert len(summaries) == 1
+    assert f"{40:032x}" in summaries[0] and f"{1:032x}" not in summaries[0]
