@@ -263,18 +263,22 @@ def _newest_by_bound(
     traces (each bound at least its trace's ``start_us``), reading about ``n``: traces
     taken by bound, highest first, a few more than ``n`` at a time, until ``n`` are found
     and the next bound is below the ``n``-th's start (no trace left can start later).
-    The database sorts every round, so ties come out in its order."""
+    Each round reads only the traces it adds (so never more than one read of every
+    match), merged with the newest so far by the recent sort's key (trace_id unique)."""
     recent = SORTS["recent"][1]
     taken = n + n // 8 + _BOUND_SLACK
     if len(bounds) <= taken:
         return list(matching.order_by(*recent).values_list(*_ROW_FIELDS)[:n])
     order = sorted(bounds, key=bounds.__getitem__, reverse=True)
+    found: list[_Row] = []
+    read = 0
     while True:
-        chunk = _by_ids(summaries, order[:taken]) if taken < len(order) else matching
-        found = list(chunk.order_by(*recent).values_list(*_ROW_FIELDS)[:n])
+        chunk = _by_ids(summaries, order[read:taken])
+        rows = list(chunk.order_by(*recent).values_list(*_ROW_FIELDS)[:n])
+        found = sorted(found + rows, key=_key_recent, reverse=True)[:n] if found else rows
         if taken >= len(order) or (len(found) == n and bounds[order[taken]] < found[-1][3]):
             return found
-        taken *= 4
+        read, taken = taken, taken * 4
 
 
 def _among(trace_ids: list[str], *, drive: bool = False) -> RawSQL:
