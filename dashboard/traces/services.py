@@ -323,4 +323,11 @@ def cleanup_spans(
     if cutoff is not None:
         expired = TraceSummary.objects.filter(end_us__lt=to_us(cutoff)).order_by("end_us")
         traces = expired.count() if dry_run else _delete_chunked(expired, chunk_size)
+        if traces and not dry_run:
+            # A span started before the cutoff and written since the spans were deleted
+            # (late ingest) may have lost its summary above: gone too, with its index
+            # rows, so no span outlives its summary into a trace's next one (whose
+            # start would then be later than the index row's first_us, see search).
+            late = SpanRecord.objects.filter(start__lt=cutoff).order_by("start")
+            spans += _delete_chunked(late, chunk_size)
     return CleanupResult(spans=spans, traces=traces, cutoff=cutoff, dry_run=dry_run)
