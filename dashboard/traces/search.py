@@ -254,22 +254,22 @@ def _by_ids(summaries: QuerySet[TraceSummary], ids: list[str]) -> QuerySet[Trace
 
 
 def _newest_by_bound(
-    summaries: QuerySet[TraceSummary],
-    matching: QuerySet[TraceSummary],
-    bounds: dict[str, int],
-    n: int,
+    summaries: QuerySet[TraceSummary], bounds: dict[str, int], n: int
 ) -> list[_Row]:
-    """The ``n`` newest (recent order) of ``matching``, the ``summaries`` of ``bounds``'
-    traces (each bound at least its trace's ``start_us``), reading about ``n``: traces
+    """The ``n`` newest (recent order) of the ``summaries`` of ``bounds``' traces (each
+    bound at least its trace's ``start_us``), reading about ``n``: traces
     taken by bound, highest first, a few more than ``n`` at a time, until ``n`` are found
     and the next bound is below the ``n``-th's start (no trace left can start later).
     Each round reads only the traces it adds (so never more than one read of every
     match), merged with the newest so far by the recent sort's key (trace_id unique)."""
     recent = SORTS["recent"][1]
     taken = n + n // 8 + _BOUND_SLACK
-    if len(bounds) <= taken:
-        return list(matching.order_by(*recent).values_list(*_ROW_FIELDS)[:n])
-    order = sorted(bounds, key=bounds.__getitem__, reverse=True)
+    # One round takes them all when they are few: no order needed.
+    order = (
+        list(bounds)
+        if len(bounds) <= taken
+        else sorted(bounds, key=bounds.__getitem__, reverse=True)
+    )
     found: list[_Row] = []
     read = 0
     while True:
@@ -361,12 +361,12 @@ def _search_traces(query: TraceQuery, chart_limit: int) -> TraceSearch:
         # start of the spans written into it, in the index row's transaction; retention
         # never raises it): the newest traces are fetched in that bound's order.
         rows = list(indexed.values_list("trace_id", "first_us")[: SELECTIVE_SPANS + 1])
-        bounds: dict[str, int] = {}
-        for trace_id, first_us in rows:
-            bounds[trace_id] = min(first_us, bounds.get(trace_id, first_us))
         if len(rows) > SELECTIVE_SPANS:
             traces = traces.filter(Exists(indexed.filter(trace_id=OuterRef("trace_id"))))
             return _search_in_database(traces, query, chart_limit)
+        bounds: dict[str, int] = {}
+        for trace_id, first_us in rows:
+            bounds[trace_id] = min(first_us, bounds.get(trace_id, first_us))
         attributed = _by_ids(traces, list(bounds))
         summary_filter = query.min_duration_us is not None or query.max_duration_us is not None
         if query.errors_only or summary_filter:
@@ -376,7 +376,7 @@ def _search_traces(query: TraceQuery, chart_limit: int) -> TraceSearch:
             attributed,
             query,
             chart_limit,
-            newest_of=lambda n: _newest_by_bound(traces, attributed, bounds, n),
+            newest_of=lambda n: _newest_by_bound(traces, bounds, n),
         )
     spans = matching_spans(query, since, until)
     if spans is not None and query.caller:

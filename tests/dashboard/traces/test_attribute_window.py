@@ -88,11 +88,14 @@ def _query(params: dict[str, Any]) -> TraceQuery:
     return TraceQuery(attribute=("k", "v"), **{**params, **bounds})
 
 
-def _both(query: TraceQuery, monkeypatch: pytest.MonkeyPatch) -> tuple[TraceSearch, TraceSearch]:
-    found = search_traces(query=query, chart_limit=2)
+def both_searches(
+    query: TraceQuery, monkeypatch: pytest.MonkeyPatch, chart_limit: int = 2
+) -> tuple[TraceSearch, TraceSearch]:
+    """The search as it runs, and the same through the spans' JSON (no attribute index)."""
+    found = search_traces(query=query, chart_limit=chart_limit)
     with monkeypatch.context() as patched:
         patched.setattr(search, "indexed_attribute", lambda *args: None)
-        reference = search_traces(query=query, chart_limit=2)
+        reference = search_traces(query=query, chart_limit=chart_limit)
     return found, reference
 
 
@@ -109,7 +112,7 @@ def test_the_early_stop_gives_what_sorting_every_match_gives(
     monkeypatch.setattr(search, "_BOUND_SLACK", 0)
     _store(specs)
     for param in params:
-        found, reference = _both(_query(param), monkeypatch)
+        found, reference = both_searches(_query(param), monkeypatch)
         assert found == reference, param
 
 
@@ -123,14 +126,14 @@ def test_a_trace_whose_attribute_span_starts_late_is_not_taken_for_the_newest(
     specs: list[tuple[int, int | None, bool, int]] = [(0, 200, False, 300)]
     specs += [(start, 0, False, 1) for start in (5, 5, 6, 4, 3, 2)]
     _store(specs)
-    found, reference = _both(_query(_recent(1, 1)), monkeypatch)
+    found, reference = both_searches(_query(_recent(1, 1)), monkeypatch)
     assert found == reference
     # newest first: start 6 (trace 4), then the tie at 5 by trace id descending
     assert [p.trace_id for p in found.points] == [f"{4:032x}", f"{3:032x}"]
     assert (found.page.total, found.page.total_capped) == (2, True)  # cap: max(1, end)
     every = [found]
     for page in range(2, 9):
-        found, reference = _both(_query(_recent(page, 1)), monkeypatch)
+        found, reference = both_searches(_query(_recent(page, 1)), monkeypatch)
         assert found == reference, page
         every.append(found)
     order = [row.trace_id for result in every for row in result.page.rows]
@@ -143,7 +146,7 @@ def test_traces_tied_on_start_and_bound_beyond_the_first_round_are_read(
     monkeypatch.setattr(search, "COUNT_CAP", 3)
     monkeypatch.setattr(search, "_BOUND_SLACK", 0)
     _store([(0, 0, False, 1)] * 10)
-    found, reference = _both(_query(_recent(1, 2)), monkeypatch)
+    found, reference = both_searches(_query(_recent(1, 2)), monkeypatch)
     assert found == reference
     assert [p.trace_id for p in found.points] == [f"{10:032x}", f"{9:032x}"]
 
@@ -158,7 +161,7 @@ def test_a_first_round_short_of_the_window_is_not_the_answer(
     _store(
         [(0, 200, False, 300), (0, 200, False, 300)] + [(s, 0, False, 1) for s in range(6, 1, -1)]
     )
-    found, reference = _both(_query({**_recent(1, 5), "since": 1}), monkeypatch)
+    found, reference = both_searches(_query({**_recent(1, 5), "since": 1}), monkeypatch)
     assert found == reference
     assert [row.trace_id for row in found.page.rows] == [f"{i:032x}" for i in range(3, 8)]
 

@@ -17,6 +17,7 @@ from dashboard.traces.masking import Masker
 from dashboard.traces.models import SpanAttribute, TraceSummary
 from dashboard.traces.search import TraceQuery, search_traces
 from dashboard.traces.services import cleanup_spans, write_spans
+from tests.dashboard.traces.test_attribute_window import both_searches
 
 pytestmark = pytest.mark.django_db
 
@@ -76,10 +77,7 @@ def test_a_summary_deleted_by_retention_while_a_span_is_written_keeps_the_bound(
     query = TraceQuery(attribute=("k", "v"), per_page=2)
     monkeypatch.setattr(search, "COUNT_CAP", 1)
     monkeypatch.setattr(search, "_BOUND_SLACK", 0)
-    found = search_traces(query=query, chart_limit=1)
-    with monkeypatch.context() as patched:
-        patched.setattr(search, "indexed_attribute", lambda *args: None)
-        reference = search_traces(query=query, chart_limit=1)
+    found, reference = both_searches(query, monkeypatch, chart_limit=1)
     # Trace 1 has a stored span with the attribute (start 50 s): it must be found, and
     # where its summary sorts.
     assert SpanAttribute.objects.filter(trace_id=f"{1:032x}").exists()
@@ -119,9 +117,7 @@ def test_rounds_never_read_a_trace_twice(monkeypatch: pytest.MonkeyPatch) -> Non
     query = TraceQuery(attribute=("k", "v"), per_page=2)
     with CaptureQueriesContext(connection) as queries:
         found = search_traces(query=query, chart_limit=2)
-    with monkeypatch.context() as patched:
-        patched.setattr(search, "indexed_attribute", lambda *args: None)
-        assert found == search_traces(query=query, chart_limit=2)
+    assert found == both_searches(query, monkeypatch)[1]
     summaries = [q["sql"] for q in queries.captured_queries if "traces_tracesummary" in q["sql"]]
     assert len(summaries) > 1  # several rounds
     reads = sum(sql.count(f"{i:032x}") for sql in summaries for i in range(1, 41))
@@ -153,8 +149,5 @@ def test_a_late_old_span_written_during_retention_keeps_the_bound(
     query = TraceQuery(attribute=("k", "v"), per_page=2)
     monkeypatch.setattr(search, "COUNT_CAP", 1)
     monkeypatch.setattr(search, "_BOUND_SLACK", 0)
-    found = search_traces(query=query, chart_limit=1)
-    with monkeypatch.context() as patched:
-        patched.setattr(search, "indexed_attribute", lambda *args: None)
-        reference = search_traces(query=query, chart_limit=1)
+    found, reference = both_searches(query, monkeypatch, chart_limit=1)
     assert found == reference
